@@ -1,0 +1,218 @@
+import numpy as np
+import pytest
+from skimage.transform import resize
+
+import dataset
+from conftest import SAMPLE_DIR, write_patient
+
+PHANTOM_VALIDATION = ["TCGA_SY_0002_20000101", "TCGA_SY_0001_20000101", "TCGA_SY_0006_20000101"]
+
+
+def numbered_patient(root, patient="TCGA_AA_0001_20000101", count=12):
+    """Slices whose every pixel equals the slice number, so order can be read back from the pixels."""
+    images = [np.full((8, 8, 3), n, dtype=np.uint8) for n in range(1, count + 1)]
+    masks = [np.zeros((8, 8), dtype=np.uint8) for _ in range(count)]
+    return write_patient(root, patient, images, masks)
+
+
+def test_slices_are_ordered_by_number_not_by_name(tmp_path):
+    numbered_patient(tmp_path)
+    files = dataset.list_patients(tmp_path)["TCGA_AA_0001_20000101"]
+    assert [number for number, _, _ in files] == list(range(1, 13))
+    assert files[9][1].name == "TCGA_AA_0001_20000101_10.tif"
+    assert files[9][2].name == "TCGA_AA_0001_20000101_10_mask.tif"
+
+
+def test_first_and_last_slices_are_dropped(tmp_path):
+    numbered_patient(tmp_path)
+    volume, mask = dataset.read_patient(dataset.list_patients(tmp_path)["TCGA_AA_0001_20000101"])
+    assert volume.shape == (10, 8, 8, 3) and mask.shape == (10, 8, 8)
+    assert list(volume[:, 0, 0, 0]) == list(range(2, 12))
+
+
+def test_reference_split_on_phantom_names(phantom_dir):
+    patients = dataset.list_patients(phantom_dir)
+    validation = dataset.split_patients(patients, "validation", validation_cases=3)
+    train = dataset.split_patients(patients, "train", validation_cases=3)
+    assert validation == PHANTOM_VALIDATION  # random.sample's order, kept as the reference does
+    assert train == ["TCGA_SY_%04d_20000101" % i for i in (3, 4, 5, 7, 8)]
+    assert dataset.split_patients(patients, "all") == sorted(patients)
+
+
+def test_split_of_sixteen_phantoms_with_ten_validation_cases():
+    names = ["TCGA_SY_%04d_20000101" % i for i in range(1, 17)]
+    assert dataset.split_patients(names, "validation") == [
+        "TCGA_SY_%04d_20000101" % i for i in (4, 1, 12, 5, 16, 14, 3, 2, 9, 13)
+    ]
+
+
+def test_crop_zeroes_dim_voxels_and_crops_to_bounding_box():
+    volume = np.zeros((5, 10, 12, 3), dtype=np.uint8)
+    volume[1:4, 2:7, 3:11, 1] = 200
+    volume[0, 0, 0, 0] = 19  # under 10% of 200: zeroed, so it does not widen the box
+    volume[4, 9, 11, 2] = 20  # exactly 10%: kept
+    mask = np.zeros((5, 10, 12), dtype=np.uint8)
+    mask[2, 3, 4] = 255
+    cropped, cropped_mask = dataset.crop_volume(volume, mask)
+    assert cropped.shape == (4, 8, 9, 3)  # z 1..4, y 2..9, x 3..11
+    assert cropped_mask.shape == (4, 8, 9)
+    assert cropped_mask[1, 1, 1] == 255
+    assert volume[0, 0, 0, 0] == 19  # the input is left untouched
+
+
+def test_pad_to_square_puts_the_odd_pixel_after():
+    volume = np.ones((2, 4, 7, 3))
+    mask = np.ones((2, 4, 7))
+    padded, padded_mask = dataset.pad_to_square(volume, mask)
+    assert padded.shape == (2, 7, 7, 3) and padded_mask.shape == (2, 7, 7)
+    assert padded[0, :, 0, 0].tolist() == [0, 1, 1, 1, 1, 0, 0]
+    wide, _ = dataset.pad_to_square(np.ones((1, 6, 4, 3)), np.ones((1, 6, 4)))
+    assert wide[0, 0, :, 0].tolist() == [0, 1, 1, 1, 1, 0]
+
+
+def test_resize_matches_skimage_plane_by_plane_and_masks_become_binary():
+    rng = np.random.default_rng(0)
+    volume = rng.integers(0, 256, size=(3, 20, 20, 3), dtype=np.uint8)
+    mask = np.zeros((3, 20, 20), dtype=np.uint8)
+    mask[:, 5:12, 6:15] = 255
+    image, out_mask = dataset.resize_volume(volume, mask, 32)
+    assert image.shape == (3, 32, 32, 3) and out_mask.shape == (3, 32, 32)
+    assert set(np.unique(out_mask)) == {0, 1}
+    expected_mask = resize(mask, (3, 32, 32), order=0, mode="constant", anti_aliasing=False)
+    np.testing.assert_array_equal(out_mask * 255, expected_mask)
+    plane = resize(volume[1, :, :, 2], (32, 32), order=2, mode="constant", anti_aliasing=False, clip=False)
+    np.testing.assert_allclose(image[1, :, :, 2], np.clip(plane, 0, volume.max() / 255), atol=1e-12)
+    assert image.min() >= 0 and image.max() <= volume.max() / 255
+
+
+def test_resize_gives_the_numbers_of_the_reference_4d_resize():
+    rng = np.random.default_rng(5)
+    volume = rng.integers(0, 256, size=(5, 24, 24, 3), dtype=np.uint8)
+    image, _ = dataset.resize_volume(volume, np.zeros((5, 24, 24)), 40)
+    reference = resize(volume, (5, 40, 40, 3), order=2, mode="constant", cval=0, anti_aliasing=False)
+    np.testing.assert_allclose(image, reference, atol=1e-12)
+
+
+def test_normalisation_rescales_p10_p99_then_standardises_each_channel():
+    rng = np.random.default_rng(1)
+    volume = rng.uniform(0, 1, size=(4, 16, 16, 3))
+    volume[..., 2] *= 0.5
+    out = dataset.normalize_volume(volume)
+    np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), 0, atol=1e-9)
+    np.testing.assert_allclose(out.std(axis=(0, 1, 2)), 1, atol=1e-9)
+    # values above p99 are clipped: they all share the channel's maximum
+    p99 = np.percentile(volume, 99)
+    above = volume[..., 0] >= p99
+    assert above.any() and np.allclose(out[..., 0][above], out[..., 0].max())
+
+
+def test_normalisation_of_a_constant_channel_gives_zeros_not_nan():
+    volume = np.random.default_rng(2).uniform(0, 1, size=(2, 8, 8, 3))
+    volume[..., 1] = 0.0
+    out = dataset.normalize_volume(volume)
+    assert np.isfinite(out).all() and np.all(out[..., 1] == 0)
+
+
+def test_slice_sampling_weights_match_the_reference_formula():
+    mask = np.zeros((3, 4, 4))
+    mask[1, :1, :2] = 1  # area 2
+    mask[2, :2, :3] = 1  # area 6
+    weights = dataset.slice_sampling_weights(mask)
+    # (area + 8 * 0.1 / 3) / (8 * 1.1)
+    np.testing.assert_allclose(weights, [0.8 / 3 / 8.8, (2 + 0.8 / 3) / 8.8, (6 + 0.8 / 3) / 8.8])
+    assert weights.sum() == pytest.approx(1.0)
+
+
+def test_a_training_patient_without_tumour_is_a_clear_error(tmp_path):
+    images = [np.full((16, 16, 3), 120, dtype=np.uint8)] * 4
+    write_patient(tmp_path, "TCGA_AA_0001_20000101", images, [np.zeros((16, 16))] * 4)
+    with pytest.raises(dataset.DataError, match="TCGA_AA_0001_20000101 has no tumour pixel"):
+        dataset.BrainSegmentationDataset(tmp_path, subset="all", image_size=16, cache_dir=None, progress=False)
+
+
+def test_dataset_items_have_reference_shapes_and_binary_masks(phantom_dir):
+    data = dataset.BrainSegmentationDataset(
+        phantom_dir, subset="validation", image_size=32, random_sampling=False, validation_cases=3,
+        cache_dir=None, workers=1, progress=False,
+    )
+    assert data.patients == PHANTOM_VALIDATION
+    assert len(data) == 3 * 6
+    assert data.patient_slice_index[:7] == [(0, s) for s in range(6)] + [(1, 0)]
+    image, mask = data[7]
+    assert image.shape == (3, 32, 32) and mask.shape == (1, 32, 32)
+    assert image.dtype == mask.dtype == __import__("torch").float32
+    all_masks = np.concatenate([m.ravel() for _, m in data.volumes])
+    assert set(np.unique(all_masks)) == {0.0, 1.0}
+    np.testing.assert_allclose(data.volumes[0][0].mean(axis=(0, 1, 2)), 0, atol=1e-5)
+
+
+def test_random_sampling_never_draws_a_weightless_slice(phantom_dir):
+    data = dataset.BrainSegmentationDataset(
+        phantom_dir, subset="train", image_size=16, validation_cases=3, cache_dir=None, workers=1, progress=False
+    )
+    np.random.seed(0)
+    draws = [data[0][1].sum().item() > 0 for _ in range(200)]
+    # lesion slices carry ~10/11 of the probability mass
+    assert sum(draws) > 150
+
+
+def test_cache_is_reused_and_keyed_by_image_size(phantom_dir, tmp_path, monkeypatch):
+    files = dataset.list_patients(phantom_dir)
+    files = {p: files[p] for p in sorted(files)[:2]}
+    first = dataset.load_volumes(files, 32, cache_dir=tmp_path, workers=2, progress=False)
+    assert len(list(tmp_path.glob("*-32-*.npz"))) == 2
+
+    def fail(*args):
+        raise AssertionError("preprocessed again despite the cache")
+
+    monkeypatch.setattr(dataset, "_preprocess_patient", fail)
+    again = dataset.load_volumes(files, 32, cache_dir=tmp_path, workers=1, progress=False)
+    for patient in files:
+        np.testing.assert_array_equal(first[patient][0], again[patient][0])
+        np.testing.assert_array_equal(first[patient][1], again[patient][1])
+    with pytest.raises(AssertionError, match="preprocessed again"):
+        dataset.load_volumes(files, 48, cache_dir=tmp_path, workers=1, progress=False)
+
+
+def test_parallel_and_serial_preprocessing_agree(phantom_dir):
+    files = dataset.list_patients(phantom_dir)
+    files = {p: files[p] for p in sorted(files)[:3]}
+    serial = dataset.load_volumes(files, 32, cache_dir=None, workers=1, progress=False)
+    parallel = dataset.load_volumes(files, 32, cache_dir=None, workers=2, progress=False)
+    assert list(parallel) == list(files)
+    for patient in files:
+        np.testing.assert_array_equal(serial[patient][0], parallel[patient][0])
+
+
+def test_locate_data_prefers_explicit_then_usual_places_then_synthetic(phantom_dir, tmp_path, monkeypatch):
+    assert dataset.locate_data(phantom_dir) == (phantom_dir, "explicit path")
+    with pytest.raises(dataset.DataError, match="no patient folders"):
+        dataset.locate_data(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    found, source = dataset.locate_data(synthetic_root=tmp_path / "synthetic")
+    assert source == "synthetic phantom default" and dataset.is_synthetic(found)
+    numbered_patient(tmp_path / "archive" / "kaggle_3m")
+    found, source = dataset.locate_data(synthetic_root=tmp_path / "synthetic")
+    assert found == (tmp_path / "archive" / "kaggle_3m").resolve() and source == "found at archive/kaggle_3m"
+
+
+def test_validation_split_larger_than_patient_count_is_a_clear_error(phantom_dir):
+    with pytest.raises(dataset.DataError, match="validation_cases=10 but the data has only 8 patients"):
+        dataset.split_patients(dataset.list_patients(phantom_dir), "train", validation_cases=10)
+
+
+@pytest.mark.skipif(not SAMPLE_DIR.is_dir(), reason="real LGG sample not present")
+def test_real_sample_patients_load_with_binary_masks(tmp_path):
+    files = dataset.list_patients(SAMPLE_DIR)
+    assert len(files) == 6
+    assert sum(len(slices) for slices in files.values()) == 188
+    data = dataset.BrainSegmentationDataset(
+        SAMPLE_DIR, subset="all", image_size=64, random_sampling=False, cache_dir=tmp_path, progress=False
+    )
+    raw_slices = sum(dataset.read_patient(slices)[0].shape[0] for slices in files.values())
+    assert raw_slices == 188 - 2 * 6
+    # the 10% crop also drops 3 all-dark end slices, as the reference's crop does
+    assert len(data) == 173
+    masks = np.concatenate([m.ravel() for _, m in data.volumes])
+    assert set(np.unique(masks)) == {0.0, 1.0}
+    assert all(np.isfinite(v).all() for v, _ in data.volumes)

@@ -1,0 +1,122 @@
+import numpy as np
+import pytest
+import torch
+
+import transform
+from logger import Logger
+from loss import DiceLoss
+from unet import UNet
+
+BLOCKS = {
+    "encoder1": ("enc1", 3, 32), "encoder2": ("enc2", 32, 64), "encoder3": ("enc3", 64, 128),
+    "encoder4": ("enc4", 128, 256), "bottleneck": ("bottleneck", 256, 512), "decoder4": ("dec4", 512, 256),
+    "decoder3": ("dec3", 256, 128), "decoder2": ("dec2", 128, 64), "decoder1": ("dec1", 64, 32),
+}
+
+
+def reference_state_dict_shapes():
+    """The key names and shapes of the reference's unet.pt (init_features=32), written out by hand."""
+    shapes = {}
+    for module, (name, c_in, c_out) in BLOCKS.items():
+        for index, conv_in in ((1, c_in), (2, c_out)):
+            shapes[f"{module}.{name}conv{index}.weight"] = (c_out, conv_in, 3, 3)
+            for stat in ("weight", "bias", "running_mean", "running_var"):
+                shapes[f"{module}.{name}norm{index}.{stat}"] = (c_out,)
+            shapes[f"{module}.{name}norm{index}.num_batches_tracked"] = ()
+    for level, c_out in ((4, 256), (3, 128), (2, 64), (1, 32)):
+        shapes[f"upconv{level}.weight"] = (c_out * 2, c_out, 2, 2)
+        shapes[f"upconv{level}.bias"] = (c_out,)
+    shapes["conv.weight"], shapes["conv.bias"] = (1, 32, 1, 1), (1,)
+    return shapes
+
+
+def test_unet_state_dict_matches_the_reference_keys_and_shapes():
+    state = UNet().state_dict()
+    expected = reference_state_dict_shapes()
+    assert set(state) == set(expected)
+    assert {key: tuple(value.shape) for key, value in state.items()} == expected
+    UNet().load_state_dict({key: torch.zeros(shape) for key, shape in expected.items()}, strict=True)
+
+
+def test_unet_outputs_probabilities_of_the_input_size():
+    model = UNet(init_features=4).eval()
+    x = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        out = model(x)
+        torch.testing.assert_close(out, torch.sigmoid(model.logits(x)))
+    assert out.shape == (2, 1, 32, 48)
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_dice_loss_hand_computed():
+    pred = torch.tensor([1.0, 0.0, 1.0, 0.0]).view(1, 1, 2, 2)
+    true = torch.tensor([1.0, 1.0, 0.0, 0.0]).view(1, 1, 2, 2)
+    assert DiceLoss()(pred, true).item() == pytest.approx(1 - (2 * 1 + 1) / (2 + 2 + 1))
+    half = torch.full((2, 1, 2, 2), 0.5)
+    assert DiceLoss()(half, torch.zeros_like(half)).item() == pytest.approx(1 - 1 / (4 + 1))
+    assert DiceLoss()(true, true).item() == pytest.approx(0.0)
+
+
+def test_dice_loss_never_negative_with_binary_targets():
+    pred = torch.rand(3, 1, 8, 8)
+    true = (torch.rand(3, 1, 8, 8) > 0.5).float()
+    loss = DiceLoss()(pred, true).item()
+    assert 0 <= loss <= 1
+
+
+def test_dice_loss_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="prediction shape"):
+        DiceLoss()(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5))
+
+
+def sample(size=32):
+    image = np.random.default_rng(0).normal(size=(size, size, 3))
+    mask = np.zeros((size, size, 1))
+    mask[8:20, 4:12] = 1
+    return image, mask
+
+
+def test_transforms_keep_shapes_and_binary_masks():
+    np.random.seed(0)
+    pipeline = transform.transforms(scale=0.05, angle=15, flip_prob=0.5)
+    for _ in range(10):
+        image, mask = pipeline(sample())
+        assert image.shape == (32, 32, 3) and mask.shape == (32, 32, 1)
+        assert set(np.unique(mask)) <= {0.0, 1.0}
+
+
+def test_identity_settings_leave_the_sample_unchanged():
+    image, mask = sample()
+    out_image, out_mask = transform.transforms(scale=0.0, angle=0.0, flip_prob=0.0)((image, mask))
+    np.testing.assert_allclose(out_image, image, atol=1e-12)
+    np.testing.assert_array_equal(out_mask, mask)
+
+
+def test_flip_mirrors_left_right():
+    image, mask = sample()
+    out_image, out_mask = transform.HorizontalFlip(1.0)((image, mask))
+    np.testing.assert_array_equal(out_image, image[:, ::-1])
+    assert out_mask[8:20, 20:28].all() and not out_mask[8:20, 4:12].any()
+
+
+def test_scale_draws_within_range_and_zooms_about_the_centre(monkeypatch):
+    drawn = {}
+    monkeypatch.setattr(np.random, "uniform", lambda low, high: drawn.setdefault("range", (low, high)) and 2.0)
+    image, mask = transform.Scale(0.05)(sample())
+    assert drawn["range"] == (0.95, 1.05)
+    assert mask.shape == (32, 32, 1)
+    # 2x zoom about the centre moves rows 8..19 to rows 0..23
+    assert mask[0:24, 0:8].all() and not mask[24:, :].any()
+
+
+def test_logger_writes_scalars_and_image_lists(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = Logger(tmp_path)
+    logger.scalar_summary("val_dsc", 0.75, 3)
+    logger.image_list_summary("image/0", [np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 255, np.uint8)], 3)
+    logger.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [(s.step, s.value) for s in events.Scalars("val_dsc")] == [(3, 0.75)]
+    assert sorted(events.Tags()["images"]) == ["image/0/0", "image/0/1"]

@@ -1,0 +1,93 @@
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import inference
+import train
+from conftest import REPO
+from unet import UNet
+
+TINY = dict(image_size=32, init_features=4, batch_size=4, workers=0, validation_cases=3, lr=1e-3)
+
+
+def test_training_writes_logs_results_and_loadable_best_weights(phantom_dir, tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    results = train.train(
+        data_path=phantom_dir, epochs=2, vis_freq=1, vis_images=5,
+        weights_dir=tmp_path / "weights", logs_dir=tmp_path / "logs", cache_dir=tmp_path / "cache", **TINY,
+    )
+    assert "Best validation mean DSC: " in capsys.readouterr().out
+    saved = json.loads((tmp_path / "logs" / "results.json").read_text())
+    assert [entry["epoch"] for entry in saved["history"]] == [1, 2]
+    assert saved["best_val_dsc"] == max(entry["val_dsc"] for entry in saved["history"]) == results["best_val_dsc"]
+    assert saved["validation_patients"] == ["TCGA_SY_0002_20000101", "TCGA_SY_0001_20000101", "TCGA_SY_0006_20000101"]
+    assert all(0 <= entry["val_dsc"] <= 1 and 0 <= entry["loss"] <= 1 for entry in saved["history"])
+    model = UNet(init_features=4)
+    model.load_state_dict(torch.load(tmp_path / "weights" / "unet.pt", weights_only=True), strict=True)
+    events = EventAccumulator(str(tmp_path / "logs"))
+    events.Reload()
+    assert {"val_loss", "val_dsc"} <= set(events.Tags()["scalars"])
+    assert len(events.Scalars("val_dsc")) == 2
+    # 5 overlays in batches of 4 per visualised epoch: image/0/0..3 and image/1/0
+    assert sorted(events.Tags()["images"]) == ["image/0/0", "image/0/1", "image/0/2", "image/0/3", "image/1/0"]
+
+
+def test_training_loss_goes_down_on_the_phantom(phantom_dir, tmp_path):
+    results = train.train(
+        data_path=phantom_dir, epochs=4, vis_freq=100, vis_images=0, aug_scale=None, aug_angle=None,
+        weights_dir=tmp_path / "w", logs_dir=tmp_path / "l", cache_dir=tmp_path / "c", **{**TINY, "lr": 3e-3},
+    )
+    losses = [entry["loss"] for entry in results["history"]]
+    assert losses[-1] < losses[0]
+
+
+def test_unknown_parameter_is_an_error():
+    with pytest.raises(TypeError, match="unknown parameter.*epoch_count"):
+        train.settings(epoch_count=3)
+
+
+def test_synthetic_demo_settings_apply_only_on_the_synthetic_default(phantom_dir, tmp_path, monkeypatch):
+    params, message = train.prepare(data_path=phantom_dir, epochs=7)
+    assert params["epochs"] == train.SYNTHETIC_DEMO["epochs"] and "synthetic demo settings" in message
+    params, _ = train.prepare(synthetic_demo=False, data_path=phantom_dir, epochs=7)
+    assert params["epochs"] == 7
+    params, _ = train.prepare(defaults=inference.DEFAULTS, data_path=phantom_dir)
+    assert params["image_size"] == train.SYNTHETIC_DEMO["image_size"] and "epochs" not in params
+
+
+def run_notebook(name, cwd, parameters):
+    import papermill
+
+    env_path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env_path]))
+    try:
+        papermill.execute_notebook(
+            str(REPO / name), str(cwd / name), parameters=parameters, cwd=str(cwd), kernel_name="python3",
+            progress_bar=False,
+        )
+    finally:
+        os.environ["PYTHONPATH"] = env_path
+
+
+def test_notebooks_run_end_to_end(phantom_dir, tmp_path):
+    common = dict(data_path=str(phantom_dir), image_size=32, init_features=4, workers=0, validation_cases=3,
+                  synthetic_demo=False)
+    run_notebook("train.ipynb", tmp_path, dict(common, epochs=2, batch_size=4, vis_freq=1, vis_images=4))
+    assert (tmp_path / "weights" / "unet.pt").exists()
+    assert list((tmp_path / "logs").glob("events.out.tfevents.*"))
+    assert len(json.loads((tmp_path / "logs" / "results.json").read_text())["history"]) == 2
+    run_notebook("inference.ipynb", tmp_path, dict(common, batch_size=8))
+    assert (tmp_path / "dsc.png").stat().st_size > 10_000
+    pngs = sorted((tmp_path / "predictions").glob("*.png"))
+    assert len(pngs) == 3 * 6 and pngs[0].name == "TCGA_SY_0001_20000101-00.png"
+    gifs = sorted((tmp_path / "predictions").glob("*.gif"))
+    assert [gif.stem for gif in gifs] == ["TCGA_SY_0001_20000101", "TCGA_SY_0002_20000101", "TCGA_SY_0006_20000101"]
+    import imageio.v3 as iio
+
+    assert iio.imread(gifs[0], index=None).shape[0] == 6
