@@ -25,7 +25,7 @@ import torch
 from scipy import ndimage
 from skimage.exposure import rescale_intensity
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 import synthetic
 
@@ -69,6 +69,11 @@ def locate_data(path=None, synthetic_root=DEFAULT_SYNTHETIC_ROOT):
     """
     if path is not None:
         path = Path(path).expanduser()
+        if not path.is_dir():
+            raise DataError(
+                f"{path}: data folder does not exist; point data_path at the kaggle_3m folder of the LGG "
+                "dataset, or set it to None for the synthetic default"
+            )
         if not _holds_patients(path):
             raise DataError(
                 f"{path}: no patient folders with .tif slices found; point data_path at the "
@@ -96,12 +101,24 @@ def list_patients(data_dir):
     patients = {}
     for dirpath, _, filenames in os.walk(data_dir):
         slices = {}
-        for filename in filenames:
+        for filename in sorted(filenames):
+            if not filename.lower().endswith((".tif", ".tiff")):
+                continue
+            path = Path(dirpath) / filename
             match = _SLICE_NAME.match(filename)
             if match is None:
-                continue
+                raise DataError(
+                    f"{path}: slice name without a number; expected <patient>_<number>.tif "
+                    "or <patient>_<number>_mask.tif: rename or remove it"
+                )
             entry = slices.setdefault(int(match["number"]), {})
-            entry["mask" if match["mask"] else "image"] = Path(dirpath) / filename
+            kind = "mask" if match["mask"] else "image"
+            if kind in entry:
+                raise DataError(
+                    f"{path}: slice number {int(match['number'])} already taken by {entry[kind].name}; "
+                    "remove the duplicate"
+                )
+            entry[kind] = path
         if not slices:
             continue
         patient = Path(dirpath).name
@@ -156,11 +173,55 @@ def split_patients(patients, subset, validation_cases=10, seed=42):
 # ---------------------------------------------------------------- preprocessing
 
 
+def _read_tiff(path):
+    try:
+        return tifffile.imread(path)
+    except Exception as error:  # tifffile raises many types for damaged files
+        raise DataError(
+            f"{path}: unreadable TIFF ({type(error).__name__}: {error}); re-download the file or remove the slice"
+        ) from None
+
+
+def read_image(path):
+    image = _read_tiff(path)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise DataError(
+            f"{path}: image of shape {image.shape}; expected height x width x 3 "
+            "(pre-contrast, FLAIR, post-contrast)"
+        )
+    return image
+
+
+def read_mask(path):
+    mask = _read_tiff(path)
+    if mask.ndim == 3 and all(np.array_equal(mask[..., 0], mask[..., c]) for c in range(mask.shape[-1])):
+        mask = mask[..., 0]  # a grey mask saved with identical channels
+    if mask.ndim != 2:
+        raise DataError(f"{path}: mask of shape {mask.shape}; expected height x width")
+    values = np.unique(mask)
+    if not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):
+        raise DataError(
+            f"{path}: mask values {values[:6].tolist()}{'...' if len(values) > 6 else ''}; "
+            "expected {0, 255} or {0, 1}: binarise the mask"
+        )
+    return mask
+
+
 def read_patient(slices):
     """Read one patient's slices and drop the first and the last, as the reference does."""
-    images = np.stack([tifffile.imread(image) for _, image, _ in slices])
-    masks = np.stack([tifffile.imread(mask) for _, _, mask in slices])
-    return images[1:-1], masks[1:-1]
+    images, masks = [], []
+    for _, image_path, mask_path in slices:
+        image, mask = read_image(image_path), read_mask(mask_path)
+        if mask.shape != image.shape[:2]:
+            raise DataError(f"{mask_path}: mask of shape {mask.shape} for an image of shape {image.shape}")
+        if images and image.shape != images[0].shape:
+            raise DataError(
+                f"{image_path}: image of shape {image.shape}, but {slices[0][1].name} has {images[0].shape}; "
+                "all slices of a patient must have one size"
+            )
+        images.append(image)
+        masks.append(mask)
+    return np.stack(images)[1:-1], np.stack(masks)[1:-1]
 
 
 def crop_volume(volume, mask):

@@ -8,18 +8,17 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 import dataset
+from checkpoint import load_weights
 from train import resolve_device, settings
-from unet import UNet
 from utils import dsc, largest_connected_component, overlay, plot_dsc, split_by_patient
 
 DEFAULTS = dict(
     weights="weights/unet.pt",
     data_path=None,
-    image_size=256,
-    init_features=32,
+    image_size=None,  # None: the size stored in the weights file, else 256 (the reference's)
     batch_size=32,
     device="auto",
     workers=2,
@@ -29,14 +28,6 @@ DEFAULTS = dict(
     figure="dsc.png",
     gif_fps=5,
 )
-
-
-def load_model(weights, device, init_features=32):
-    """A UNet with the weights of a state_dict file (ours or the reference's published one)."""
-    state_dict = torch.load(weights, map_location=device, weights_only=True)
-    model = UNet(in_channels=3, out_channels=1, init_features=init_features)
-    model.load_state_dict(state_dict)
-    return model.to(device).eval()
 
 
 def predict(model, data, device, batch_size=32, workers=0):
@@ -92,18 +83,21 @@ def run(**overrides):
     """Predict the validation patients with saved weights and write all outputs; returns the DSCs."""
     params = settings(DEFAULTS, **overrides)
     device = resolve_device(params["device"])
+    model, metadata = load_weights(params["weights"], device)
+    image_size = params["image_size"] or metadata.get("image_size", 256)
+    if metadata.get("image_size", image_size) != image_size:
+        print(f"warning: {params['weights']} was trained at {metadata['image_size']} px, predicting at {image_size}")
     data_dir, source = dataset.locate_data(params["data_path"])
-    print(f"data: {data_dir} ({source})")
+    print(f"data: {data_dir} ({source}); weights: {params['weights']}; image size {image_size}")
     data = dataset.BrainSegmentationDataset(
         data_dir,
         subset="validation",
-        image_size=params["image_size"],
+        image_size=image_size,
         random_sampling=False,
         validation_cases=params["validation_cases"],
         cache_dir=params["cache_dir"],
         workers=params["workers"],
     )
-    model = load_model(params["weights"], device, params["init_features"])
     volumes = postprocess(predict(model, data, device, params["batch_size"]))
     dsc_by_patient = dsc_distribution(volumes)
     figure = plot_dsc(dsc_by_patient)

@@ -1,7 +1,15 @@
 """Training loop of the reference (Adam, Dice loss, per-volume validation DSC),
-called by train.ipynb. Every epoch it logs to TensorBoard and rewrites a
-results file; the best weights are saved atomically as a plain state_dict
-that the reference's code can load too."""
+called by train.ipynb.
+
+Every epoch it logs to TensorBoard, rewrites a results file and an atomic
+checkpoint (weights, optimiser, scaler, RNG states, best score), so a killed
+run resumes with resume=True. The best weights are saved atomically with what
+inference needs to rebuild the model.
+
+Two data paths learn from the same distribution: "reference" (CPU loader
+workers, scikit-image augmentation per slice) and "device" (slices held on
+the GPU, augmentation per batch there: device_data.py).
+"""
 
 import json
 import os
@@ -9,14 +17,17 @@ import platform
 import random
 import subprocess
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
+import checkpoint
 import dataset
+from device_data import DeviceAugment, DeviceSlices
 from logger import Logger
 from loss import DiceLoss
 from transform import transforms
@@ -42,25 +53,33 @@ DEFAULTS = dict(
     aug_scale=0.05,
     aug_angle=15,
     flip_prob=0.5,
+    data_pipeline="auto",  # "reference" (CPU workers), "device" (on the GPU), "auto": device on a GPU
+    amp="auto",  # "bf16", "fp16", "off"; "auto": bf16 on a GPU that has it, else off
+    channels_last="auto",  # True, False; "auto": on a GPU
+    compile=False,  # torch.compile the model
+    deterministic=False,  # deterministic algorithms (slower on a GPU)
+    resume=False,  # continue from logs_dir/checkpoint.pt if there is one
 )
 
 # Small enough for a 2-core CPU to train in about a minute on the phantom data.
-SYNTHETIC_DEMO = dict(image_size=64, epochs=6, batch_size=8, lr=1e-3, vis_freq=2, vis_images=16)
+SYNTHETIC_DEMO = dict(image_size=64, epochs=6, batch_size=8, lr=1e-3, workers=0, vis_freq=2, vis_images=16)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+WEIGHTS_NAME = "unet.pt"
 
 
-def prepare(synthetic_demo=True, defaults=DEFAULTS, **overrides):
+def prepare(synthetic_demo=True, **overrides):
     """Resolve the data folder; on the synthetic default, apply SYNTHETIC_DEMO if asked.
 
     Returns the full parameters (data_path made explicit) and a line saying what was chosen.
     """
-    params = settings(defaults, **overrides)
+    params = settings(DEFAULTS, **overrides)
     data_dir, source = dataset.locate_data(params["data_path"])
     params["data_path"] = str(data_dir)
     message = f"data: {data_dir} ({source})"
     if synthetic_demo and dataset.is_synthetic(data_dir):
-        demo = {name: value for name, value in SYNTHETIC_DEMO.items() if name in defaults}
-        params.update(demo)
-        message += f"; synthetic demo settings: {demo}"
+        params.update(SYNTHETIC_DEMO)
+        message += f"; synthetic demo settings: {SYNTHETIC_DEMO}"
     return params, message
 
 
@@ -82,10 +101,35 @@ def resolve_device(name="auto"):
     return device
 
 
-def seed_everything(seed):
+def resolve_speed_options(params, device):
+    """(data pipeline, autocast dtype or None, channels_last) for this device."""
+    on_gpu = device.type == "cuda"
+    pipeline = params["data_pipeline"]
+    if pipeline == "auto":
+        pipeline = "device" if on_gpu else "reference"
+    if pipeline not in ("reference", "device"):
+        raise ValueError(f"data_pipeline must be 'reference', 'device' or 'auto', not {pipeline!r}")
+    amp = params["amp"]
+    if amp == "auto":
+        amp = "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "off"
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
+    if amp not in dtypes:
+        raise ValueError(f"amp must be 'bf16', 'fp16', 'off' or 'auto', not {amp!r}")
+    channels_last = on_gpu if params["channels_last"] == "auto" else bool(params["channels_last"])
+    return pipeline, dtypes[amp], channels_last
+
+
+def seed_everything(seed, deterministic=False):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = True
 
 
 def seed_worker(worker_id):
@@ -115,14 +159,6 @@ def device_description(device):
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
-def save_atomic(obj, path):
-    """torch.save to a temporary file, then rename: the file is never half-written."""
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
-
-
 def write_json_atomic(data, path):
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
@@ -130,7 +166,7 @@ def write_json_atomic(data, path):
     os.replace(temporary, path)
 
 
-def datasets(params, data_dir):
+def datasets(params, data_dir, augment_on_cpu=True):
     common = dict(
         images_dir=data_dir,
         image_size=params["image_size"],
@@ -138,46 +174,95 @@ def datasets(params, data_dir):
         cache_dir=params["cache_dir"],
         workers=max(1, params["workers"]),
     )
-    augment = transforms(scale=params["aug_scale"], angle=params["aug_angle"], flip_prob=params["flip_prob"])
+    augment = None
+    if augment_on_cpu:
+        augment = transforms(scale=params["aug_scale"], angle=params["aug_angle"], flip_prob=params["flip_prob"])
     train_set = dataset.BrainSegmentationDataset(subset="train", transform=augment, **common)
     valid_set = dataset.BrainSegmentationDataset(subset="validation", random_sampling=False, **common)
-    return train_set, valid_set
-
-
-def data_loaders(train_set, valid_set, params, device):
-    generator = torch.Generator().manual_seed(params["seed"])
-    common = dict(
-        batch_size=params["batch_size"],
-        num_workers=params["workers"],
-        worker_init_fn=seed_worker,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
     if len(train_set) < params["batch_size"]:
         raise dataset.DataError(
             f"the training set has {len(train_set)} slices, fewer than batch_size={params['batch_size']}; "
             "lower batch_size"
         )
+    return train_set, valid_set
+
+
+def data_loaders(train_set, valid_set, params, device, generator):
+    common = dict(
+        batch_size=params["batch_size"],
+        num_workers=params["workers"],
+        worker_init_fn=seed_worker,
+        pin_memory=device.type == "cuda",
+    )
     train_loader = DataLoader(train_set, shuffle=True, drop_last=True, generator=generator, **common)
     valid_loader = DataLoader(valid_set, shuffle=False, drop_last=False, **common)
     return train_loader, valid_loader
 
 
-def validate(model, loader, loss_fn, device, keep_images=0):
+class Batches:
+    """Where training and validation batches come from, for either data pipeline."""
+
+    def __init__(self, pipeline, train_set, valid_set, params, device):
+        self.pipeline, self.device, self.params = pipeline, device, params
+        self.loader_generator = torch.Generator().manual_seed(params["seed"])
+        self.steps = len(train_set) // params["batch_size"]
+        if pipeline == "reference":
+            self.train_loader, self.valid_loader = data_loaders(
+                train_set, valid_set, params, device, self.loader_generator
+            )
+        else:
+            self.train_slices = DeviceSlices(train_set, device)
+            self.valid_slices = DeviceSlices(valid_set, device)
+            self.augment = DeviceAugment(params["aug_scale"], params["aug_angle"], params["flip_prob"])
+            self.device_generator = torch.Generator(device=device).manual_seed(params["seed"])
+
+    def train(self):
+        if self.pipeline == "reference":
+            for x, y in self.train_loader:
+                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        else:
+            yield from self.train_slices.sample_batches(
+                self.params["batch_size"], self.steps, self.device_generator, self.augment
+            )
+
+    def validation(self):
+        if self.pipeline == "reference":
+            for x, y in self.valid_loader:
+                yield x.to(self.device), y.to(self.device)
+        else:
+            yield from self.valid_slices.ordered_batches(max(64, self.params["batch_size"]))
+
+    def state(self):
+        state = dict(loader=self.loader_generator.get_state())
+        if self.pipeline == "device":
+            state["device"] = self.device_generator.get_state()
+        return state
+
+    def set_state(self, state):
+        self.loader_generator.set_state(state["loader"])
+        if self.pipeline == "device" and "device" in state:
+            self.device_generator.set_state(state["device"])
+
+
+def validate(model, batches, patient_slice_index, loss_fn, autocast, memory_format, keep_images=0):
     """Mean batch loss, per-patient DSC, and overlays of the first keep_images slices."""
     model.eval()
     losses, preds, trues, overlays = [], [], [], []
     with torch.no_grad():
-        for x, y_true in loader:
-            x, y_true = x.to(device), y_true.to(device)
-            y_pred = model(x)
+        for x, y_true in batches:
+            with autocast():
+                y_pred = model(x.contiguous(memory_format=memory_format)).float()
             losses.append(loss_fn(y_pred, y_true).item())
             preds.extend(y_pred[:, 0].cpu().numpy())
             trues.extend(y_true[:, 0].cpu().numpy())
             if len(overlays) < keep_images:
                 overlays.extend(log_images(x, y_true, y_pred)[: keep_images - len(overlays)])
-    per_patient = dsc_per_volume(preds, trues, loader.dataset.patient_slice_index)
+    per_patient = dsc_per_volume(preds, trues, patient_slice_index)
     return float(np.mean(losses)), per_patient, overlays
+
+
+class NonFiniteLoss(FloatingPointError):
+    pass
 
 
 def train(**overrides):
@@ -186,18 +271,30 @@ def train(**overrides):
     started = time.perf_counter()
     data_dir, source = dataset.locate_data(params["data_path"])
     device = resolve_device(params["device"])
-    seed_everything(params["seed"])
+    pipeline, amp_dtype, channels_last = resolve_speed_options(params, device)
+    seed_everything(params["seed"], params["deterministic"])
     weights_dir, logs_dir = Path(params["weights_dir"]), Path(params["logs_dir"])
     weights_dir.mkdir(parents=True, exist_ok=True)
     logs_dir.mkdir(parents=True, exist_ok=True)
-    print(f"data: {data_dir} ({source}); device: {device_description(device)}")
+    checkpoint_path = logs_dir / CHECKPOINT_NAME
+    print(f"data: {data_dir} ({source}); device: {device_description(device)}; data pipeline: {pipeline}")
 
-    train_set, valid_set = datasets(params, data_dir)
-    train_loader, valid_loader = data_loaders(train_set, valid_set, params, device)
-    model = UNet(train_set.in_channels, train_set.out_channels, params["init_features"]).to(device)
+    train_set, valid_set = datasets(params, data_dir, augment_on_cpu=pipeline == "reference")
+    batches = Batches(pipeline, train_set, valid_set, params, device)
+    model_args = dict(
+        in_channels=train_set.in_channels, out_channels=train_set.out_channels, init_features=params["init_features"]
+    )
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = UNet(**model_args).to(device, memory_format=memory_format)
+    step_model = torch.compile(model) if params["compile"] else model
     loss_fn = DiceLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=params["lr"])
-    logger = Logger(logs_dir)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    def autocast():
+        if amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device.type, dtype=amp_dtype)
 
     results = dict(
         commit=git_commit(),
@@ -205,44 +302,73 @@ def train(**overrides):
         data_dir=str(data_dir),
         data_source=source,
         params=params,
+        speed_options=dict(data_pipeline=pipeline, amp=str(amp_dtype), channels_last=channels_last),
         train_patients=train_set.patients,
         validation_patients=valid_set.patients,
         history=[],
         best_val_dsc=0.0,
         best_epoch=None,
-        weights=str(weights_dir / "unet.pt"),
+        weights=str(weights_dir / WEIGHTS_NAME),
+        train_seconds=0.0,
     )
-    train_started = time.perf_counter()
-    step, recent_losses = 0, []
-    for epoch in tqdm(range(params["epochs"]), desc="epochs", unit="epoch"):
-        model.train()
+    first_epoch, step = 0, 0
+    if params["resume"] and checkpoint_path.exists():
+        saved = checkpoint.load_training_checkpoint(checkpoint_path)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scaler.load_state_dict(saved["scaler"])
+        batches.set_state(saved["batches"])
+        checkpoint.set_rng_state(saved["rng"])
+        results.update(
+            {key: saved["results"][key] for key in ("history", "best_val_dsc", "best_epoch", "train_seconds")}
+        )
+        results["resumed_after_epochs"] = saved["results"].get("resumed_after_epochs", []) + [saved["epoch"] + 1]
+        first_epoch, step = saved["epoch"] + 1, saved["step"]
+        print(f"resuming after epoch {first_epoch} of {params['epochs']} from {checkpoint_path}")
+
+    logger = Logger(logs_dir)
+    train_started = time.perf_counter() - results["train_seconds"]
+    recent_losses = []
+    for epoch in tqdm(range(first_epoch, params["epochs"]), desc="epochs", unit="epoch",
+                      initial=first_epoch, total=params["epochs"]):
+        step_model.train()
         epoch_losses = []
-        for x, y_true in tqdm(train_loader, desc=f"epoch {epoch + 1}", leave=False, unit="batch"):
+        for x, y_true in tqdm(batches.train(), total=batches.steps, desc=f"epoch {epoch + 1}", leave=False,
+                              unit="batch"):
             step += 1
-            x, y_true = x.to(device, non_blocking=True), y_true.to(device, non_blocking=True)
-            optimizer.zero_grad()
-            loss = loss_fn(model(x), y_true)
-            loss.backward()
-            optimizer.step()
-            recent_losses.append(loss.item())
-            epoch_losses.append(recent_losses[-1])
+            optimizer.zero_grad(set_to_none=True)
+            with autocast():
+                y_pred = step_model(x.contiguous(memory_format=memory_format))
+            loss = loss_fn(y_pred.float(), y_true)
+            value = loss.item()
+            if not np.isfinite(value):
+                raise NonFiniteLoss(
+                    f"loss became {value} at epoch {epoch + 1}, step {step}; stopped. The last good checkpoint "
+                    f"({checkpoint_path}) is kept: lower lr, or check the data, then resume=True"
+                )
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            recent_losses.append(value)
+            epoch_losses.append(value)
             if (step + 1) % 10 == 0:
                 logger.scalar_summary("loss", np.mean(recent_losses), step)
                 recent_losses = []
 
         visualise = epoch % params["vis_freq"] == 0 or epoch == params["epochs"] - 1
         val_loss, per_patient, overlays = validate(
-            model, valid_loader, loss_fn, device, keep_images=params["vis_images"] if visualise else 0
+            step_model, batches.validation(), valid_set.patient_slice_index, loss_fn, autocast, memory_format,
+            keep_images=params["vis_images"] if visualise else 0,
         )
         mean_dsc = float(np.mean(per_patient))
         logger.scalar_summary("val_loss", val_loss, step)
         logger.scalar_summary("val_dsc", mean_dsc, step)
-        batch = params["batch_size"]
-        for index in range(0, len(overlays), batch):  # grouped per batch as the reference's image/<i> tags
-            logger.image_list_summary(f"image/{index // batch}", overlays[index : index + batch], step)
+        size = params["batch_size"]
+        for index in range(0, len(overlays), size):  # grouped per batch as the reference's image/<i> tags
+            logger.image_list_summary(f"image/{index // size}", overlays[index : index + size], step)
         if mean_dsc > results["best_val_dsc"]:
             results.update(best_val_dsc=mean_dsc, best_epoch=epoch + 1)
-            save_atomic(model.state_dict(), weights_dir / "unet.pt")
+            checkpoint.save_weights(model, weights_dir / WEIGHTS_NAME, params["image_size"], model_args)
         results["history"].append(
             dict(
                 epoch=epoch + 1,
@@ -255,6 +381,19 @@ def train(**overrides):
         )
         results["train_seconds"] = time.perf_counter() - train_started
         results["wall_seconds"] = time.perf_counter() - started
+        checkpoint.save_atomic(
+            dict(
+                epoch=epoch,
+                step=step,
+                model=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                scaler=scaler.state_dict(),
+                batches=batches.state(),
+                rng=checkpoint.rng_state(),
+                results=results,
+            ),
+            checkpoint_path,
+        )
         write_json_atomic(results, logs_dir / "results.json")
     logger.close()
     print("Best validation mean DSC: {:4f}".format(results["best_val_dsc"]))

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 from skimage.transform import resize
@@ -216,3 +218,41 @@ def test_real_sample_patients_load_with_binary_masks(tmp_path):
     masks = np.concatenate([m.ravel() for _, m in data.volumes])
     assert set(np.unique(masks)) == {0.0, 1.0}
     assert all(np.isfinite(v).all() for v, _ in data.volumes)
+
+
+# Figures of the reference's own BrainSegmentationDataset(subset="all", image_size=256) run on the
+# 6 sample patients with numpy 2.4 / scikit-image 0.26 (see results/preprocessing-equivalence.md).
+REFERENCE_SAMPLE_FIGURES = {
+    "TCGA_CS_4944_20010208": ((18, 256, 256, 3), 3052531.93828708, 1.6665723323822021, -0.6390426158905029, 31988),
+    "TCGA_HT_7616_19940813": ((28, 256, 256, 3), 4815322.8219861705, 0.717197597026825, -0.7982962131500244, 33076),
+}
+
+
+@pytest.mark.skipif(not SAMPLE_DIR.is_dir(), reason="real LGG sample not present")
+@pytest.mark.parametrize("patient", sorted(REFERENCE_SAMPLE_FIGURES))
+def test_real_sample_preprocessing_reproduces_the_reference(patient):
+    shape, abs_sum, centre_flair, corner_pre, tumour_voxels = REFERENCE_SAMPLE_FIGURES[patient]
+    image, mask = dataset.load_volumes(
+        {patient: dataset.list_patients(SAMPLE_DIR)[patient]}, 256, cache_dir=None, progress=False
+    )[patient]
+    assert image.shape == shape
+    assert np.abs(image.astype(np.float64)).sum() == pytest.approx(abs_sum, rel=1e-6)
+    assert image[9, 128, 128, 1] == pytest.approx(centre_flair, abs=1e-5)
+    assert image[5, 60, 200, 0] == pytest.approx(corner_pre, abs=1e-5)
+    assert int(mask.sum()) == tumour_voxels
+
+
+FULL_DATA = os.environ.get("LGG_FULL_DATA")
+REFERENCE_VALIDATION = [
+    "TCGA_HT_7616_19940813", "TCGA_CS_6668_20011025", "TCGA_CS_4944_20010208", "TCGA_HT_7879_19981009",
+    "TCGA_DU_7014_19860618", "TCGA_DU_6408_19860521", "TCGA_DU_6404_19850629", "TCGA_DU_5851_19950428",
+    "TCGA_CS_6667_20011105", "TCGA_HT_7692_19960724",
+]
+
+
+@pytest.mark.skipif(not FULL_DATA, reason="set LGG_FULL_DATA to the full kaggle_3m folder")
+def test_full_dataset_split_is_the_reference_split():
+    files = dataset.list_patients(FULL_DATA)
+    assert len(files) == 110 and sum(len(s) for s in files.values()) == 3929
+    assert dataset.split_patients(files, "validation") == REFERENCE_VALIDATION
+    assert len(dataset.split_patients(files, "train")) == 100

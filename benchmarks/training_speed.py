@@ -1,0 +1,118 @@
+"""Seconds per training epoch: the reference's CPU data path against the device path.
+
+    python benchmarks/training_speed.py                      # quick CPU check on the synthetic default
+    python benchmarks/training_speed.py --data PATH/TO/kaggle_3m --image-size 256 --batch-size 16
+
+Same model, batch size, loss and optimiser, in one run on one machine:
+(a) reference path: DataLoader workers, scikit-image scale/rotate/flip per slice,
+    float32, contiguous memory (as the reference trains);
+(b) fast path: slices held on the device, mask-weighted sampling and
+    augmentation per batch there, autocast (bf16 on a GPU), channels_last,
+    and torch.compile with --compile.
+Prints seconds per epoch, images per second and the ratio.
+"""
+
+import argparse
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import dataset  # noqa: E402
+import train  # noqa: E402
+from device_data import DeviceAugment, DeviceSlices  # noqa: E402
+from loss import DiceLoss  # noqa: E402
+from transform import transforms  # noqa: E402
+from unet import UNet  # noqa: E402
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_epoch(model, batches, steps, device, autocast_dtype, memory_format, warmup=3):
+    """Seconds for `steps` training steps, after `warmup` untimed ones."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    loss_fn = DiceLoss()
+    model.train()
+    iterator = iter(batches)
+
+    def one_step():
+        x, y = next(iterator)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        context = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
+        with context:
+            y_pred = model(x.contiguous(memory_format=memory_format))
+        loss_fn(y_pred.float(), y).backward()
+        optimizer.step()
+
+    for _ in range(warmup):
+        one_step()
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        one_step()
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def endless(loader):
+    while True:
+        yield from loader
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=None, help="kaggle_3m folder (default: auto-detect, else synthetic)")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", default="auto")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--steps", type=int, default=None, help="steps to time (default: one epoch)")
+    args = parser.parse_args()
+
+    device = train.resolve_device(args.device)
+    data_dir, source = dataset.locate_data(args.data)
+    params = train.settings(image_size=args.image_size, batch_size=args.batch_size, workers=args.workers)
+    train_set, valid_set = train.datasets(params, data_dir)
+    steps = args.steps or len(train_set) // args.batch_size
+    _, amp_dtype, _ = train.resolve_speed_options(train.settings(amp=args.amp), device)
+    print(f"data: {data_dir} ({source}); {len(train_set)} training slices at {args.image_size} px; "
+          f"batch {args.batch_size}; {steps} steps; device: {train.device_description(device)}")
+
+    torch.manual_seed(0)
+    initial = UNet().state_dict()
+
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
+        worker_init_fn=train.seed_worker, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
+    )
+    model = UNet().to(device)
+    model.load_state_dict(initial)
+    reference = time_epoch(model, endless(loader), steps, device, None, torch.contiguous_format)
+
+    train_set.transform = None
+    slices = DeviceSlices(train_set, device)
+    augment = DeviceAugment(params["aug_scale"], params["aug_angle"], params["flip_prob"])
+    generator = torch.Generator(device=device).manual_seed(0)
+    model = UNet().to(device, memory_format=torch.channels_last)
+    model.load_state_dict(initial)
+    step_model = torch.compile(model) if args.compile else model
+    fast_batches = slices.sample_batches(args.batch_size, steps + 3, generator, augment)
+    fast = time_epoch(step_model, fast_batches, steps, device, amp_dtype, torch.channels_last)
+
+    images = steps * args.batch_size
+    for name, seconds in (("reference path", reference), ("fast path", fast)):
+        print(f"{name:15s} {seconds:8.2f} s per {steps} steps   {images / seconds:8.1f} images/s")
+    print(f"speed-up (reference / fast): {reference / fast:.2f}x  (amp: {amp_dtype}, compile: {args.compile})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Files that must never be lost or half-written: weights and training checkpoints.
+
+Weights files carry what inference needs (model name and arguments, image
+size) beside the state_dict, so the file alone is enough. A plain state_dict,
+such as the reference's published unet.pt, loads too.
+"""
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unet import UNet
+
+WEIGHTS_FORMAT = "brain-segmentation-weights/1"
+
+
+class WeightsError(ValueError):
+    """A weights file that does not fit: the message says which file and what to do."""
+
+
+def save_atomic(obj, path):
+    """torch.save to a temporary file, then rename: the file is never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(obj, temporary)
+    os.replace(temporary, path)
+
+
+def save_weights(model, path, image_size, model_args):
+    save_atomic(
+        dict(
+            format=WEIGHTS_FORMAT,
+            model="unet",
+            model_args=dict(model_args),
+            image_size=image_size,
+            normalisation="per volume: p10-p99 rescale, then per-channel mean/std",
+            state_dict=model.state_dict(),
+        ),
+        path,
+    )
+
+
+def read_weights(path):
+    """(state_dict, metadata): metadata is {} for a plain state_dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file; train first (train.ipynb) or point weights at a .pt file")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise WeightsError(f"{path}: not a readable PyTorch weights file ({type(error).__name__}: {error})") from None
+    if isinstance(content, dict) and content.get("format") == WEIGHTS_FORMAT:
+        metadata = {key: value for key, value in content.items() if key != "state_dict"}
+        return content["state_dict"], metadata
+    if isinstance(content, dict) and all(isinstance(value, torch.Tensor) for value in content.values()):
+        return content, {}
+    raise WeightsError(f"{path}: neither a weights file of this project nor a state_dict")
+
+
+def load_weights(path, device="cpu"):
+    """The model of a weights file, in eval mode, and its metadata.
+
+    For a plain state_dict (the reference's), the U-Net's width is read off the
+    first convolution, so init_features need not be known.
+    """
+    state_dict, metadata = read_weights(path)
+    if metadata.get("model", "unet") != "unet":
+        raise WeightsError(f"{path}: weights of model {metadata['model']!r}; this version builds only 'unet'")
+    model_args = dict(metadata.get("model_args", {}))
+    first = state_dict.get("encoder1.enc1conv1.weight")
+    if first is None:
+        raise WeightsError(
+            f"{path}: not U-Net weights (no encoder1.enc1conv1.weight among {len(state_dict)} tensors)"
+        )
+    model_args.setdefault("in_channels", first.shape[1])
+    model_args.setdefault("init_features", first.shape[0])
+    if "conv.weight" in state_dict:
+        model_args.setdefault("out_channels", state_dict["conv.weight"].shape[0])
+    model = UNet(**model_args)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:
+        details = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+        summary = "; ".join(details[:2]) or str(error)
+        raise WeightsError(f"{path}: weights do not fit UNet({model_args}): {summary}") from None
+    return model.to(device).eval(), metadata
+
+
+def rng_state():
+    state = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_training_checkpoint(path):
+    """Everything train.py saved at the end of an epoch (weights_only=False: it holds RNG states)."""
+    return torch.load(path, map_location="cpu", weights_only=False)

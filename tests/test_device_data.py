@@ -1,0 +1,118 @@
+"""The device data path: same sampling and augmentation distribution as the reference path."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import dataset
+import train
+import transform
+from device_data import DeviceAugment, DeviceSlices, affine_matrices, affine_parameters, warp
+
+
+def batch(size=32):
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(2, 3, size, size, generator=generator)
+    masks = torch.zeros(2, 1, size, size)
+    masks[:, :, 8:20, 4:12] = 1
+    return images, masks
+
+
+def transformed(zoom, degrees, flip):
+    images, masks = batch()
+    n = images.shape[0]
+    theta = affine_matrices(
+        torch.full((n,), float(zoom)), torch.full((n,), math.radians(degrees)), torch.full((n,), flip)
+    )
+    return (images, masks), warp(images, masks, theta)
+
+
+def test_identity_parameters_leave_the_batch_unchanged():
+    (images, masks), (out_images, out_masks) = transformed(1.0, 0.0, False)
+    torch.testing.assert_close(out_images, images, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out_masks, masks)
+
+
+def test_flip_mirrors_left_right():
+    (images, masks), (out_images, out_masks) = transformed(1.0, 0.0, True)
+    torch.testing.assert_close(out_images, images.flip(-1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out_masks, masks.flip(-1))
+
+
+def test_quarter_turn_is_a_rot90():
+    (images, masks), (out_images, out_masks) = transformed(1.0, 90.0, False)
+    candidates = [images.rot90(k, dims=(-2, -1)) for k in (1, 3)]
+    assert any(torch.allclose(out_images, c, atol=1e-4) for c in candidates)
+
+
+def test_zoom_matches_the_reference_scale_transform():
+    images, masks = batch()
+    (_, _), (_, out_masks) = transformed(1.05, 0.0, False)
+    scale = transform.Scale(0.05)
+    np.random.seed(0)
+    original = np.random.uniform
+    np.random.uniform = lambda low, high: 1.05
+    try:
+        _, cpu_mask = scale((images[0].permute(1, 2, 0).numpy(), masks[0].permute(1, 2, 0).numpy()))
+    finally:
+        np.random.uniform = original
+    ours = out_masks[0, 0].numpy() > 0.5
+    theirs = cpu_mask[..., 0] > 0.5
+    iou = (ours & theirs).sum() / (ours | theirs).sum()
+    assert iou > 0.85
+    assert abs(int(ours.sum()) - int(theirs.sum())) <= 16
+
+
+def test_parameters_follow_the_reference_distribution():
+    generator = torch.Generator().manual_seed(1)
+    zoom, radians, flip = affine_parameters(20000, 0.05, 15, 0.5, generator, torch.device("cpu"))
+    assert 0.95 <= zoom.min() and zoom.max() <= 1.05 and abs(zoom.mean().item() - 1) < 0.002
+    degrees = radians * 180 / math.pi
+    assert -15 <= degrees.min() and degrees.max() <= 15 and abs(degrees.mean().item()) < 0.3
+    assert abs(flip.float().mean().item() - 0.5) < 0.02
+
+
+def test_augmented_masks_stay_binary():
+    images, masks = batch()
+    out_images, out_masks = DeviceAugment()(images, masks, torch.Generator().manual_seed(2))
+    assert set(out_masks.unique().tolist()) <= {0.0, 1.0}
+    assert out_images.shape == images.shape
+
+
+def test_sampling_matches_the_reference_patient_then_slice_weights(phantom_dir):
+    data = dataset.BrainSegmentationDataset(
+        phantom_dir, subset="train", image_size=16, validation_cases=3, cache_dir=None, workers=1, progress=False
+    )
+    slices = DeviceSlices(data, "cpu")
+    assert slices.images.dtype == torch.float16 and slices.images.shape == (30, 3, 16, 16)
+    counts = torch.zeros(len(slices))
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(50):
+        counts += torch.bincount(torch.multinomial(slices.probabilities, 2000, True, generator=generator),
+                                 minlength=len(slices))
+    frequency = (counts / counts.sum()).numpy()
+    expected = np.concatenate(data.slice_weights) / len(data.patients)
+    np.testing.assert_allclose(frequency, expected, atol=0.004)
+    per_patient = frequency.reshape(5, 6).sum(axis=1)
+    np.testing.assert_allclose(per_patient, 0.2, atol=0.005)
+
+
+def test_device_pipeline_trains_on_cpu_too(phantom_dir, tmp_path):
+    results = train.train(
+        data_path=phantom_dir, epochs=4, data_pipeline="device", image_size=32, init_features=4, batch_size=4,
+        workers=0, validation_cases=3, lr=3e-3, vis_images=4, vis_freq=1, aug_scale=None, aug_angle=None,
+        logs_dir=tmp_path / "l", weights_dir=tmp_path / "w", cache_dir=tmp_path / "c",
+    )
+    assert results["speed_options"]["data_pipeline"] == "device"
+    losses = [entry["loss"] for entry in results["history"]]
+    assert losses[-1] < losses[0]
+
+
+def test_unknown_speed_options_are_errors():
+    with pytest.raises(ValueError, match="data_pipeline must be"):
+        train.resolve_speed_options(train.settings(data_pipeline="gpu"), torch.device("cpu"))
+    with pytest.raises(ValueError, match="amp must be"):
+        train.resolve_speed_options(train.settings(amp="fp8"), torch.device("cpu"))
+    assert train.resolve_speed_options(train.settings(), torch.device("cpu")) == ("reference", None, False)
