@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 import synthetic
 
-PREPROCESSING_VERSION = 1
+PREPROCESSING_VERSION = 2
 DEFAULT_CACHE_DIR = Path("data") / "cache"
 DEFAULT_SYNTHETIC_ROOT = Path("data") / "synthetic"
 SEARCH_PATTERNS = (
@@ -95,8 +95,12 @@ def is_synthetic(data_dir):
 # ---------------------------------------------------------------- listing files
 
 
-def list_patients(data_dir):
-    """Map patient id -> list of (slice number, image path, mask path), ordered by number."""
+def list_patients(data_dir, require_masks=True):
+    """Map patient id -> list of (slice number, image path, mask path), ordered by number.
+
+    With require_masks=False, images may come without masks (mask path None),
+    as for new patients to segment.
+    """
     data_dir = Path(data_dir)
     patients = {}
     for dirpath, _, filenames in os.walk(data_dir):
@@ -128,7 +132,7 @@ def list_patients(data_dir):
                 "point data_path at a single kaggle_3m folder"
             )
         for number, entry in slices.items():
-            if "mask" not in entry:
+            if "mask" not in entry and require_masks:
                 raise DataError(
                     f"{entry['image']}: image without its mask; add {patient}_{number}_mask.tif "
                     "or remove the image"
@@ -138,7 +142,7 @@ def list_patients(data_dir):
                     f"{entry['mask']}: mask without its image; add {patient}_{number}.tif "
                     "or remove the mask"
                 )
-        patients[patient] = [(n, slices[n]["image"], slices[n]["mask"]) for n in sorted(slices)]
+        patients[patient] = [(n, slices[n]["image"], slices[n].get("mask")) for n in sorted(slices)]
     if not patients:
         raise DataError(
             f"{data_dir}: no patient folders with .tif slices found; point data_path at the "
@@ -211,7 +215,8 @@ def read_patient(slices):
     """Read one patient's slices and drop the first and the last, as the reference does."""
     images, masks = [], []
     for _, image_path, mask_path in slices:
-        image, mask = read_image(image_path), read_mask(mask_path)
+        image = read_image(image_path)
+        mask = read_mask(mask_path) if mask_path is not None else np.zeros(image.shape[:2], np.uint8)
         if mask.shape != image.shape[:2]:
             raise DataError(f"{mask_path}: mask of shape {mask.shape} for an image of shape {image.shape}")
         if images and image.shape != images[0].shape:
@@ -224,19 +229,25 @@ def read_patient(slices):
     return np.stack(images)[1:-1], np.stack(masks)[1:-1]
 
 
-def crop_volume(volume, mask):
-    """Zero voxels under 10% of the maximum, then crop both to their bounding box."""
-    volume = volume.copy()
-    volume[volume < np.max(volume) * 0.1] = 0
-    nonzero = volume.max(axis=-1) > 0
+def crop_bounds(volume):
+    """(z, y, x) slices of the bounding box of voxels at or above 10% of the maximum."""
+    nonzero = volume.max(axis=-1) >= np.max(volume) * 0.1
+    nonzero &= volume.max(axis=-1) > 0
     if not nonzero.any():
         raise DataError("volume is entirely black; check the image files")
     bounds = []
     for axis in range(3):
         other = tuple(a for a in range(3) if a != axis)
         indices = np.nonzero(nonzero.any(axis=other))[0]
-        bounds.append(slice(indices[0], indices[-1] + 1))
-    bounds = tuple(bounds)
+        bounds.append(slice(int(indices[0]), int(indices[-1]) + 1))
+    return tuple(bounds)
+
+
+def crop_volume(volume, mask):
+    """Zero voxels under 10% of the maximum, then crop both to their bounding box."""
+    bounds = crop_bounds(volume)
+    volume = volume.copy()
+    volume[volume < np.max(volume) * 0.1] = 0
     return volume[bounds], mask[bounds]
 
 
@@ -301,8 +312,8 @@ def preprocess(volume, mask, image_size):
 
 
 def cache_key(patient, slices, image_size):
-    stats = [(path.name, path.stat().st_size, path.stat().st_mtime_ns) for _, path, _ in slices]
-    stats += [(path.name, path.stat().st_size, path.stat().st_mtime_ns) for _, _, path in slices]
+    paths = [path for _, image, mask in slices for path in (image, mask) if path is not None]
+    stats = [(path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in paths]
     payload = json.dumps([PREPROCESSING_VERSION, patient, image_size, stats])
     return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
@@ -311,9 +322,22 @@ def _cache_path(cache_dir, patient, slices, image_size):
     return Path(cache_dir) / f"{patient}-{image_size}-{cache_key(patient, slices, image_size)}.npz"
 
 
+GEOMETRY_FIELDS = ("slices", "z_start", "z_stop", "y_start", "y_stop", "x_start", "x_stop", "height", "width")
+
+
+def geometry_of(volume, original_slices):
+    """Where the preprocessed volume sits in the original one (slice indices count the dropped first slice)."""
+    z, y, x = crop_bounds(volume)
+    return np.array(
+        [original_slices, z.start + 1, z.stop + 1, y.start, y.stop, x.start, x.stop, *volume.shape[1:3]],
+        dtype=np.int64,
+    )
+
+
 def _preprocess_patient(patient, slices, image_size, cache_dir):
     try:
         volume, mask = read_patient(slices)
+        geometry = geometry_of(volume, len(slices))
         image, mask = preprocess(volume, mask, image_size)
     except DataError as error:
         raise DataError(f"patient {patient}: {error}") from None
@@ -321,18 +345,18 @@ def _preprocess_patient(patient, slices, image_size, cache_dir):
         path = _cache_path(cache_dir, patient, slices, image_size)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(temporary, image=image, mask=mask.astype(np.uint8))
+        np.savez(temporary, image=image, mask=mask.astype(np.uint8), geometry=geometry)
         os.replace(temporary, path)
-    return image, mask
+    return image, mask, geometry
 
 
 def _load_cached(path):
     with np.load(path) as data:
-        return data["image"], data["mask"].astype(np.float32)
+        return data["image"], data["mask"].astype(np.float32), data["geometry"]
 
 
 def load_volumes(patient_files, image_size=256, cache_dir=DEFAULT_CACHE_DIR, workers=None, progress=True):
-    """Preprocess (or load from cache) each patient: {patient: (image, mask)} in the given order."""
+    """Preprocess (or load from cache) each patient: {patient: (image, mask, geometry)} in the given order."""
     workers = workers if workers is not None else min(8, os.cpu_count() or 1)
     results, todo = {}, []
     for patient, slices in patient_files.items():
@@ -389,10 +413,22 @@ class BrainSegmentationDataset(Dataset):
         cache_dir=DEFAULT_CACHE_DIR,
         workers=None,
         progress=True,
+        require_masks=True,
+        patients=None,
     ):
-        all_files = list_patients(images_dir)
+        all_files = list_patients(images_dir, require_masks=require_masks and random_sampling)
+        if patients is not None:
+            missing = sorted(set(patients) - set(all_files))
+            if missing:
+                raise DataError(f"{images_dir}: no patient folder for {', '.join(missing)}")
+            all_files = {patient: all_files[patient] for patient in patients}
+            subset = "all"
         self.patients = split_patients(all_files, subset, validation_cases, seed)
+        if patients is not None:
+            self.patients = list(patients)
         files = {patient: all_files[patient] for patient in self.patients}
+        self.files = files
+        self.has_masks = {patient: all(mask is not None for _, _, mask in files[patient]) for patient in files}
         for patient, slices in files.items():
             if len(slices) < 3:
                 raise DataError(
@@ -401,6 +437,7 @@ class BrainSegmentationDataset(Dataset):
                 )
         loaded = load_volumes(files, image_size, cache_dir, workers, progress)
         self.volumes = [(loaded[p][0], loaded[p][1][..., np.newaxis]) for p in self.patients]
+        self.geometries = [loaded[p][2] for p in self.patients]
         self.random_sampling = random_sampling
         self.slice_weights = None
         if random_sampling:

@@ -1,23 +1,45 @@
-"""Inference of the reference: predict the validation patients, keep the 3-D
-largest connected component, score each patient, and write dsc.png, per-slice
-overlays and one GIF per patient. Called by inference.ipynb."""
+"""Inference that users can act on, called by inference.ipynb.
 
+Predicts patients with a weights file (ours, or the reference's published
+state_dict), with the per-volume preprocessing the model was trained with,
+then per patient:
+- overlays (red prediction, green truth) and a GIF, on the preprocessed FLAIR
+  as the reference draws them;
+- predicted mask TIFFs named like the dataset's (<patient>_<n>_mask.tif) at
+  the original geometry: the crop, padding and resize are undone, and the
+  slices the preprocessing dropped get empty masks;
+- where masks exist: metrics.csv (DSC, IoU, precision, recall, HD95, volumes,
+  at the original geometry, and the reference's DSC on the preprocessed grid)
+  and dsc.png (the reference's DSC, mean red, median green).
+"""
+
+import csv
+import shutil
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
+import tifffile
 import torch
+from skimage.transform import resize
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import dataset
 from checkpoint import load_weights
 from train import resolve_device, settings
-from utils import dsc, largest_connected_component, overlay, plot_dsc, split_by_patient
+from utils import (
+    dsc, largest_connected_component, overlay, plot_dsc, segmentation_metrics, split_by_patient,
+)
 
 DEFAULTS = dict(
     weights="weights/unet.pt",
-    data_path=None,
+    data_path=None,  # None: auto-detect kaggle_3m, else the synthetic phantom default
+    subset="auto",  # "validation" (the reference's 10), "all"; "auto": validation if every patient has masks
+    patients=None,  # a list of patient folder names: overrides subset
+    threshold=0.5,
+    lcc=True,  # keep the 3-D largest connected component
+    tta=False,  # average with the horizontally flipped prediction
     image_size=None,  # None: the size stored in the weights file, else 256 (the reference's)
     batch_size=32,
     device="auto",
@@ -26,11 +48,17 @@ DEFAULTS = dict(
     cache_dir=str(dataset.DEFAULT_CACHE_DIR),
     predictions_dir="predictions",
     figure="dsc.png",
+    write_masks=True,  # predicted mask TIFFs at the original geometry, under predictions_dir/masks
+    copy_images=True,  # copy each patient's images beside its masks: a kaggle_3m-layout folder
     gif_fps=5,
 )
 
+METRIC_COLUMNS = (
+    "patient", "dsc", "iou", "precision", "recall", "hd95", "predicted_voxels", "true_voxels", "dsc_preprocessed",
+)
 
-def predict(model, data, device, batch_size=32, workers=0):
+
+def predict(model, data, device, batch_size=32, tta=False, workers=0):
     """Probabilities for every slice of a non-sampling dataset, per patient.
 
     Returns {patient: (inputs (Z, 3, S, S), probabilities (Z, S, S), truths (Z, S, S))}.
@@ -39,7 +67,10 @@ def predict(model, data, device, batch_size=32, workers=0):
     inputs, probabilities, truths = [], [], []
     with torch.no_grad():
         for x, y_true in tqdm(loader, desc="predicting", unit="batch"):
-            y_pred = model(x.to(device))
+            x_device = x.to(device)
+            y_pred = model(x_device)
+            if tta:
+                y_pred = (y_pred + model(x_device.flip(-1)).flip(-1)) / 2
             inputs.extend(x.numpy())
             probabilities.extend(y_pred[:, 0].float().cpu().numpy())
             truths.extend(y_true[:, 0].numpy())
@@ -47,40 +78,81 @@ def predict(model, data, device, batch_size=32, workers=0):
     return {patient: tuple(part[p] for part in grouped) for p, patient in enumerate(data.patients)}
 
 
-def postprocess(predictions):
-    """Threshold at 0.5 and keep the 3-D largest connected component, per patient."""
-    return {
-        patient: (inputs, largest_connected_component(probabilities > 0.5), truths)
-        for patient, (inputs, probabilities, truths) in predictions.items()
-    }
+def binarise(probabilities, threshold=0.5, lcc=True):
+    pred = np.asarray(probabilities) > threshold
+    return largest_connected_component(pred) if lcc else pred
 
 
-def dsc_distribution(volumes):
-    return {patient: dsc(pred, true, lcc=False) for patient, (_, pred, true) in volumes.items()}
+def restore_geometry(probabilities, geometry):
+    """Probabilities on the preprocessed grid (Z, S, S) -> the original volume (slices, height, width).
+
+    Undoes the resize (bilinear), the padding to a square and the crop; slices
+    outside the crop (the dropped first and last among them) get 0.
+    """
+    slices, z0, z1, y0, y1, x0, x1, height, width = (int(value) for value in geometry)
+    crop_h, crop_w = y1 - y0, x1 - x0
+    side = max(crop_h, crop_w)
+    square = resize(
+        np.asarray(probabilities, dtype=np.float64), (probabilities.shape[0], side, side),
+        order=1, mode="edge", anti_aliasing=False,
+    )
+    top, left = (side - crop_h) // 2, (side - crop_w) // 2
+    out = np.zeros((slices, height, width))
+    out[z0:z1, y0:y1, x0:x1] = square[:, top : top + crop_h, left : left + crop_w]
+    return out
+
+
+def write_mask_tiffs(mask, patient, slice_files, folder, copy_images=True):
+    """One <patient>_<n>_mask.tif (uint8 0/255) per original slice, optionally with its image beside it."""
+    folder = Path(folder) / patient
+    folder.mkdir(parents=True, exist_ok=True)
+    for plane, (number, image_path, _) in zip(mask, slice_files):
+        tifffile.imwrite(folder / f"{patient}_{number}_mask.tif", (plane > 0).astype(np.uint8) * 255)
+        if copy_images:
+            shutil.copyfile(image_path, folder / f"{patient}_{number}.tif")
+    return folder
+
+
+def original_truth(slice_files):
+    return np.stack([dataset.read_mask(mask) for _, _, mask in slice_files]) > 0
 
 
 def patient_overlays(inputs, pred, true):
-    """One RGB overlay per slice of the FLAIR channel (1)."""
-    return [overlay(inputs[s, 1], pred[s], true[s]) for s in range(inputs.shape[0])]
+    """One RGB overlay per slice of the FLAIR channel (1); no green outline where true is None."""
+    blank = np.zeros_like(pred)
+    return [overlay(inputs[s, 1], pred[s], blank[s] if true is None else true[s]) for s in range(len(inputs))]
 
 
-def save_pictures(volumes, predictions_dir, gif_fps=5):
-    """Per-slice PNGs <patient>-<slice>.png and a <patient>.gif per patient; returns the GIF paths."""
+def save_pictures(patient, frames, predictions_dir, gif_fps=5):
+    """Per-slice PNGs <patient>-<slice>.png and <patient>.gif; returns the GIF path."""
     predictions_dir = Path(predictions_dir)
     predictions_dir.mkdir(parents=True, exist_ok=True)
-    gifs = []
-    for patient, (inputs, pred, true) in tqdm(volumes.items(), desc="pictures", unit="patient"):
-        frames = patient_overlays(inputs, pred, true)
-        for index, frame in enumerate(frames):
-            iio.imwrite(predictions_dir / f"{patient}-{index:02d}.png", frame)
-        gif = predictions_dir / f"{patient}.gif"
-        iio.imwrite(gif, np.stack(frames), duration=1000 / gif_fps, loop=0)
-        gifs.append(gif)
-    return gifs
+    for index, frame in enumerate(frames):
+        iio.imwrite(predictions_dir / f"{patient}-{index:02d}.png", frame)
+    gif = predictions_dir / f"{patient}.gif"
+    iio.imwrite(gif, np.stack(frames), duration=1000 / gif_fps, loop=0)
+    return gif
+
+
+def write_metrics(rows, path):
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: ("" if isinstance(value, float) and np.isnan(value) else value)
+                             for key, value in row.items()})
+
+
+def choose_subset(params, data_dir):
+    if params["patients"] is not None or params["subset"] != "auto":
+        return params["subset"] if params["subset"] != "auto" else "all"
+    files = dataset.list_patients(data_dir, require_masks=False)
+    all_masked = all(mask is not None for slices in files.values() for _, _, mask in slices)
+    return "validation" if all_masked and len(files) > params["validation_cases"] else "all"
 
 
 def run(**overrides):
-    """Predict the validation patients with saved weights and write all outputs; returns the DSCs."""
+    """Predict, write every output, and return {'metrics': rows, 'dsc': {patient: DSC}, 'gifs': [...]}."""
     params = settings(DEFAULTS, **overrides)
     device = resolve_device(params["device"])
     model, metadata = load_weights(params["weights"], device)
@@ -88,21 +160,36 @@ def run(**overrides):
     if metadata.get("image_size", image_size) != image_size:
         print(f"warning: {params['weights']} was trained at {metadata['image_size']} px, predicting at {image_size}")
     data_dir, source = dataset.locate_data(params["data_path"])
-    print(f"data: {data_dir} ({source}); weights: {params['weights']}; image size {image_size}")
+    subset = choose_subset(params, data_dir)
+    print(f"data: {data_dir} ({source}), {subset if params['patients'] is None else 'chosen'} patients; "
+          f"weights: {params['weights']}; image size {image_size}")
     data = dataset.BrainSegmentationDataset(
-        data_dir,
-        subset="validation",
-        image_size=image_size,
-        random_sampling=False,
-        validation_cases=params["validation_cases"],
-        cache_dir=params["cache_dir"],
-        workers=params["workers"],
+        data_dir, subset=subset, patients=params["patients"], image_size=image_size, random_sampling=False,
+        validation_cases=params["validation_cases"], cache_dir=params["cache_dir"], workers=params["workers"],
+        require_masks=False,
     )
-    volumes = postprocess(predict(model, data, device, params["batch_size"]))
-    dsc_by_patient = dsc_distribution(volumes)
-    figure = plot_dsc(dsc_by_patient)
-    figure.savefig(params["figure"])
-    gifs = save_pictures(volumes, params["predictions_dir"], params["gif_fps"])
-    values = list(dsc_by_patient.values())
-    print(f"mean DSC {np.mean(values):.4f}, median DSC {np.median(values):.4f} over {len(values)} patients")
-    return dict(dsc=dsc_by_patient, figure=figure, gifs=gifs, mean=float(np.mean(values)))
+    predictions = predict(model, data, device, params["batch_size"], params["tta"])
+    out_dir = Path(params["predictions_dir"])
+    rows, reference_dsc, gifs = [], {}, []
+    for index, (patient, (inputs, probabilities, truths)) in enumerate(
+        tqdm(predictions.items(), desc="writing", unit="patient")
+    ):
+        pred = binarise(probabilities, params["threshold"], params["lcc"])
+        has_mask = data.has_masks[patient]
+        gifs.append(save_pictures(patient, patient_overlays(inputs, pred, truths if has_mask else None),
+                                  out_dir, params["gif_fps"]))
+        original = binarise(restore_geometry(probabilities, data.geometries[index]), params["threshold"],
+                            params["lcc"])
+        if params["write_masks"]:
+            write_mask_tiffs(original, patient, data.files[patient], out_dir / "masks", params["copy_images"])
+        if has_mask:
+            reference_dsc[patient] = dsc(pred, truths, lcc=False)
+            metrics = segmentation_metrics(original, original_truth(data.files[patient]))
+            rows.append(dict(patient=patient, **metrics, dsc_preprocessed=reference_dsc[patient]))
+    if rows:
+        write_metrics(rows, out_dir / "metrics.csv")
+        plot_dsc(reference_dsc).savefig(params["figure"])
+        values = [row["dsc"] for row in rows]
+        print(f"{len(rows)} patients with masks: DSC mean {np.mean(values):.4f}, median {np.median(values):.4f} "
+              f"(original geometry); reference DSC mean {np.mean(list(reference_dsc.values())):.4f}")
+    return dict(metrics=rows, dsc=reference_dsc, gifs=gifs, patients=data.patients)

@@ -39,6 +39,38 @@ def dsc(y_pred, y_true, lcc=True):
     return float(2.0 * np.logical_and(pred, true).sum() / total)
 
 
+def segmentation_metrics(pred, true):
+    """DSC, IoU, precision, recall, HD95 (voxels, via medpy) and volumes of two binary volumes.
+
+    Conventions where a ratio is 0/0: both empty scores 1 everywhere and HD95
+    0; precision with nothing predicted, or recall with nothing true, is 1
+    only when the other is empty too, else 0. HD95 is NaN when exactly one is
+    empty.
+    """
+    pred, true = np.asarray(pred).astype(bool), np.asarray(true).astype(bool)
+    tp = int(np.logical_and(pred, true).sum())
+    n_pred, n_true = int(pred.sum()), int(true.sum())
+    both_empty = n_pred == 0 and n_true == 0
+    union = n_pred + n_true - tp
+    if both_empty:
+        hd95 = 0.0
+    elif n_pred == 0 or n_true == 0:
+        hd95 = float("nan")
+    else:
+        from medpy.metric.binary import hd95 as medpy_hd95
+
+        hd95 = float(medpy_hd95(pred, true))
+    return dict(
+        dsc=1.0 if both_empty else 2 * tp / (n_pred + n_true),
+        iou=1.0 if both_empty else tp / union,
+        precision=tp / n_pred if n_pred else float(n_true == 0),
+        recall=tp / n_true if n_true else float(n_pred == 0),
+        hd95=hd95,
+        predicted_voxels=n_pred,
+        true_voxels=n_true,
+    )
+
+
 def split_by_patient(slices, patient_slice_index):
     """Stack a flat list of per-slice arrays into one array per patient, in patient order."""
     counts = np.bincount([patient for patient, _ in patient_slice_index])

@@ -232,7 +232,7 @@ REFERENCE_SAMPLE_FIGURES = {
 @pytest.mark.parametrize("patient", sorted(REFERENCE_SAMPLE_FIGURES))
 def test_real_sample_preprocessing_reproduces_the_reference(patient):
     shape, abs_sum, centre_flair, corner_pre, tumour_voxels = REFERENCE_SAMPLE_FIGURES[patient]
-    image, mask = dataset.load_volumes(
+    image, mask, _ = dataset.load_volumes(
         {patient: dataset.list_patients(SAMPLE_DIR)[patient]}, 256, cache_dir=None, progress=False
     )[patient]
     assert image.shape == shape

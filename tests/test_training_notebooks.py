@@ -1,11 +1,13 @@
 import json
 import os
+import shutil
 
 import pytest
 
 import checkpoint
 import train
 from conftest import REPO
+from unet import UNet
 
 TINY = dict(image_size=32, init_features=4, batch_size=4, workers=0, validation_cases=3, lr=1e-3)
 
@@ -85,3 +87,17 @@ def test_notebooks_run_end_to_end(phantom_dir, tmp_path):
     import imageio.v3 as iio
 
     assert iio.imread(gifs[0], index=None).shape[0] == 6
+    assert (tmp_path / "predictions" / "metrics.csv").exists()
+
+
+def test_inference_notebook_runs_on_patients_without_masks(phantom_dir, tmp_path):
+    checkpoint.save_weights(UNet(init_features=4), tmp_path / "weights" / "unet.pt", 32, dict(init_features=4))
+    new = tmp_path / "new" / "TCGA_SY_0003_20000101"
+    new.mkdir(parents=True)
+    for image in (phantom_dir / new.name).glob("*.tif"):
+        if not image.name.endswith("_mask.tif"):
+            shutil.copy(image, new / image.name)
+    run_notebook("inference.ipynb", tmp_path, dict(data_path=str(new.parent), workers=0))
+    assert (tmp_path / "predictions" / "TCGA_SY_0003_20000101.gif").exists()
+    assert len(list((tmp_path / "predictions" / "masks" / new.name).glob("*_mask.tif"))) == 8
+    assert not (tmp_path / "predictions" / "metrics.csv").exists()

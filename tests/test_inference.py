@@ -1,0 +1,133 @@
+import csv
+import shutil
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+import checkpoint
+import dataset
+import inference
+from unet import UNet
+from utils import segmentation_metrics
+
+
+def test_metrics_hand_computed():
+    pred = np.zeros((3, 10, 10), bool)
+    true = pred.copy()
+    pred[1, 2:4, 2:4] = True  # 4 voxels
+    true[1, 2:4, 3:6] = True  # 6 voxels, 2 shared
+    metrics = segmentation_metrics(pred, true)
+    assert metrics == dict(dsc=0.4, iou=0.25, precision=0.5, recall=pytest.approx(1 / 3), hd95=2.0,
+                           predicted_voxels=4, true_voxels=6)
+
+
+def test_metrics_of_empty_volumes():
+    empty = np.zeros((2, 4, 4), bool)
+    some = empty.copy()
+    some[0, 1, 1] = True
+    assert segmentation_metrics(empty, empty) == dict(dsc=1.0, iou=1.0, precision=1.0, recall=1.0, hd95=0.0,
+                                                      predicted_voxels=0, true_voxels=0)
+    missed = segmentation_metrics(empty, some)
+    assert (missed["dsc"], missed["iou"], missed["precision"], missed["recall"]) == (0.0, 0.0, 0.0, 0.0)
+    assert np.isnan(missed["hd95"])
+    false_alarm = segmentation_metrics(some, empty)
+    assert (false_alarm["precision"], false_alarm["recall"]) == (0.0, 0.0)
+
+
+def test_restore_geometry_undoes_crop_pad_and_resize(phantom_dir):
+    patient = "TCGA_SY_0004_20000101"
+    files = dataset.list_patients(phantom_dir)[patient]
+    image, mask, geometry = dataset.load_volumes({patient: files}, 64, cache_dir=None, progress=False)[patient]
+    restored = inference.restore_geometry(mask, geometry) > 0.5
+    truth = inference.original_truth(files)
+    assert restored.shape == truth.shape == (8, 256, 256)
+    assert not restored[0].any() and not restored[-1].any()  # dropped slices stay empty
+    assert segmentation_metrics(restored, truth)["dsc"] > 0.95
+
+
+def test_restore_geometry_places_a_hand_made_crop():
+    # original 5 slices of 6 x 8; crop z 1..4, y 1..5 (4 rows), x 2..4 (2 columns) -> padded to 4 x 4
+    geometry = np.array([5, 1, 4, 1, 5, 2, 4, 6, 8])
+    square = np.zeros((3, 4, 4))
+    square[:, :, 1:3] = 1.0  # the 2 real columns sit after 1 padding column
+    square[:, :, 0] = square[:, :, 3] = 7.0  # padding must be cut away
+    out = inference.restore_geometry(square, geometry)
+    assert out.shape == (5, 6, 8)
+    assert np.all(out[1:4, 1:5, 2:4] == 1.0)
+    assert out.sum() == 3 * 4 * 2
+
+
+def test_predicted_masks_have_the_dataset_names_and_round_trip(phantom_dir, tmp_path):
+    patient = "TCGA_SY_0004_20000101"
+    files = dataset.list_patients(phantom_dir)[patient]
+    mask = np.zeros((8, 256, 256), bool)
+    mask[3, 100:120, 90:110] = True
+    inference.write_mask_tiffs(mask, patient, files, tmp_path)
+    names = sorted(p.name for p in (tmp_path / patient).glob("*_mask.tif"))
+    assert names == sorted(f"{patient}_{n}_mask.tif" for n in range(1, 9))
+    again = dataset.list_patients(tmp_path)[patient]
+    volume, masks = dataset.read_patient(again)
+    assert volume.shape == (6, 256, 256, 3) and masks.shape == (6, 256, 256)
+    assert set(np.unique(masks)) == {0, 255} and masks[2].sum() == 400 * 255
+
+
+class HalfModel(torch.nn.Module):
+    """Predicts 1 on the left half of the image, 0 on the right."""
+
+    def forward(self, x):
+        out = torch.zeros_like(x[:, :1])
+        out[..., : x.shape[-1] // 2] = 1.0
+        return out
+
+
+def test_flip_tta_averages_with_the_mirrored_prediction(phantom_dir):
+    data = dataset.BrainSegmentationDataset(phantom_dir, subset="validation", validation_cases=3, image_size=16,
+                                            random_sampling=False, cache_dir=None, progress=False)
+    plain = inference.predict(HalfModel(), data, "cpu", tta=False)
+    averaged = inference.predict(HalfModel(), data, "cpu", tta=True)
+    patient = data.patients[0]
+    assert plain[patient][1][0, 0].tolist() == [1.0] * 8 + [0.0] * 8
+    assert np.all(averaged[patient][1] == 0.5)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "unet.pt"
+    checkpoint.save_weights(UNet(init_features=4), path, 32, dict(init_features=4))
+    return path
+
+
+def test_run_with_masks_writes_metrics_figure_masks_and_gifs(phantom_dir, weights, tmp_path):
+    out = inference.run(weights=weights, data_path=phantom_dir, validation_cases=3, workers=0, cache_dir=None,
+                        predictions_dir=tmp_path / "p", figure=tmp_path / "dsc.png", threshold=0.0, lcc=False)
+    assert out["patients"] == ["TCGA_SY_0002_20000101", "TCGA_SY_0001_20000101", "TCGA_SY_0006_20000101"]
+    with open(tmp_path / "p" / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["patient"] for row in rows] == out["patients"]
+    assert list(rows[0]) == list(inference.METRIC_COLUMNS)
+    # threshold 0 predicts everything inside the crop: recall 1
+    assert all(float(row["recall"]) == 1.0 for row in rows)
+    truth = inference.original_truth(dataset.list_patients(phantom_dir)["TCGA_SY_0002_20000101"])
+    assert int(rows[0]["true_voxels"]) == truth.sum()
+    assert (tmp_path / "dsc.png").exists() and len(out["gifs"]) == 3
+    assert len(list((tmp_path / "p" / "masks" / "TCGA_SY_0001_20000101").glob("*_mask.tif"))) == 8
+
+
+def test_run_without_masks_segments_every_patient(phantom_dir, weights, tmp_path):
+    new = tmp_path / "new"
+    for image in sorted(phantom_dir.glob("TCGA_SY_000[12]_*/*.tif")):
+        if not image.name.endswith("_mask.tif"):
+            (new / image.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(image, new / image.parent.name / image.name)
+    out = inference.run(weights=weights, data_path=new, workers=0, cache_dir=None, predictions_dir=tmp_path / "p",
+                        figure=tmp_path / "dsc.png")
+    assert out["patients"] == ["TCGA_SY_0001_20000101", "TCGA_SY_0002_20000101"] and out["metrics"] == []
+    assert not (tmp_path / "p" / "metrics.csv").exists() and not (tmp_path / "dsc.png").exists()
+    written = dataset.list_patients(tmp_path / "p" / "masks")
+    assert sorted(written) == out["patients"] and len(written["TCGA_SY_0001_20000101"]) == 8
+    frames = iio.imread(out["gifs"][0], index=None)
+    green = (frames[..., 0] == 0) & (frames[..., 1] == 255) & (frames[..., 2] == 0)
+    assert not green.any()
