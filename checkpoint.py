@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unet import UNet
+from unet import MODELS, build_model
 
 WEIGHTS_FORMAT = "brain-segmentation-weights/1"
 
@@ -30,11 +30,11 @@ def save_atomic(obj, path):
     os.replace(temporary, path)
 
 
-def save_weights(model, path, image_size, model_args):
+def save_weights(model, path, image_size, model_args, model_name="unet"):
     save_atomic(
         dict(
             format=WEIGHTS_FORMAT,
-            model="unet",
+            model=model_name,
             model_args=dict(model_args),
             image_size=image_size,
             normalisation="per volume: p10-p99 rescale, then per-channel mean/std",
@@ -64,29 +64,33 @@ def read_weights(path):
 def load_weights(path, device="cpu"):
     """The model of a weights file, in eval mode, and its metadata.
 
-    For a plain state_dict (the reference's), the U-Net's width is read off the
+    The model is rebuilt from the file's model name and arguments. A plain
+    state_dict is taken for the reference's U-Net, whose width is read off the
     first convolution, so init_features need not be known.
     """
     state_dict, metadata = read_weights(path)
-    if metadata.get("model", "unet") != "unet":
-        raise WeightsError(f"{path}: weights of model {metadata['model']!r}; this version builds only 'unet'")
+    name = metadata.get("model", "unet")
+    if name not in MODELS:
+        raise WeightsError(f"{path}: weights of model {name!r}, which this version does not build ({', '.join(MODELS)})")
     model_args = dict(metadata.get("model_args", {}))
-    first = state_dict.get("encoder1.enc1conv1.weight")
-    if first is None:
-        raise WeightsError(
-            f"{path}: not U-Net weights (no encoder1.enc1conv1.weight among {len(state_dict)} tensors)"
-        )
-    model_args.setdefault("in_channels", first.shape[1])
-    model_args.setdefault("init_features", first.shape[0])
-    if "conv.weight" in state_dict:
-        model_args.setdefault("out_channels", state_dict["conv.weight"].shape[0])
-    model = UNet(**model_args)
+    if not metadata:
+        first = state_dict.get("encoder1.enc1conv1.weight")
+        if first is None:
+            raise WeightsError(
+                f"{path}: not U-Net weights (no encoder1.enc1conv1.weight among {len(state_dict)} tensors)"
+            )
+        model_args.setdefault("in_channels", first.shape[1])
+        model_args.setdefault("init_features", first.shape[0])
+        if "conv.weight" in state_dict:
+            model_args.setdefault("out_channels", state_dict["conv.weight"].shape[0])
+    model = build_model(name, **model_args)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
         details = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
         summary = "; ".join(details[:2]) or str(error)
-        raise WeightsError(f"{path}: weights do not fit UNet({model_args}): {summary}") from None
+        described = f"{type(model).__name__}({model_args})"
+        raise WeightsError(f"{path}: weights do not fit {described}: {summary}") from None
     return model.to(device).eval(), metadata
 
 

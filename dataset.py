@@ -151,24 +151,38 @@ def list_patients(data_dir, require_masks=True):
     return patients
 
 
-def split_patients(patients, subset, validation_cases=10, seed=42):
+def split_patients(patients, subset, validation_cases=10, seed=42, folds=0, fold=0):
     """The reference split: sorted ids, random.seed(seed), random.sample(ids, k).
 
     The validation list keeps random.sample's order (the reference's slice order
     in validation depends on it); the training list is sorted.
+
+    folds > 1 replaces it with patient-level k-fold cross-validation: the sorted
+    ids shuffled with random.Random(seed), fold i validates on every folds-th
+    patient from position i, so the folds partition the patients
+    (validation_cases is then unused).
     """
     if subset not in ("all", "train", "validation"):
         raise ValueError(f"subset must be 'all', 'train' or 'validation', not {subset!r}")
     patients = sorted(patients)
     if subset == "all":
         return patients
-    if validation_cases > len(patients):
-        raise DataError(
-            f"validation_cases={validation_cases} but the data has only {len(patients)} "
-            "patients; lower validation_cases"
-        )
-    random.seed(seed)
-    validation = random.sample(patients, k=validation_cases)
+    if folds and folds > 1:
+        if not 0 <= fold < folds:
+            raise ValueError(f"fold={fold} is not one of 0..{folds - 1} for folds={folds}")
+        if folds > len(patients):
+            raise DataError(f"folds={folds} but the data has only {len(patients)} patients; lower folds")
+        shuffled = list(patients)
+        random.Random(seed).shuffle(shuffled)
+        validation = shuffled[fold::folds]
+    else:
+        if validation_cases > len(patients):
+            raise DataError(
+                f"validation_cases={validation_cases} but the data has only {len(patients)} "
+                "patients; lower validation_cases"
+            )
+        random.seed(seed)
+        validation = random.sample(patients, k=validation_cases)
     if subset == "validation":
         return validation
     return sorted(set(patients) - set(validation))
@@ -415,6 +429,8 @@ class BrainSegmentationDataset(Dataset):
         progress=True,
         require_masks=True,
         patients=None,
+        folds=0,
+        fold=0,
     ):
         all_files = list_patients(images_dir, require_masks=require_masks and random_sampling)
         if patients is not None:
@@ -423,7 +439,7 @@ class BrainSegmentationDataset(Dataset):
                 raise DataError(f"{images_dir}: no patient folder for {', '.join(missing)}")
             all_files = {patient: all_files[patient] for patient in patients}
             subset = "all"
-        self.patients = split_patients(all_files, subset, validation_cases, seed)
+        self.patients = split_patients(all_files, subset, validation_cases, seed, folds, fold)
         if patients is not None:
             self.patients = list(patients)
         files = {patient: all_files[patient] for patient in self.patients}

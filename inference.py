@@ -152,7 +152,11 @@ def choose_subset(params, data_dir):
 
 
 def run(**overrides):
-    """Predict, write every output, and return {'metrics': rows, 'dsc': {patient: DSC}, 'gifs': [...]}."""
+    """Predict, write every output, and return what was found.
+
+    {'metrics': rows, 'dsc': {patient: reference DSC}, 'gifs': [...], 'patients': [...],
+     'telling_slice': {patient: index of the slice with the most tumour (true, else predicted)}}
+    """
     params = settings(DEFAULTS, **overrides)
     device = resolve_device(params["device"])
     model, metadata = load_weights(params["weights"], device)
@@ -170,12 +174,13 @@ def run(**overrides):
     )
     predictions = predict(model, data, device, params["batch_size"], params["tta"])
     out_dir = Path(params["predictions_dir"])
-    rows, reference_dsc, gifs = [], {}, []
+    rows, reference_dsc, gifs, telling_slice = [], {}, [], {}
     for index, (patient, (inputs, probabilities, truths)) in enumerate(
         tqdm(predictions.items(), desc="writing", unit="patient")
     ):
         pred = binarise(probabilities, params["threshold"], params["lcc"])
         has_mask = data.has_masks[patient]
+        telling_slice[patient] = int(np.argmax((truths if has_mask else pred).sum(axis=(1, 2))))
         gifs.append(save_pictures(patient, patient_overlays(inputs, pred, truths if has_mask else None),
                                   out_dir, params["gif_fps"]))
         original = binarise(restore_geometry(probabilities, data.geometries[index]), params["threshold"],
@@ -192,4 +197,4 @@ def run(**overrides):
         values = [row["dsc"] for row in rows]
         print(f"{len(rows)} patients with masks: DSC mean {np.mean(values):.4f}, median {np.median(values):.4f} "
               f"(original geometry); reference DSC mean {np.mean(list(reference_dsc.values())):.4f}")
-    return dict(metrics=rows, dsc=reference_dsc, gifs=gifs, patients=data.patients)
+    return dict(metrics=rows, dsc=reference_dsc, gifs=gifs, patients=data.patients, telling_slice=telling_slice)

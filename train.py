@@ -1,5 +1,7 @@
-"""Training loop of the reference (Adam, Dice loss, per-volume validation DSC),
-called by train.ipynb.
+"""Training loop, called by train.ipynb: the reference's recipe by default
+(U-Net, Adam 1e-4, Dice loss, per-volume validation DSC), with the networks
+of unet.py, the losses of loss.py, other optimisers, learning-rate schedules
+with warm-up, gradient clipping and flip test-time augmentation as options.
 
 Every epoch it logs to TensorBoard, rewrites a results file and an atomic
 checkpoint (weights, optimiser, scaler, RNG states, best score), so a killed
@@ -12,6 +14,7 @@ the GPU, augmentation per batch there: device_data.py).
 """
 
 import json
+import math
 import os
 import platform
 import random
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -29,15 +33,27 @@ import checkpoint
 import dataset
 from device_data import DeviceAugment, DeviceSlices
 from logger import Logger
-from loss import DiceLoss
+from loss import build_loss
 from transform import transforms
-from unet import UNet
+from unet import build_model
 from utils import dsc_per_volume, log_images
 
 DEFAULTS = dict(
     data_path=None,  # None: auto-detect kaggle_3m, else the synthetic phantom default
     image_size=256,
+    model="unet",  # unet, attention_unet, resnet34_unet, unet++ (unet.MODELS)
+    model_args=None,  # more constructor arguments, e.g. {"pretrained": True}, {"deep_supervision": True}
     init_features=32,
+    loss="dice",  # dice, bce, bce_dice, soft_iou, lovasz, focal, tversky, focal_tversky (loss.LOSSES)
+    loss_args=None,  # e.g. {"alpha": 0.3, "beta": 0.7}
+    deep_supervision_weights=None,  # weights of the deep supervision heads; None: equal
+    optimizer="adam",  # adam, adamw, sgd (Nesterov momentum)
+    weight_decay=0.0,
+    momentum=0.9,  # sgd only
+    schedule="constant",  # constant, cosine, poly (power 0.9), stepped every batch
+    warmup_epochs=0,  # linear warm-up from lr / (warm-up steps)
+    grad_clip=None,  # max gradient norm; None: no clipping
+    tta=False,  # validate on the mean of the prediction and its horizontally flipped counterpart
     epochs=100,
     batch_size=16,
     lr=1e-4,
@@ -50,6 +66,8 @@ DEFAULTS = dict(
     cache_dir=str(dataset.DEFAULT_CACHE_DIR),
     seed=42,
     validation_cases=10,
+    folds=0,  # > 1: patient-level k-fold cross-validation instead of the reference split ...
+    fold=0,  # ... validating on fold number `fold` (0 .. folds - 1)
     aug_scale=0.05,
     aug_angle=15,
     flip_prob=0.5,
@@ -171,6 +189,9 @@ def datasets(params, data_dir, augment_on_cpu=True):
         images_dir=data_dir,
         image_size=params["image_size"],
         validation_cases=params["validation_cases"],
+        seed=params["seed"],
+        folds=params["folds"],
+        fold=params["fold"],
         cache_dir=params["cache_dir"],
         workers=max(1, params["workers"]),
     )
@@ -244,15 +265,79 @@ class Batches:
             self.device_generator.set_state(state["device"])
 
 
-def validate(model, batches, patient_slice_index, loss_fn, autocast, memory_format, keep_images=0):
-    """Mean batch loss, per-patient DSC, and overlays of the first keep_images slices."""
+class Logits(nn.Module):
+    """forward() = model.logits(): what training steps through (and torch.compile compiles)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.logits(x)
+
+
+def as_float(logits):
+    """Logits (or deep supervision's list of them) in float32, out of autocast."""
+    return [head.float() for head in logits] if isinstance(logits, (list, tuple)) else logits.float()
+
+
+def model_arguments(params, in_channels, out_channels):
+    """The constructor arguments of params' model; an ImageNet request is kept out of what is saved."""
+    extra = dict(params["model_args"] or {})
+    args = dict(in_channels=in_channels, out_channels=out_channels, init_features=params["init_features"], **extra)
+    saved = {key: value for key, value in args.items() if key not in ("pretrained", "pretrained_path")}
+    return args, saved
+
+
+def build_optimizer(parameters, params):
+    name, lr, decay = params["optimizer"], params["lr"], params["weight_decay"]
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=decay)
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=decay)
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=params["momentum"], nesterov=True, weight_decay=decay)
+    raise ValueError(f"optimizer must be 'adam', 'adamw' or 'sgd', not {name!r}")
+
+
+def lr_factor(step, total_steps, warmup_steps=0, schedule="constant"):
+    """The multiplier of the base learning rate at a 0-based optimiser step."""
+    if schedule not in ("constant", "cosine", "poly"):
+        raise ValueError(f"schedule must be 'constant', 'cosine' or 'poly', not {schedule!r}")
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "poly":
+        return (1 - progress) ** 0.9
+    return 1.0
+
+
+def build_scheduler(optimizer, params, steps_per_epoch):
+    total, warmup = params["epochs"] * steps_per_epoch, params["warmup_epochs"] * steps_per_epoch
+    lr_factor(0, total, warmup, params["schedule"])  # a wrong schedule name fails here, not after an epoch
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total, warmup, params["schedule"])
+    )
+
+
+def validate(model, batches, patient_slice_index, loss_fn, autocast, memory_format, keep_images=0, tta=False):
+    """Mean batch loss, per-patient DSC, and overlays of the first keep_images slices.
+
+    model returns logits; the loss is of the plain prediction, the DSC of the TTA one when tta.
+    """
     model.eval()
     losses, preds, trues, overlays = [], [], [], []
     with torch.no_grad():
         for x, y_true in batches:
+            x = x.contiguous(memory_format=memory_format)
             with autocast():
-                y_pred = model(x.contiguous(memory_format=memory_format)).float()
-            losses.append(loss_fn(y_pred, y_true).item())
+                logits = as_float(model(x))
+                y_pred = torch.sigmoid(logits)
+                if tta:
+                    y_pred = (y_pred + torch.sigmoid(model(x.flip(-1)).float()).flip(-1)) / 2
+            losses.append(loss_fn(logits, y_true).item())
             preds.extend(y_pred[:, 0].cpu().numpy())
             trues.extend(y_true[:, 0].cpu().numpy())
             if len(overlays) < keep_images:
@@ -261,12 +346,18 @@ def validate(model, batches, patient_slice_index, loss_fn, autocast, memory_form
     return float(np.mean(losses)), per_patient, overlays
 
 
+def describe_split(params):
+    if params["folds"] and params["folds"] > 1:
+        return f"patient-level {params['folds']}-fold cross-validation, fold {params['fold']}, seed {params['seed']}"
+    return f"reference: random.sample seed {params['seed']}, {params['validation_cases']} validation patients"
+
+
 class NonFiniteLoss(FloatingPointError):
     pass
 
 
 def train(**overrides):
-    """Train the reference U-Net; returns the results dict also written to logs_dir/results.json."""
+    """Train params' model; returns the results dict also written to logs_dir/results.json."""
     params = settings(DEFAULTS, **overrides)
     started = time.perf_counter()
     data_dir, source = dataset.locate_data(params["data_path"])
@@ -281,14 +372,20 @@ def train(**overrides):
 
     train_set, valid_set = datasets(params, data_dir, augment_on_cpu=pipeline == "reference")
     batches = Batches(pipeline, train_set, valid_set, params, device)
-    model_args = dict(
-        in_channels=train_set.in_channels, out_channels=train_set.out_channels, init_features=params["init_features"]
-    )
+    build_args, model_args = model_arguments(params, train_set.in_channels, train_set.out_channels)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = UNet(**model_args).to(device, memory_format=memory_format)
-    step_model = torch.compile(model) if params["compile"] else model
-    loss_fn = DiceLoss()
-    optimizer = torch.optim.Adam(model.parameters(), lr=params["lr"])
+    model = build_model(params["model"], **build_args)
+    if hasattr(model, "pretrained_message"):
+        print(model.pretrained_message)
+    model = model.to(device, memory_format=memory_format)
+    step_model = Logits(model)
+    if params["compile"]:
+        step_model = torch.compile(step_model)
+    loss_fn = build_loss(
+        params["loss"], deep_supervision_weights=params["deep_supervision_weights"], **(params["loss_args"] or {})
+    )
+    optimizer = build_optimizer(model.parameters(), params)
+    scheduler = build_scheduler(optimizer, params, batches.steps)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     def autocast():
@@ -299,10 +396,12 @@ def train(**overrides):
     results = dict(
         commit=git_commit(),
         device=device_description(device),
-        data_dir=str(data_dir),
+        data_dir=str(Path(data_dir).resolve()),
         data_source=source,
+        synthetic_data=dataset.is_synthetic(data_dir),
         params=params,
         speed_options=dict(data_pipeline=pipeline, amp=str(amp_dtype), channels_last=channels_last),
+        split=describe_split(params),
         train_patients=train_set.patients,
         validation_patients=valid_set.patients,
         history=[],
@@ -316,6 +415,7 @@ def train(**overrides):
         saved = checkpoint.load_training_checkpoint(checkpoint_path)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
         batches.set_state(saved["batches"])
         checkpoint.set_rng_state(saved["rng"])
@@ -338,8 +438,8 @@ def train(**overrides):
             step += 1
             optimizer.zero_grad(set_to_none=True)
             with autocast():
-                y_pred = step_model(x.contiguous(memory_format=memory_format))
-            loss = loss_fn(y_pred.float(), y_true)
+                logits = step_model(x.contiguous(memory_format=memory_format))
+            loss = loss_fn(as_float(logits), y_true)
             value = loss.item()
             if not np.isfinite(value):
                 raise NonFiniteLoss(
@@ -347,8 +447,12 @@ def train(**overrides):
                     f"({checkpoint_path}) is kept: lower lr, or check the data, then resume=True"
                 )
             scaler.scale(loss).backward()
+            if params["grad_clip"]:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), params["grad_clip"])
             scaler.step(optimizer)
             scaler.update()
+            scheduler.step()
             recent_losses.append(value)
             epoch_losses.append(value)
             if (step + 1) % 10 == 0:
@@ -358,7 +462,7 @@ def train(**overrides):
         visualise = epoch % params["vis_freq"] == 0 or epoch == params["epochs"] - 1
         val_loss, per_patient, overlays = validate(
             step_model, batches.validation(), valid_set.patient_slice_index, loss_fn, autocast, memory_format,
-            keep_images=params["vis_images"] if visualise else 0,
+            keep_images=params["vis_images"] if visualise else 0, tta=params["tta"],
         )
         mean_dsc = float(np.mean(per_patient))
         logger.scalar_summary("val_loss", val_loss, step)
@@ -366,9 +470,11 @@ def train(**overrides):
         size = params["batch_size"]
         for index in range(0, len(overlays), size):  # grouped per batch as the reference's image/<i> tags
             logger.image_list_summary(f"image/{index // size}", overlays[index : index + size], step)
-        if mean_dsc > results["best_val_dsc"]:
+        if results["best_epoch"] is None or mean_dsc > results["best_val_dsc"]:  # weights even at DSC 0
             results.update(best_val_dsc=mean_dsc, best_epoch=epoch + 1)
-            checkpoint.save_weights(model, weights_dir / WEIGHTS_NAME, params["image_size"], model_args)
+            checkpoint.save_weights(
+                model, weights_dir / WEIGHTS_NAME, params["image_size"], model_args, params["model"]
+            )
         results["history"].append(
             dict(
                 epoch=epoch + 1,
@@ -376,6 +482,7 @@ def train(**overrides):
                 loss=float(np.mean(epoch_losses)),
                 val_loss=val_loss,
                 val_dsc=mean_dsc,
+                lr=optimizer.param_groups[0]["lr"],
                 val_dsc_per_patient=dict(zip(valid_set.patients, per_patient)),
             )
         )
@@ -387,6 +494,7 @@ def train(**overrides):
                 step=step,
                 model=model.state_dict(),
                 optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
                 scaler=scaler.state_dict(),
                 batches=batches.state(),
                 rng=checkpoint.rng_state(),

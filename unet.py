@@ -5,6 +5,7 @@ Module and parameter names are the reference's, so its published state_dict
 """
 
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -61,3 +62,230 @@ class UNet(nn.Module):
 
     def forward(self, x):
         return torch.sigmoid(self.logits(x))
+
+
+# ------------------------------------------------------------------ Attention U-Net
+
+
+class AttentionGate(nn.Module):
+    """Additive attention (Oktay et al. 2018): the skip x is weighted by a map computed from x and the gate g."""
+
+    def __init__(self, gate_channels, skip_channels, inner_channels):
+        super().__init__()
+        self.gate = nn.Sequential(nn.Conv2d(gate_channels, inner_channels, 1, bias=False), nn.BatchNorm2d(inner_channels))
+        self.skip = nn.Sequential(nn.Conv2d(skip_channels, inner_channels, 1, bias=False), nn.BatchNorm2d(inner_channels))
+        self.psi = nn.Sequential(nn.Conv2d(inner_channels, 1, 1), nn.BatchNorm2d(1), nn.Sigmoid())
+
+    def forward(self, g, x):
+        return x * self.psi(torch.relu(self.gate(g) + self.skip(x)))
+
+
+class AttentionUNet(UNet):
+    """The reference U-Net with an attention gate on each skip connection."""
+
+    def __init__(self, in_channels=3, out_channels=1, init_features=32):
+        super().__init__(in_channels, out_channels, init_features)
+        f = init_features
+        self.gates = nn.ModuleList(
+            [AttentionGate(f * k, f * k, max(f * k // 2, 1)) for k in (8, 4, 2, 1)]
+        )
+
+    def logits(self, x):
+        enc1 = self.encoder1(x)
+        enc2 = self.encoder2(self.pool1(enc1))
+        enc3 = self.encoder3(self.pool2(enc2))
+        enc4 = self.encoder4(self.pool3(enc3))
+        out = self.bottleneck(self.pool4(enc4))
+        levels = zip(
+            (self.upconv4, self.upconv3, self.upconv2, self.upconv1),
+            (self.decoder4, self.decoder3, self.decoder2, self.decoder1),
+            self.gates,
+            (enc4, enc3, enc2, enc1),
+        )
+        for upconv, decoder, gate, skip in levels:
+            up = upconv(out)
+            out = decoder(torch.cat((up, gate(up, skip)), dim=1))
+        return self.conv(out)
+
+
+# ------------------------------------------------------------------ ResNet34 U-Net
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock, with its parameter names (conv1, bn1, conv2, bn2, downsample)."""
+
+    def __init__(self, in_channels, channels, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or in_channels != channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, channels, 1, stride=stride, bias=False), nn.BatchNorm2d(channels)
+            )
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class ResNet34Encoder(nn.Module):
+    """ResNet-34 feature extractor with torchvision's names, so its ImageNet state_dict loads."""
+
+    LAYERS = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))
+
+    def __init__(self, in_channels=3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        channels = 64
+        for index, (width, blocks, stride) in enumerate(self.LAYERS, start=1):
+            layer = [BasicBlock(channels, width, stride)] + [BasicBlock(width, width) for _ in range(blocks - 1)]
+            setattr(self, f"layer{index}", nn.Sequential(*layer))
+            channels = width
+
+    def forward(self, x):
+        stem = self.relu(self.bn1(self.conv1(x)))  # 1/2
+        f1 = self.layer1(self.maxpool(stem))  # 1/4
+        f2 = self.layer2(f1)  # 1/8
+        f3 = self.layer3(f2)  # 1/16
+        f4 = self.layer4(f3)  # 1/32
+        return stem, f1, f2, f3, f4
+
+
+def load_imagenet_encoder(encoder, path=None):
+    """Load torchvision-format ResNet-34 ImageNet weights into encoder; returns a line saying what happened.
+
+    path: a local .pth state_dict (e.g. torchvision's resnet34-b627a593.pth). Without one,
+    torchvision's cached weights are tried when torchvision is installed; nothing is downloaded.
+    """
+    state = None
+    if path is not None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        source = str(path)
+    else:
+        try:
+            from torchvision.models import ResNet34_Weights
+
+            weights = ResNet34_Weights.IMAGENET1K_V1
+            cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+            if cached.exists():
+                state, source = torch.load(cached, map_location="cpu", weights_only=True), str(cached)
+        except ImportError:
+            pass
+    if state is None:
+        return "ResNet-34 encoder: no ImageNet weights file found, random initialisation"
+    state = {key: value for key, value in state.items() if not key.startswith("fc.")}
+    if encoder.conv1.weight.shape[1] != state["conv1.weight"].shape[1]:
+        state.pop("conv1.weight")
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    return f"ResNet-34 encoder: ImageNet weights from {source} ({len(missing)} tensors left at random init)"
+
+
+class ResNet34UNet(nn.Module):
+    """U-Net decoder on a ResNet-34 encoder (skips at 1/2 ... 1/16), upsampled back to the input size.
+
+    pretrained: load ImageNet weights into the encoder when a file is available (see load_imagenet_encoder);
+    what happened is in self.pretrained_message.
+    """
+
+    def __init__(self, in_channels=3, out_channels=1, init_features=32, pretrained=False, pretrained_path=None):
+        super().__init__()
+        self.encoder = ResNet34Encoder(in_channels)
+        self.pretrained_message = (
+            load_imagenet_encoder(self.encoder, pretrained_path) if pretrained or pretrained_path else
+            "ResNet-34 encoder: random initialisation (pretrained=False)"
+        )
+        d = init_features  # decoder width at 1/2 scale, as the U-Net's first level
+        self.up4 = nn.ConvTranspose2d(512, d * 8, 2, stride=2)
+        self.dec4 = conv_block(d * 8 + 256, d * 8, "dec4")
+        self.up3 = nn.ConvTranspose2d(d * 8, d * 4, 2, stride=2)
+        self.dec3 = conv_block(d * 4 + 128, d * 4, "dec3")
+        self.up2 = nn.ConvTranspose2d(d * 4, d * 2, 2, stride=2)
+        self.dec2 = conv_block(d * 2 + 64, d * 2, "dec2")
+        self.up1 = nn.ConvTranspose2d(d * 2, d, 2, stride=2)
+        self.dec1 = conv_block(d + 64, d, "dec1")
+        self.up0 = nn.ConvTranspose2d(d, d, 2, stride=2)
+        self.dec0 = conv_block(d, d, "dec0")
+        self.conv = nn.Conv2d(d, out_channels, 1)
+
+    def logits(self, x):
+        stem, f1, f2, f3, f4 = self.encoder(x)
+        out = self.dec4(torch.cat((self.up4(f4), f3), dim=1))
+        out = self.dec3(torch.cat((self.up3(out), f2), dim=1))
+        out = self.dec2(torch.cat((self.up2(out), f1), dim=1))
+        out = self.dec1(torch.cat((self.up1(out), stem), dim=1))
+        return self.conv(self.dec0(self.up0(out)))
+
+    def forward(self, x):
+        return torch.sigmoid(self.logits(x))
+
+
+# ------------------------------------------------------------------ UNet++
+
+
+class NestedUNet(nn.Module):
+    """UNet++ (Zhou et al. 2018) with optional deep supervision.
+
+    With deep_supervision, logits() returns the four heads X(0,1)..X(0,4) in
+    training mode (each trained against the mask); in eval mode, and always
+    in forward(), the heads are averaged.
+    """
+
+    def __init__(self, in_channels=3, out_channels=1, init_features=32, deep_supervision=True):
+        super().__init__()
+        widths = [init_features * 2**i for i in range(5)]
+        self.deep_supervision = deep_supervision
+        self.pool = nn.MaxPool2d(2, 2)
+        self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        self.nodes = nn.ModuleDict()
+        for j in range(5):  # column j: nodes X(i, j) for i in 0..4-j
+            for i in range(5 - j):
+                if j == 0:
+                    c_in = in_channels if i == 0 else widths[i - 1]
+                else:
+                    c_in = widths[i] * j + widths[i + 1]
+                self.nodes[f"x{i}_{j}"] = conv_block(c_in, widths[i], f"x{i}_{j}_")
+        self.heads = nn.ModuleList([nn.Conv2d(widths[0], out_channels, 1) for _ in range(4)])
+
+    def _heads(self, x):
+        grid = {}
+        for i in range(5):
+            grid[i, 0] = self.nodes[f"x{i}_0"](x if i == 0 else self.pool(grid[i - 1, 0]))
+        for j in range(1, 5):
+            for i in range(5 - j):
+                inputs = [grid[i, k] for k in range(j)] + [self.up(grid[i + 1, j - 1])]
+                grid[i, j] = self.nodes[f"x{i}_{j}"](torch.cat(inputs, dim=1))
+        return [head(grid[0, j]) for j, head in zip(range(1, 5), self.heads)]
+
+    def logits(self, x):
+        heads = self._heads(x)
+        if self.deep_supervision and self.training:
+            return heads
+        return torch.stack(heads).mean(0) if self.deep_supervision else heads[-1]
+
+    def forward(self, x):
+        heads = self._heads(x)
+        logits = torch.stack(heads).mean(0) if self.deep_supervision else heads[-1]
+        return torch.sigmoid(logits)
+
+
+MODELS = {
+    "unet": UNet,
+    "attention_unet": AttentionUNet,
+    "resnet34_unet": ResNet34UNet,
+    "unet++": NestedUNet,
+}
+
+
+def build_model(name="unet", **kwargs):
+    """A network by name: unet, attention_unet, resnet34_unet, unet++ (kwargs go to its constructor)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name](**kwargs)

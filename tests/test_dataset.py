@@ -48,6 +48,21 @@ def test_split_of_sixteen_phantoms_with_ten_validation_cases():
     ]
 
 
+def test_k_fold_split_partitions_the_patients():
+    names = ["TCGA_SY_%04d_20000101" % i for i in range(1, 17)]
+    folds = [dataset.split_patients(names, "validation", seed=42, folds=5, fold=k) for k in range(5)]
+    assert [len(fold) for fold in folds] == [4, 3, 3, 3, 3]
+    assert sorted(sum(folds, [])) == names  # every patient validated exactly once
+    for k, validation in enumerate(folds):
+        train = dataset.split_patients(names, "train", folds=5, fold=k)
+        assert sorted(train + validation) == names and not set(train) & set(validation)
+    assert dataset.split_patients(names, "validation", seed=7, folds=5, fold=0) != folds[0]
+    with pytest.raises(ValueError, match="fold=5 is not one of 0..4"):
+        dataset.split_patients(names, "train", folds=5, fold=5)
+    with pytest.raises(dataset.DataError, match="folds=20 but the data has only 16 patients"):
+        dataset.split_patients(names, "train", folds=20)
+
+
 def test_crop_zeroes_dim_voxels_and_crops_to_bounding_box():
     volume = np.zeros((5, 10, 12, 3), dtype=np.uint8)
     volume[1:4, 2:7, 3:11, 1] = 200

@@ -1,0 +1,162 @@
+"""Named training recipes, run as parameterised executions of train.ipynb.
+
+Each run leaves under <runs_dir>/<name>/ (or <name>/fold-<k>/ for k-fold
+cross-validation) the executed notebook, its weights and logs, and a copy of
+its results file. A run whose results already hold every epoch is skipped;
+an interrupted one resumes from its checkpoint.
+
+    python experiments.py --list
+    python experiments.py unet-dice unet-bce_dice --data-path kaggle_3m
+    python experiments.py --all --data-path kaggle_3m --epochs 50
+    python experiments.py unet-bce_dice-adamw-cosine-tta --folds 5 --data-path kaggle_3m
+    python experiments.py --all --synthetic      # the phantom data, small settings: minutes on a CPU
+    python report.py                             # then REPORT.md from what the runs left
+"""
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+NOTEBOOK = REPO / "train.ipynb"
+
+# The reference recipe is train.DEFAULTS: U-Net, Dice, Adam 1e-4 constant, 100 epochs, batch 16, 256 px.
+MODERN = dict(loss="bce_dice", optimizer="adamw", lr=1e-3, weight_decay=1e-4, schedule="cosine", warmup_epochs=3,
+              grad_clip=1.0)
+EXPERIMENTS = {
+    "unet-dice": {},
+    "attention_unet-dice": dict(model="attention_unet"),
+    "resnet34_unet-dice": dict(model="resnet34_unet", model_args={"pretrained": True}),
+    "unet++-dice": dict(model="unet++", model_args={"deep_supervision": True}),
+    "unet-bce_dice": dict(loss="bce_dice"),
+    "unet-soft_iou": dict(loss="soft_iou"),
+    "unet-lovasz": dict(loss="lovasz"),
+    "unet-focal": dict(loss="focal"),
+    "unet-tversky": dict(loss="tversky"),
+    "unet-focal_tversky": dict(loss="focal_tversky"),
+    "unet-dice-tta": dict(tta=True),
+    "unet-bce_dice-sgd-poly": dict(loss="bce_dice", optimizer="sgd", lr=1e-2, weight_decay=1e-4, schedule="poly",
+                                   warmup_epochs=3, grad_clip=1.0),
+    "unet-bce_dice-adamw-cosine": dict(MODERN),
+    "unet-bce_dice-adamw-cosine-tta": dict(MODERN, tta=True),
+    "attention_unet-bce_dice-adamw-cosine-tta": dict(MODERN, tta=True, model="attention_unet"),
+    "resnet34_unet-bce_dice-adamw-cosine-tta": dict(MODERN, tta=True, model="resnet34_unet",
+                                                    model_args={"pretrained": True}),
+    "unet++-bce_dice-adamw-cosine-tta": dict(MODERN, tta=True, model="unet++",
+                                             model_args={"deep_supervision": True}),
+}
+
+# --synthetic: the phantom default at CPU-friendly settings; the recipes keep their own optimiser and lr.
+SYNTHETIC = dict(image_size=64, epochs=8, batch_size=8, workers=0, vis_freq=4, vis_images=8)
+
+
+def run_dir(runs_dir, name, folds=0, fold=0):
+    folder = Path(runs_dir) / name
+    return folder / f"fold-{fold}" if folds and folds > 1 else folder
+
+
+def parameters(name, out_dir, data_path=None, overrides=None, folds=0, fold=0):
+    """The train.ipynb parameters of a run: the recipe, then overrides, then where it writes."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; python experiments.py --list shows them")
+    out_dir = Path(out_dir).resolve()
+    params = {**EXPERIMENTS[name], **(overrides or {})}
+    if params.get("warmup_epochs") and "epochs" in params:  # short runs: at most an eighth of them warming up
+        params["warmup_epochs"] = min(params["warmup_epochs"], max(1, params["epochs"] // 8))
+    params.update(
+        data_path=None if data_path is None else str(Path(data_path).resolve()),
+        synthetic_demo=False,
+        weights_dir=str(out_dir / "weights"),
+        logs_dir=str(out_dir / "logs"),
+        folds=folds,
+        fold=fold,
+        resume=True,
+    )
+    return params
+
+
+def finished(out_dir, epochs):
+    results = Path(out_dir) / "results.json"
+    if not results.exists():
+        return False
+    history = json.loads(results.read_text())["history"]
+    return len(history) >= epochs
+
+
+def run(name, runs_dir="runs", data_path=None, overrides=None, folds=0, fold=0, executor="papermill"):
+    """Run one experiment (one fold of it with folds > 1); returns its results dict."""
+    import train
+
+    out_dir = run_dir(runs_dir, name, folds, fold)
+    params = parameters(name, out_dir, data_path, overrides, folds, fold)
+    epochs = params.get("epochs", train.DEFAULTS["epochs"])
+    if finished(out_dir, epochs):
+        print(f"{out_dir}: done already, skipped")
+        return json.loads((out_dir / "results.json").read_text())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    if executor == "papermill":
+        import papermill
+
+        papermill.execute_notebook(
+            str(NOTEBOOK), str(out_dir / "train.ipynb"), parameters=params, cwd=str(REPO), progress_bar=False,
+            log_output=False,
+        )
+    elif executor == "python":
+        params.pop("synthetic_demo")
+        train.train(**params)
+    else:
+        raise ValueError(f"executor must be 'papermill' or 'python', not {executor!r}")
+    results = json.loads((out_dir / "logs" / "results.json").read_text())
+    results.update(experiment=name, recipe=EXPERIMENTS[name], executor=executor,
+                   run_seconds=time.perf_counter() - started)
+    train.write_json_atomic(results, out_dir / "results.json")
+    print(f"{out_dir}: best validation mean DSC {results['best_val_dsc']:.4f} at epoch {results['best_epoch']}")
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="experiments to run (see --list)")
+    parser.add_argument("--list", action="store_true", help="print the experiments and their recipes")
+    parser.add_argument("--all", action="store_true", help="run every experiment")
+    parser.add_argument("--data-path", help="kaggle_3m folder (default: auto-detect, else the synthetic phantom)")
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--folds", type=int, default=0, help="k > 1: patient-level k-fold cross-validation")
+    parser.add_argument("--only-fold", type=int, help="with --folds: run this fold only")
+    parser.add_argument("--synthetic", action="store_true", help=f"small CPU settings: {SYNTHETIC}")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="any train parameter, VALUE as JSON (e.g. --set amp='\"off\"' --set compile=true)")
+    parser.add_argument("--executor", choices=("papermill", "python"), default="papermill")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, recipe in EXPERIMENTS.items():
+            print(f"{name:45s} {recipe or '(the reference recipe)'}")
+        return 0
+    names = list(EXPERIMENTS) if args.all else args.names
+    if not names:
+        parser.error("name experiments to run, or --all, or --list")
+    overrides = dict(SYNTHETIC) if args.synthetic else {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    if args.epochs:
+        overrides["epochs"] = args.epochs
+    folds = range(args.folds) if args.folds > 1 else [0]
+    if args.only_fold is not None:
+        folds = [args.only_fold]
+    for name in names:
+        for fold in folds:
+            run(name, args.runs_dir, args.data_path, overrides, args.folds, fold, args.executor)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

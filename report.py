@@ -1,0 +1,338 @@
+"""REPORT.md from the results files that experiments.py left under a runs folder.
+
+    python report.py [--runs-dir runs] [--out REPORT.md] [--figures-dir report] [--no-inference]
+
+The report holds one table of every run on the reference split, the k-fold
+cross-validation of the recipes that have one, the val_dsc curves in one
+plot, and for the best run its dsc.png and overlays of its best, median and
+worst validation patient. Inference on each run's validation patients gives
+HD95 (skipped with --no-inference). Text between the analysis markers of an
+existing report is kept when it is regenerated.
+"""
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+
+ANALYSIS_START = "<!-- analysis: written by hand, kept when the report is regenerated -->"
+ANALYSIS_END = "<!-- end of analysis -->"
+DEFAULT_ANALYSIS = "_No analysis written yet._"
+
+
+@dataclass
+class Run:
+    name: str
+    fold: int | None  # None: the reference split
+    folder: Path
+    results: dict
+
+    @property
+    def params(self):
+        return self.results["params"]
+
+    @property
+    def best_entry(self):
+        best = self.results.get("best_epoch")
+        return next((entry for entry in self.results["history"] if entry["epoch"] == best), None)
+
+    @property
+    def per_patient_at_best(self):
+        entry = self.best_entry
+        return entry["val_dsc_per_patient"] if entry else {}
+
+
+def load_runs(runs_dir):
+    """Every results.json under runs_dir/<name>/ and runs_dir/<name>/fold-<k>/, sorted by name and fold."""
+    runs = []
+    for path in sorted(Path(runs_dir).glob("*/results.json")):
+        runs.append(Run(path.parent.name, None, path.parent, json.loads(path.read_text())))
+    for path in sorted(Path(runs_dir).glob("*/fold-*/results.json")):
+        fold = int(path.parent.name.split("-")[1])
+        runs.append(Run(path.parent.parent.name, fold, path.parent, json.loads(path.read_text())))
+    return runs
+
+
+def describe_optimiser(params):
+    text = f"{params['optimizer']} {params['lr']:g}"
+    if params.get("weight_decay"):
+        text += f", wd {params['weight_decay']:g}"
+    return text
+
+
+def describe_schedule(params):
+    text = params.get("schedule", "constant")
+    if params.get("warmup_epochs"):
+        text += f", warm-up {params['warmup_epochs']}"
+    extras = [f"clip {params['grad_clip']:g}" if params.get("grad_clip") else "", "flip TTA" if params.get("tta") else ""]
+    return ", ".join([text] + [extra for extra in extras if extra])
+
+
+def describe_model(params):
+    text = params.get("model", "unet")
+    args = params.get("model_args") or {}
+    if args.get("pretrained") or args.get("pretrained_path"):
+        text += " (ImageNet asked)"
+    if args.get("deep_supervision"):
+        text += " (deep sup.)"
+    return text
+
+
+def mean_hd95(folder):
+    """Mean HD95 over the patients of folder/predictions/metrics.csv (empty values skipped), or None."""
+    path = Path(folder) / "predictions" / "metrics.csv"
+    if not path.exists():
+        return None
+    with open(path) as handle:
+        values = [float(row["hd95"]) for row in csv.DictReader(handle) if row["hd95"] not in ("", "nan")]
+    return float(np.mean(values)) if values else None
+
+
+def summary(run):
+    """The table row of a run."""
+    params, results = run.params, run.results
+    per_patient = list(run.per_patient_at_best.values())
+    reference = results.get("recipe") == {}
+    return dict(
+        experiment=run.name + (" (reference recipe)" if reference else ""),
+        name=run.name,
+        model=describe_model(params),
+        loss=params.get("loss", "dice"),
+        optimiser=describe_optimiser(params),
+        schedule=describe_schedule(params),
+        epochs=len(results["history"]),
+        best_dsc=results["best_val_dsc"],
+        median_dsc=float(np.median(per_patient)) if per_patient else None,
+        best_epoch=results["best_epoch"],
+        hd95=mean_hd95(run.folder),
+        train_minutes=results["train_seconds"] / 60,
+        device=results["device"],
+        synthetic=results.get("synthetic_data", False),
+    )
+
+
+def cross_validation(runs):
+    """Per recipe with fold runs: per-fold best DSC, their mean and std, and the pooled per-patient mean."""
+    table = {}
+    for run in runs:
+        if run.fold is None:
+            continue
+        entry = table.setdefault(run.name, dict(folds=run.params["folds"], fold_dsc={}, patients={}))
+        entry["fold_dsc"][run.fold] = run.results["best_val_dsc"]
+        entry["patients"].update(run.per_patient_at_best)
+    for entry in table.values():
+        values = [entry["fold_dsc"][fold] for fold in sorted(entry["fold_dsc"])]
+        entry.update(mean=float(np.mean(values)), std=float(np.std(values)),
+                     pooled=float(np.mean(list(entry["patients"].values()))), complete=len(values) == entry["folds"])
+    return table
+
+
+def plot_curves(runs, path):
+    """Validation mean DSC per epoch of every run on the reference split, in one plot."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 6))
+    axes = figure.subplots()
+    cmap = matplotlib.colormaps["tab20"]
+    for index, run in enumerate(run for run in runs if run.fold is None):
+        history = run.results["history"]
+        axes.plot([entry["epoch"] for entry in history], [entry["val_dsc"] for entry in history],
+                  label=f"{run.name} ({run.results['best_val_dsc']:.3f})", color=cmap(index % 20), linewidth=1.5)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("validation mean DSC")
+    axes.set_ylim(0, 1)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def predict_run(run, device="auto"):
+    """Inference with a run's best weights on its validation patients; writes run/predictions/."""
+    import inference
+
+    params = run.params
+    return inference.run(
+        weights=str(run.folder / "weights" / "unet.pt"), data_path=run.results["data_dir"], subset="validation",
+        validation_cases=params["validation_cases"], cache_dir=params["cache_dir"], tta=params.get("tta", False),
+        predictions_dir=str(run.folder / "predictions"), figure=str(run.folder / "predictions" / "dsc.png"),
+        write_masks=False, device=device, workers=1,
+    )
+
+
+def example_figure(predicted, predictions_dir, path):
+    """Overlays (red prediction, green truth) of the best, median and worst patient, on their most telling slice."""
+    from matplotlib.figure import Figure
+
+    ranked = sorted(predicted["dsc"].items(), key=lambda item: item[1], reverse=True)
+    chosen = {"best": ranked[0], "median": ranked[len(ranked) // 2], "worst": ranked[-1]}
+    figure = Figure(figsize=(12, 4.6))
+    for axes, (label, (patient, value)) in zip(figure.subplots(1, 3), chosen.items()):
+        index = predicted["telling_slice"][patient]
+        axes.imshow(iio.imread(Path(predictions_dir) / f"{patient}-{index:02d}.png"))
+        axes.set_title(f"{label}: {patient}\nDSC {value:.3f}, preprocessed slice {index + 1}", fontsize="medium")
+        axes.axis("off")
+    figure.tight_layout()
+    figure.savefig(path)
+    return {label: patient for label, (patient, _) in chosen.items()}
+
+
+def format_value(value, spec=".4f"):
+    if value is None:
+        return "—"
+    return format(value, spec) if isinstance(value, float) else str(value)
+
+
+def markdown_table(rows, columns):
+    """columns: (title, key) or (title, key, float format)."""
+    lines = ["| " + " | ".join(column[0] for column in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [format_value(row.get(column[1]), *column[2:]) for column in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+TABLE_COLUMNS = [
+    ("experiment", "experiment"), ("model", "model"), ("loss", "loss"), ("optimiser", "optimiser"),
+    ("schedule", "schedule"), ("epochs", "epochs"), ("best val mean DSC", "best_dsc"), ("median", "median_dsc"),
+    ("best epoch", "best_epoch"), ("HD95 (px)", "hd95", ".2f"), ("train min", "train_minutes", ".1f"),
+    ("device", "device"),
+]
+
+
+def kept_analysis(out):
+    out = Path(out)
+    if out.exists():
+        text = out.read_text()
+        if ANALYSIS_START in text and ANALYSIS_END in text:
+            return text.split(ANALYSIS_START, 1)[1].split(ANALYSIS_END, 1)[0].strip()
+    return DEFAULT_ANALYSIS
+
+
+def provenance_lines(runs):
+    lines = []
+    for run in runs:
+        results = run.results
+        where = run.name if run.fold is None else f"{run.name} fold {run.fold}"
+        lines.append(
+            f"- {where}: commit {results['commit']}, {results['device']}, split: {results.get('split', '?')}, "
+            f"{len(results['history'])} epochs at {run.params['image_size']} px, "
+            f"batch {run.params['batch_size']}, train {results['train_seconds']:.0f} s, "
+            f"wall {results.get('wall_seconds', 0):.0f} s, data {results['data_dir']}"
+        )
+    return lines
+
+
+def write_report(runs_dir="runs", out="REPORT.md", figures_dir="report", inference=True, device="auto"):
+    """Write the report; returns the summary rows of the reference-split runs, best first."""
+    runs = load_runs(runs_dir)
+    if not runs:
+        raise FileNotFoundError(f"{runs_dir}: no results.json under it; run experiments.py first")
+    figures_dir = Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    relative = Path(os.path.relpath(figures_dir.resolve(), out.parent.resolve()))  # links from the report
+    analysis = kept_analysis(out)
+
+    reference_runs = [run for run in runs if run.fold is None]
+    best_pictures = None
+    if reference_runs:
+        best = max(reference_runs, key=lambda run: run.results["best_val_dsc"])
+        if inference:
+            for run in reference_runs:
+                predicted = predict_run(run, device)
+                if run is best:
+                    best_pictures = example_figure(predicted, run.folder / "predictions", figures_dir / "examples.png")
+                    shutil.copyfile(run.folder / "predictions" / "dsc.png", figures_dir / "best-dsc.png")
+        plot_curves(runs, figures_dir / "val_dsc_curves.png")
+    rows = sorted((summary(run) for run in reference_runs), key=lambda row: row["best_dsc"], reverse=True)
+
+    synthetic = any(run.results.get("synthetic_data") for run in runs)
+    lines = ["# Report: networks, losses and training recipes against the reference U-Net", ""]
+    if synthetic:
+        lines += [
+            "> **Synthetic data.** The runs below trained on the phantom data of `synthetic.py`, at small CPU",
+            "> settings: they show what the experiment runner and this generator produce, and say nothing about",
+            "> the LGG dataset. Real figures come from `python experiments.py --all --data-path <kaggle_3m>` on a",
+            "> GPU, then `python report.py`.",
+            "",
+        ]
+    lines += [
+        f"Generated by `report.py` on {datetime.date.today().isoformat()} from {len(runs)} results files under "
+        f"`{runs_dir}/`. DSC is the reference's: per validation patient, on the preprocessed grid, after the 3-D "
+        "largest connected component; `best val mean DSC` is the best epoch's mean over the validation patients, "
+        "as the reference reports it (so it is chosen on the validation set itself). HD95 is the mean over "
+        "patients of the 95th-percentile Hausdorff distance at the original 256x256 geometry, in pixels, from "
+        "inference with the best weights.",
+        "",
+        "## Every run on the reference split",
+        "",
+        markdown_table(rows, TABLE_COLUMNS) if rows else "_No run on the reference split yet._",
+        "",
+    ]
+    cv = cross_validation(runs)
+    if cv:
+        reference_dsc = {row["name"]: row["best_dsc"] for row in rows}
+        cv_rows = [
+            dict(experiment=name, folds=f"{len(entry['fold_dsc'])} of {entry['folds']}",
+                 per_fold=", ".join(f"{entry['fold_dsc'][fold]:.3f}" for fold in sorted(entry["fold_dsc"])),
+                 mean=f"{entry['mean']:.4f} ± {entry['std']:.4f}", pooled=entry["pooled"],
+                 reference=reference_dsc.get(name))
+            for name, entry in sorted(cv.items())
+        ]
+        lines += [
+            "## Patient-level cross-validation",
+            "",
+            "Fold k of K validates on its own 1/K of the patients (`folds`, `fold` in train.ipynb), so "
+            "together the folds cover every patient once. `pooled` is the mean per-patient DSC over every "
+            "validated patient, each at its fold's best epoch.",
+            "",
+            markdown_table(cv_rows, [("recipe", "experiment"), ("folds run", "folds"), ("best DSC per fold", "per_fold"),
+                                     ("mean ± std over folds", "mean"), ("pooled patient mean", "pooled"),
+                                     ("reference split", "reference")]),
+            "",
+        ]
+    if reference_runs:
+        lines += ["## Validation DSC per epoch", "", f"![val_dsc curves]({relative / 'val_dsc_curves.png'})", ""]
+    if best_pictures:
+        lines += [
+            f"## The best run: {rows[0]['name']}",
+            "",
+            f"Per-patient DSC (mean red, median green):\n\n![dsc of the best run]({relative / 'best-dsc.png'})",
+            "",
+            "Best, median and worst validation patient, on the slice with the most tumour (red: prediction, "
+            f"green: truth):\n\n![examples]({relative / 'examples.png'})",
+            "",
+        ]
+    lines += ["## Analysis", "", ANALYSIS_START, analysis, ANALYSIS_END, "", "## Provenance", ""]
+    lines += provenance_lines(runs)
+    out.write_text("\n".join(lines) + "\n")
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--out", default="REPORT.md")
+    parser.add_argument("--figures-dir", default="report")
+    parser.add_argument("--no-inference", action="store_true", help="no HD95, no example overlays")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    rows = write_report(args.runs_dir, args.out, args.figures_dir, not args.no_inference, args.device)
+    if rows:
+        print(f"{args.out}: {len(rows)} runs on the reference split; best {rows[0]['experiment']} "
+              f"{rows[0]['best_dsc']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

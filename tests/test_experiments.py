@@ -1,0 +1,146 @@
+"""The experiment runner and the report generator, on phantom data and on hand-made results."""
+
+import json
+
+import numpy as np
+import pytest
+
+import experiments
+import report
+import train
+from loss import LOSSES
+from unet import MODELS
+
+TINY = dict(image_size=32, init_features=4, batch_size=4, workers=0, validation_cases=3, vis_images=0, epochs=2,
+            lr=1e-3)
+
+
+def test_parameters_are_the_recipe_then_overrides_then_the_run_folder(tmp_path):
+    params = experiments.parameters("resnet34_unet-bce_dice-adamw-cosine-tta", tmp_path / "run", "data",
+                                    dict(epochs=8, lr=5e-4), folds=5, fold=2)
+    assert params["model"] == "resnet34_unet" and params["model_args"] == {"pretrained": True}
+    assert params["loss"] == "bce_dice" and params["optimizer"] == "adamw" and params["tta"] is True
+    assert params["lr"] == 5e-4 and params["epochs"] == 8
+    assert params["warmup_epochs"] == 1  # 3 in the recipe, at most an eighth of 8 epochs
+    assert params["weights_dir"] == str((tmp_path / "run" / "weights").resolve())
+    assert params["logs_dir"] == str((tmp_path / "run" / "logs").resolve())
+    assert (params["folds"], params["fold"], params["resume"], params["synthetic_demo"]) == (5, 2, True, False)
+    assert params["data_path"].endswith("/data")
+    assert experiments.parameters("unet-dice", tmp_path, overrides=dict(epochs=100))["data_path"] is None
+    assert "warmup_epochs" not in experiments.parameters("unet-dice", tmp_path, overrides=dict(epochs=8))
+    with pytest.raises(ValueError, match="unknown experiment 'unet-dise'; python experiments.py --list"):
+        experiments.parameters("unet-dise", tmp_path)
+
+
+def test_every_recipe_names_a_known_model_and_loss():
+    for name, recipe in experiments.EXPERIMENTS.items():
+        assert set(recipe) <= set(train.DEFAULTS), name
+        assert recipe.get("model", "unet") in MODELS, name
+        assert recipe.get("loss", "dice") in LOSSES, name
+    assert experiments.EXPERIMENTS["unet-dice"] == {}  # the reference recipe is train.DEFAULTS
+
+
+def test_run_folders():
+    assert str(experiments.run_dir("runs", "unet-dice")) == "runs/unet-dice"
+    assert str(experiments.run_dir("runs", "unet-dice", folds=5, fold=3)) == "runs/unet-dice/fold-3"
+
+
+@pytest.fixture(scope="module")
+def runs(phantom_dir, tmp_path_factory):
+    """A reference-split run through the notebook, and two folds of another recipe from Python."""
+    runs_dir = tmp_path_factory.mktemp("runs")
+    overrides = dict(TINY, cache_dir=str(runs_dir / "cache"))
+    notebook_run = experiments.run("attention_unet-dice", runs_dir, phantom_dir, overrides)
+    folds = [experiments.run("unet-bce_dice", runs_dir, phantom_dir, overrides, folds=2, fold=k, executor="python")
+             for k in (0, 1)]
+    return runs_dir, notebook_run, folds
+
+
+def test_a_run_leaves_its_notebook_results_and_weights(runs):
+    runs_dir, results, _ = runs
+    folder = runs_dir / "attention_unet-dice"
+    assert (folder / "train.ipynb").exists() and (folder / "weights" / "unet.pt").exists()
+    saved = json.loads((folder / "results.json").read_text())
+    assert saved["experiment"] == "attention_unet-dice" and saved["executor"] == "papermill"
+    assert saved["params"]["model"] == "attention_unet" and len(saved["history"]) == 2
+    assert saved["synthetic_data"] is True
+    notebook = (folder / "train.ipynb").read_text()
+    assert "Best validation mean DSC" in notebook  # the executed notebook keeps its outputs
+
+
+def test_a_finished_run_is_skipped(runs, phantom_dir, capsys):
+    runs_dir, results, _ = runs
+    again = experiments.run("attention_unet-dice", runs_dir, phantom_dir, dict(TINY, cache_dir=str(runs_dir / "c")))
+    assert "done already, skipped" in capsys.readouterr().out
+    assert again["best_val_dsc"] == results["best_val_dsc"]
+
+
+def test_folds_validate_on_disjoint_patients(runs):
+    _, _, folds = runs
+    first, second = (set(fold["validation_patients"]) for fold in folds)
+    assert not first & second and len(first | second) == 8
+
+
+def hand_made_results(best_epoch, per_patient_by_epoch, folds=0, fold=0, recipe=None):
+    history = [dict(epoch=e + 1, val_dsc=float(np.mean(list(p.values()))), val_dsc_per_patient=p, loss=0.1,
+                    val_loss=0.1) for e, p in enumerate(per_patient_by_epoch)]
+    return dict(
+        params=dict(model="unet", loss="dice", optimizer="adam", lr=1e-4, schedule="constant", folds=folds, fold=fold,
+                    seed=42, image_size=256, batch_size=16, validation_cases=10, cache_dir="c"),
+        history=history, best_epoch=best_epoch, best_val_dsc=history[best_epoch - 1]["val_dsc"], recipe=recipe,
+        train_seconds=120.0, device="test device", commit="abc1234", data_dir="d", split="s",
+    )
+
+
+def test_summary_takes_the_median_at_the_best_epoch(tmp_path):
+    results = hand_made_results(2, [dict(a=0.1, b=0.2, c=0.3), dict(a=0.5, b=0.9, c=0.8)], recipe={})
+    row = report.summary(report.Run("unet-dice", None, tmp_path, results))
+    assert row["best_dsc"] == pytest.approx(2.2 / 3) and row["median_dsc"] == pytest.approx(0.8)
+    assert row["experiment"] == "unet-dice (reference recipe)" and row["train_minutes"] == 2.0
+    assert row["hd95"] is None  # no predictions/metrics.csv
+
+
+def test_mean_hd95_skips_patients_without_one(tmp_path):
+    (tmp_path / "predictions").mkdir()
+    (tmp_path / "predictions" / "metrics.csv").write_text("patient,dsc,hd95\na,0.9,2.0\nb,0.0,\nc,0.8,5.0\n")
+    assert report.mean_hd95(tmp_path) == 3.5
+
+
+def test_cross_validation_pools_patients_at_each_folds_best_epoch(tmp_path):
+    runs = [
+        report.Run("r", 0, tmp_path, hand_made_results(1, [dict(a=0.7, b=0.9), dict(a=0.1, b=0.1)], 2, 0)),
+        report.Run("r", 1, tmp_path, hand_made_results(2, [dict(c=0.5), dict(c=0.95)], 2, 1)),
+        report.Run("r", None, tmp_path, hand_made_results(1, [dict(x=0.3)])),
+    ]
+    entry = report.cross_validation(runs)["r"]
+    assert entry["fold_dsc"] == {0: pytest.approx(0.8), 1: pytest.approx(0.95)}
+    assert entry["mean"] == pytest.approx(0.875) and entry["std"] == pytest.approx(0.075)
+    assert entry["pooled"] == pytest.approx((0.7 + 0.9 + 0.95) / 3) and entry["complete"]
+
+
+def test_report_from_the_runs_keeps_the_hand_written_analysis(runs, tmp_path):
+    runs_dir, results, folds = runs
+    out, figures = tmp_path / "REPORT.md", tmp_path / "figures"
+    rows = report.write_report(runs_dir, out, figures)
+    text = out.read_text()
+    assert "**Synthetic data.**" in text
+    assert [row["name"] for row in rows] == ["attention_unet-dice"]
+    assert f"| attention_unet-dice | attention_unet | dice | adam 0.001 | constant | 2 | {results['best_val_dsc']:.4f} |" \
+        in text
+    fold_mean = np.mean([fold["best_val_dsc"] for fold in folds])
+    assert f"| unet-bce_dice | 2 of 2 |" in text and f"{fold_mean:.4f} ±" in text
+    for name in ("val_dsc_curves.png", "best-dsc.png", "examples.png"):
+        assert (figures / name).stat().st_size > 1000
+        assert f"](figures/{name})" in text
+    assert (runs_dir / "attention_unet-dice" / "predictions" / "metrics.csv").exists()
+    assert report.DEFAULT_ANALYSIS in text
+
+    out.write_text(text.replace(report.DEFAULT_ANALYSIS, "Deep supervision helped, by hand."))
+    report.write_report(runs_dir, out, figures, inference=False)
+    regenerated = out.read_text()
+    assert "Deep supervision helped, by hand." in regenerated and report.DEFAULT_ANALYSIS not in regenerated
+
+
+def test_report_without_runs_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no results.json under it; run experiments.py first"):
+        report.write_report(tmp_path, tmp_path / "REPORT.md", tmp_path / "f")
