@@ -71,7 +71,9 @@ def load_weights(path, device="cpu"):
     state_dict, metadata = read_weights(path)
     name = metadata.get("model", "unet")
     if name not in MODELS:
-        raise WeightsError(f"{path}: weights of model {name!r}, which this version does not build ({', '.join(MODELS)})")
+        raise WeightsError(
+            f"{path}: weights of model {name!r}, which this version does not build ({', '.join(MODELS)})"
+        )
     model_args = dict(metadata.get("model_args", {}))
     if not metadata:
         first = state_dict.get("encoder1.enc1conv1.weight")

@@ -130,7 +130,7 @@ def main(argv=None):
     parser.add_argument("--only-fold", type=int, help="with --folds: run this fold only")
     parser.add_argument("--synthetic", action="store_true", help=f"small CPU settings: {SYNTHETIC}")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="any train parameter, VALUE as JSON (e.g. --set amp='\"off\"' --set compile=true)")
+                        help="any train parameter; VALUE read as JSON, else as text (--set amp=off --set compile=true)")
     parser.add_argument("--executor", choices=("papermill", "python"), default="papermill")
     args = parser.parse_args(argv)
     if args.list:

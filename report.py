@@ -72,8 +72,11 @@ def describe_schedule(params):
     text = params.get("schedule", "constant")
     if params.get("warmup_epochs"):
         text += f", warm-up {params['warmup_epochs']}"
-    extras = [f"clip {params['grad_clip']:g}" if params.get("grad_clip") else "", "flip TTA" if params.get("tta") else ""]
-    return ", ".join([text] + [extra for extra in extras if extra])
+    if params.get("grad_clip"):
+        text += f", clip {params['grad_clip']:g}"
+    if params.get("tta"):
+        text += ", flip TTA"
+    return text
 
 
 def describe_model(params):
@@ -209,6 +212,12 @@ TABLE_COLUMNS = [
 ]
 
 
+CV_COLUMNS = [
+    ("recipe", "experiment"), ("folds run", "folds"), ("best DSC per fold", "per_fold"),
+    ("mean ± std over folds", "mean"), ("pooled patient mean", "pooled"), ("reference split", "reference"),
+]
+
+
 def kept_analysis(out):
     out = Path(out)
     if out.exists():
@@ -296,9 +305,7 @@ def write_report(runs_dir="runs", out="REPORT.md", figures_dir="report", inferen
             "together the folds cover every patient once. `pooled` is the mean per-patient DSC over every "
             "validated patient, each at its fold's best epoch.",
             "",
-            markdown_table(cv_rows, [("recipe", "experiment"), ("folds run", "folds"), ("best DSC per fold", "per_fold"),
-                                     ("mean ± std over folds", "mean"), ("pooled patient mean", "pooled"),
-                                     ("reference split", "reference")]),
+            markdown_table(cv_rows, CV_COLUMNS),
             "",
         ]
     if reference_runs:

@@ -1,7 +1,9 @@
-"""The reference U-Net (Ronneberger et al. with batch normalisation).
+"""The networks: the reference U-Net, Attention U-Net, ResNet-34 U-Net, UNet++.
 
-Module and parameter names are the reference's, so its published state_dict
-(weights/unet.pt, unet-e012d006.pt) loads with strict=True.
+The U-Net (Ronneberger et al. with batch normalisation) keeps the reference's
+module and parameter names, so its published state_dict (weights/unet.pt,
+unet-e012d006.pt) loads with strict=True. Every network has logits(x) for
+training and forward(x) = per-pixel probabilities, as the reference.
 """
 
 from collections import OrderedDict
@@ -48,12 +50,16 @@ class UNet(nn.Module):
         self.decoder1 = conv_block(f * 2, f, "dec1")
         self.conv = nn.Conv2d(f, out_channels, kernel_size=1)
 
-    def logits(self, x):
+    def encode(self, x):
+        """The four skip features, finest first, and the bottleneck."""
         enc1 = self.encoder1(x)
         enc2 = self.encoder2(self.pool1(enc1))
         enc3 = self.encoder3(self.pool2(enc2))
         enc4 = self.encoder4(self.pool3(enc3))
-        bottleneck = self.bottleneck(self.pool4(enc4))
+        return enc1, enc2, enc3, enc4, self.bottleneck(self.pool4(enc4))
+
+    def logits(self, x):
+        enc1, enc2, enc3, enc4, bottleneck = self.encode(x)
         dec4 = self.decoder4(torch.cat((self.upconv4(bottleneck), enc4), dim=1))
         dec3 = self.decoder3(torch.cat((self.upconv3(dec4), enc3), dim=1))
         dec2 = self.decoder2(torch.cat((self.upconv2(dec3), enc2), dim=1))
@@ -67,13 +73,17 @@ class UNet(nn.Module):
 # ------------------------------------------------------------------ Attention U-Net
 
 
+def projection(in_channels, out_channels):
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
+
+
 class AttentionGate(nn.Module):
     """Additive attention (Oktay et al. 2018): the skip x is weighted by a map computed from x and the gate g."""
 
     def __init__(self, gate_channels, skip_channels, inner_channels):
         super().__init__()
-        self.gate = nn.Sequential(nn.Conv2d(gate_channels, inner_channels, 1, bias=False), nn.BatchNorm2d(inner_channels))
-        self.skip = nn.Sequential(nn.Conv2d(skip_channels, inner_channels, 1, bias=False), nn.BatchNorm2d(inner_channels))
+        self.gate = projection(gate_channels, inner_channels)
+        self.skip = projection(skip_channels, inner_channels)
         self.psi = nn.Sequential(nn.Conv2d(inner_channels, 1, 1), nn.BatchNorm2d(1), nn.Sigmoid())
 
     def forward(self, g, x):
@@ -91,11 +101,7 @@ class AttentionUNet(UNet):
         )
 
     def logits(self, x):
-        enc1 = self.encoder1(x)
-        enc2 = self.encoder2(self.pool1(enc1))
-        enc3 = self.encoder3(self.pool2(enc2))
-        enc4 = self.encoder4(self.pool3(enc3))
-        out = self.bottleneck(self.pool4(enc4))
+        enc1, enc2, enc3, enc4, out = self.encode(x)
         levels = zip(
             (self.upconv4, self.upconv3, self.upconv2, self.upconv1),
             (self.decoder4, self.decoder3, self.decoder2, self.decoder1),

@@ -125,8 +125,8 @@ def test_report_from_the_runs_keeps_the_hand_written_analysis(runs, tmp_path):
     text = out.read_text()
     assert "**Synthetic data.**" in text
     assert [row["name"] for row in rows] == ["attention_unet-dice"]
-    assert f"| attention_unet-dice | attention_unet | dice | adam 0.001 | constant | 2 | {results['best_val_dsc']:.4f} |" \
-        in text
+    row = f"| attention_unet-dice | attention_unet | dice | adam 0.001 | constant | 2 | {results['best_val_dsc']:.4f} |"
+    assert row in text
     fold_mean = np.mean([fold["best_val_dsc"] for fold in folds])
     assert f"| unet-bce_dice | 2 of 2 |" in text and f"{fold_mean:.4f} ±" in text
     for name in ("val_dsc_curves.png", "best-dsc.png", "examples.png"):

@@ -9,7 +9,7 @@ import torch
 import checkpoint
 import dataset
 import inference
-from unet import UNet
+from unet import UNet, build_model
 from utils import segmentation_metrics
 
 
@@ -131,3 +131,17 @@ def test_run_without_masks_segments_every_patient(phantom_dir, weights, tmp_path
     frames = iio.imread(out["gifs"][0], index=None)
     green = (frames[..., 0] == 0) & (frames[..., 1] == 255) & (frames[..., 2] == 0)
     assert not green.any()
+
+
+@pytest.mark.parametrize("name", ["attention_unet", "resnet34_unet", "unet++"])
+def test_run_with_weights_of_every_network(name, phantom_dir, tmp_path):
+    path = tmp_path / f"{name}.pt"
+    checkpoint.save_weights(build_model(name, init_features=4), path, 32, dict(init_features=4), name)
+    out = inference.run(weights=path, data_path=phantom_dir, validation_cases=3, workers=0, cache_dir=None,
+                        predictions_dir=tmp_path / "p", figure=tmp_path / "dsc.png", threshold=0.0, lcc=False,
+                        write_masks=False)
+    assert len(out["metrics"]) == 3 and all(row["recall"] == 1.0 for row in out["metrics"])
+    data = dataset.BrainSegmentationDataset(phantom_dir, subset="validation", validation_cases=3, image_size=32,
+                                            random_sampling=False, cache_dir=None, progress=False)
+    for patient, (_, mask) in zip(data.patients, data.volumes):
+        assert out["telling_slice"][patient] == int(np.argmax(mask.sum(axis=(1, 2, 3))))
