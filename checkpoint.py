@@ -5,6 +5,7 @@ size) beside the state_dict, so the file alone is enough. A plain state_dict,
 such as the reference's published unet.pt, loads too.
 """
 
+import copy
 import os
 import random
 from pathlib import Path
@@ -30,7 +31,23 @@ def save_atomic(obj, path):
     os.replace(temporary, path)
 
 
+def to_cpu(obj):
+    """A copy of obj with every tensor copied to the CPU, so that training can go on changing the originals."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        copied = type(obj)((key, to_cpu(value)) for key, value in obj.items())
+        if hasattr(obj, "_metadata"):  # a state_dict's module versions, read by load_state_dict
+            copied._metadata = copy.deepcopy(obj._metadata)
+        return copied
+    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
+        return type(obj)(to_cpu(value) for value in obj)
+    return copy.deepcopy(obj)
+
+
 def save_weights(model, path, image_size, model_args, model_name="unet"):
+    """model: a module, or its state_dict (e.g. a to_cpu snapshot)."""
+    state_dict = model if isinstance(model, dict) else model.state_dict()
     save_atomic(
         dict(
             format=WEIGHTS_FORMAT,
@@ -38,7 +55,7 @@ def save_weights(model, path, image_size, model_args, model_name="unet"):
             model_args=dict(model_args),
             image_size=image_size,
             normalisation="per volume: p10-p99 rescale, then per-channel mean/std",
-            state_dict=model.state_dict(),
+            state_dict=state_dict,
         ),
         path,
     )

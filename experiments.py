@@ -9,15 +9,17 @@ an interrupted one resumes from its checkpoint.
     python experiments.py unet-dice unet-bce_dice --data-path kaggle_3m
     python experiments.py --all --data-path kaggle_3m --epochs 50
     python experiments.py unet-bce_dice-adamw-cosine-tta --folds 5 --data-path kaggle_3m
+    python experiments.py --all --data-path kaggle_3m --jobs 4 --executor python   # 4 runs at once on one GPU
     python experiments.py --all --synthetic      # the phantom data, small settings: minutes on a CPU
     python report.py                             # then REPORT.md from what the runs left
 """
 
 import argparse
 import json
-import shutil
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
@@ -86,8 +88,12 @@ def finished(out_dir, epochs):
     return len(history) >= epochs
 
 
-def run(name, runs_dir="runs", data_path=None, overrides=None, folds=0, fold=0, executor="papermill"):
-    """Run one experiment (one fold of it with folds > 1); returns its results dict."""
+def run(name, runs_dir="runs", data_path=None, overrides=None, folds=0, fold=0, executor="papermill",
+        shared_by=1):
+    """Run one experiment (one fold of it with folds > 1); returns its results dict.
+
+    shared_by: how many runs shared the device with this one (itself included), kept in its results.
+    """
     import train
 
     out_dir = run_dir(runs_dir, name, folds, fold)
@@ -112,7 +118,7 @@ def run(name, runs_dir="runs", data_path=None, overrides=None, folds=0, fold=0, 
         raise ValueError(f"executor must be 'papermill' or 'python', not {executor!r}")
     results = json.loads((out_dir / "logs" / "results.json").read_text())
     results.update(experiment=name, recipe=EXPERIMENTS[name], executor=executor,
-                   run_seconds=time.perf_counter() - started)
+                   run_seconds=time.perf_counter() - started, shared_by=shared_by)
     train.write_json_atomic(results, out_dir / "results.json")
     print(f"{out_dir}: best validation mean DSC {results['best_val_dsc']:.4f} at epoch {results['best_epoch']}")
     return results
@@ -132,6 +138,9 @@ def main(argv=None):
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="any train parameter; VALUE read as JSON, else as text (--set amp=off --set compile=true)")
     parser.add_argument("--executor", choices=("papermill", "python"), default="papermill")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at once, each in its own process, sharing the device (a GPU has room for several)")
+    parser.add_argument("--shared-by", type=int, default=1, help=argparse.SUPPRESS)  # set by --jobs for its children
     args = parser.parse_args(argv)
     if args.list:
         for name, recipe in EXPERIMENTS.items():
@@ -152,10 +161,72 @@ def main(argv=None):
     folds = range(args.folds) if args.folds > 1 else [0]
     if args.only_fold is not None:
         folds = [args.only_fold]
-    for name in names:
-        for fold in folds:
-            run(name, args.runs_dir, args.data_path, overrides, args.folds, fold, args.executor)
+    todo = [(name, fold) for name in names for fold in folds]
+    if args.jobs > 1:
+        warm_cache(args.data_path, overrides)
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            failures = [failure for failure in pool.map(lambda item: run_as_process(args, *item), todo) if failure]
+    else:
+        failures = []
+        for name, fold in todo:
+            try:
+                run(name, args.runs_dir, args.data_path, overrides, args.folds, fold, args.executor, args.shared_by)
+            except Exception as error:  # one broken recipe must not stop a night's sweep
+                last_line = (str(error).strip().splitlines() or [""])[-1]
+                failures.append(f"{describe(name, args.folds, fold)}: {type(error).__name__}: {last_line}")
+                print(f"FAILED {failures[-1]}", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} run(s) failed; rerun them to resume from their last checkpoint:", file=sys.stderr)
+        print("\n".join(failures), file=sys.stderr)
+        return 1
     return 0
+
+
+def describe(name, folds, fold):
+    return name if folds <= 1 else f"{name} fold {fold}"
+
+
+def warm_cache(data_path, overrides):
+    """Preprocess every patient once, so that parallel runs all read the cache instead of each writing it."""
+    import dataset
+    import train
+
+    params = train.settings(**{key: value for key, value in overrides.items() if key in train.DEFAULTS})
+    data_dir, _ = dataset.locate_data(data_path)
+    dataset.load_volumes(dataset.list_patients(data_dir), params["image_size"], params["cache_dir"])
+
+
+def run_as_process(args, name, fold):
+    """One run in its own process, sharing the device with args.jobs - 1 others; its output goes to run.log.
+
+    Returns None, or a line saying how it failed.
+    """
+    command = [sys.executable, str(Path(__file__).resolve()), name, "--runs-dir", args.runs_dir,
+               "--executor", args.executor, "--folds", str(args.folds), "--only-fold", str(fold),
+               "--shared-by", str(args.jobs)]
+    if args.data_path:
+        command += ["--data-path", args.data_path]
+    if args.epochs:
+        command += ["--epochs", str(args.epochs)]
+    if args.synthetic:
+        command.append("--synthetic")
+    for item in args.set:
+        command += ["--set", item]
+    out_dir = run_dir(args.runs_dir, name, args.folds, fold)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    where = describe(name, args.folds, fold)
+    print(f"started {where}: log in {out_dir / 'run.log'}")
+    with open(out_dir / "run.log", "w") as log:
+        finished_process = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    if finished_process.returncode != 0:
+        last_line = ((out_dir / "run.log").read_text().strip().splitlines() or [""])[-1]
+        failure = f"{where}: exit {finished_process.returncode}: {last_line.removeprefix(where + ': ')}"
+        print(f"FAILED {failure}", file=sys.stderr)
+        return failure
+    results = json.loads((out_dir / "results.json").read_text())
+    print(f"finished {where}: best validation mean DSC {results['best_val_dsc']:.4f} at epoch "
+          f"{results['best_epoch']}")
+    return None
 
 
 if __name__ == "__main__":

@@ -40,6 +40,10 @@ class Run:
         return self.results["params"]
 
     @property
+    def finished(self):
+        return len(self.results["history"]) >= self.params["epochs"]
+
+    @property
     def best_entry(self):
         best = self.results.get("best_epoch")
         return next((entry for entry in self.results["history"] if entry["epoch"] == best), None)
@@ -51,14 +55,32 @@ class Run:
 
 
 def load_runs(runs_dir):
-    """Every results.json under runs_dir/<name>/ and runs_dir/<name>/fold-<k>/, sorted by name and fold."""
+    """Every run under runs_dir/<name>/ and runs_dir/<name>/fold-<k>/, sorted by name and fold.
+
+    A finished run has its results.json there; an interrupted or failed one only logs/results.json.
+    """
     runs = []
-    for path in sorted(Path(runs_dir).glob("*/results.json")):
-        runs.append(Run(path.parent.name, None, path.parent, json.loads(path.read_text())))
-    for path in sorted(Path(runs_dir).glob("*/fold-*/results.json")):
-        fold = int(path.parent.name.split("-")[1])
-        runs.append(Run(path.parent.parent.name, fold, path.parent, json.loads(path.read_text())))
+    for pattern in ("*", "*/fold-*"):
+        for folder in sorted(path for path in Path(runs_dir).glob(pattern) if path.is_dir()):
+            path = folder / "results.json"
+            if not path.exists():
+                path = folder / "logs" / "results.json"
+            if not path.exists():
+                continue
+            name, fold = folder.name, None
+            if folder.name.startswith("fold-"):
+                name, fold = folder.parent.name, int(folder.name.split("-")[1])
+            runs.append(Run(name, fold, folder, json.loads(path.read_text())))
     return runs
+
+
+def best_run(runs):
+    """The reference-split run with the best validation mean DSC, a finished one where there is one."""
+    reference_runs = [run for run in runs if run.fold is None]
+    if not reference_runs:
+        return None
+    finished = [run for run in reference_runs if run.finished] or reference_runs
+    return max(finished, key=lambda run: run.results["best_val_dsc"])
 
 
 def describe_optimiser(params):
@@ -111,13 +133,14 @@ def summary(run):
         loss=params.get("loss", "dice"),
         optimiser=describe_optimiser(params),
         schedule=describe_schedule(params),
-        epochs=len(results["history"]),
+        epochs=len(results["history"]) if run.finished else
+        f"{len(results['history'])} of {params['epochs']}, unfinished",
         best_dsc=results["best_val_dsc"],
         median_dsc=float(np.median(per_patient)) if per_patient else None,
         best_epoch=results["best_epoch"],
         hd95=mean_hd95(run.folder),
         train_minutes=results["train_seconds"] / 60,
-        device=results["device"],
+        device=results["device"] + (f", {results['shared_by']} runs at once" if results.get("shared_by", 1) > 1 else ""),
         synthetic=results.get("synthetic_data", False),
     )
 
@@ -253,9 +276,8 @@ def write_report(runs_dir="runs", out="REPORT.md", figures_dir="report", inferen
     analysis = kept_analysis(out)
 
     reference_runs = [run for run in runs if run.fold is None]
-    best_pictures = None
+    best, best_pictures = best_run(runs), None
     if reference_runs:
-        best = max(reference_runs, key=lambda run: run.results["best_val_dsc"])
         if inference:
             for run in reference_runs:
                 predicted = predict_run(run, device)
@@ -312,7 +334,7 @@ def write_report(runs_dir="runs", out="REPORT.md", figures_dir="report", inferen
         lines += ["## Validation DSC per epoch", "", f"![val_dsc curves]({relative / 'val_dsc_curves.png'})", ""]
     if best_pictures:
         lines += [
-            f"## The best run: {rows[0]['name']}",
+            f"## The best run: {best.name}",
             "",
             f"Per-patient DSC (mean red, median green):\n\n![dsc of the best run]({relative / 'best-dsc.png'})",
             "",

@@ -31,12 +31,13 @@ from tqdm import tqdm
 
 import checkpoint
 import dataset
+from background import BackgroundWork
 from device_data import DeviceAugment, DeviceSlices
 from logger import Logger
 from loss import build_loss
 from transform import transforms
 from unet import build_model
-from utils import dsc_per_volume, log_images
+from utils import dsc_per_volume, overlay
 
 DEFAULTS = dict(
     data_path=None,  # None: auto-detect kaggle_3m, else the synthetic phantom default
@@ -322,13 +323,16 @@ def build_scheduler(optimizer, params, steps_per_epoch):
     )
 
 
-def validate(model, batches, patient_slice_index, loss_fn, autocast, memory_format, keep_images=0, tta=False):
-    """Mean batch loss, per-patient DSC, and overlays of the first keep_images slices.
+def validate(model, batches, loss_fn, autocast, memory_format, keep_images=0, tta=False):
+    """Mean batch loss; thresholded predictions and truths of every slice (uint8 0/1, on the CPU); and the
+    (FLAIR, truth, prediction) of the first keep_images slices, for overlays.
 
-    model returns logits; the loss is of the plain prediction, the DSC of the TTA one when tta.
+    model returns logits; the loss is of the plain prediction, the thresholded prediction is the TTA one when tta.
+    The threshold is the reference's np.round: above 0.5 is tumour.
     """
     model.eval()
-    losses, preds, trues, overlays = [], [], [], []
+    losses, preds, trues, flair = [], [], [], []
+    kept = 0
     with torch.no_grad():
         for x, y_true in batches:
             x = x.contiguous(memory_format=memory_format)
@@ -338,12 +342,14 @@ def validate(model, batches, patient_slice_index, loss_fn, autocast, memory_form
                 if tta:
                     y_pred = (y_pred + torch.sigmoid(model(x.flip(-1)).float()).flip(-1)) / 2
             losses.append(loss_fn(logits, y_true).item())
-            preds.extend(y_pred[:, 0].cpu().numpy())
-            trues.extend(y_true[:, 0].cpu().numpy())
-            if len(overlays) < keep_images:
-                overlays.extend(log_images(x, y_true, y_pred)[: keep_images - len(overlays)])
-    per_patient = dsc_per_volume(preds, trues, patient_slice_index)
-    return float(np.mean(losses)), per_patient, overlays
+            preds.append((y_pred[:, 0] > 0.5).to(torch.uint8).cpu().numpy())
+            trues.append((y_true[:, 0] > 0.5).to(torch.uint8).cpu().numpy())
+            if kept < keep_images:
+                flair.append(x[: keep_images - kept, 1].float().cpu().numpy())
+                kept += len(flair[-1])
+    preds, trues = np.concatenate(preds), np.concatenate(trues)
+    examples = list(zip(np.concatenate(flair), trues, preds)) if flair else []
+    return float(np.mean(losses)), preds, trues, examples
 
 
 def describe_split(params):
@@ -427,82 +433,78 @@ def train(**overrides):
         print(f"resuming after epoch {first_epoch} of {params['epochs']} from {checkpoint_path}")
 
     logger = Logger(logs_dir)
-    train_started = time.perf_counter() - results["train_seconds"]
-    recent_losses = []
-    for epoch in tqdm(range(first_epoch, params["epochs"]), desc="epochs", unit="epoch",
-                      initial=first_epoch, total=params["epochs"]):
-        step_model.train()
-        epoch_losses = []
-        for x, y_true in tqdm(batches.train(), total=batches.steps, desc=f"epoch {epoch + 1}", leave=False,
-                              unit="batch"):
-            step += 1
-            optimizer.zero_grad(set_to_none=True)
-            with autocast():
-                logits = step_model(x.contiguous(memory_format=memory_format))
-            loss = loss_fn(as_float(logits), y_true)
-            value = loss.item()
-            if not np.isfinite(value):
-                raise NonFiniteLoss(
-                    f"loss became {value} at epoch {epoch + 1}, step {step}; stopped. The last good checkpoint "
-                    f"({checkpoint_path}) is kept: lower lr, or check the data, then resume=True"
-                )
-            scaler.scale(loss).backward()
-            if params["grad_clip"]:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), params["grad_clip"])
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            recent_losses.append(value)
-            epoch_losses.append(value)
-            if (step + 1) % 10 == 0:
-                logger.scalar_summary("loss", np.mean(recent_losses), step)
-                recent_losses = []
 
-        visualise = epoch % params["vis_freq"] == 0 or epoch == params["epochs"] - 1
-        val_loss, per_patient, overlays = validate(
-            step_model, batches.validation(), valid_set.patient_slice_index, loss_fn, autocast, memory_format,
-            keep_images=params["vis_images"] if visualise else 0, tta=params["tta"],
-        )
+    def finish_epoch(entry, val_loss, preds, trues, examples, snapshot):
+        """DSC, TensorBoard, best weights, checkpoint and results of one epoch: in the background."""
+        per_patient = dsc_per_volume(preds, trues, valid_set.patient_slice_index)
         mean_dsc = float(np.mean(per_patient))
-        logger.scalar_summary("val_loss", val_loss, step)
-        logger.scalar_summary("val_dsc", mean_dsc, step)
+        logger.scalar_summary("val_loss", val_loss, entry["step"])
+        logger.scalar_summary("val_dsc", mean_dsc, entry["step"])
+        overlays = [overlay(flair, pred, true) for flair, true, pred in examples]
         size = params["batch_size"]
         for index in range(0, len(overlays), size):  # grouped per batch as the reference's image/<i> tags
-            logger.image_list_summary(f"image/{index // size}", overlays[index : index + size], step)
+            logger.image_list_summary(f"image/{index // size}", overlays[index : index + size], entry["step"])
         if results["best_epoch"] is None or mean_dsc > results["best_val_dsc"]:  # weights even at DSC 0
-            results.update(best_val_dsc=mean_dsc, best_epoch=epoch + 1)
+            results.update(best_val_dsc=mean_dsc, best_epoch=entry["epoch"])
             checkpoint.save_weights(
-                model, weights_dir / WEIGHTS_NAME, params["image_size"], model_args, params["model"]
+                snapshot["model"], weights_dir / WEIGHTS_NAME, params["image_size"], model_args, params["model"]
             )
-        results["history"].append(
-            dict(
-                epoch=epoch + 1,
-                step=step,
-                loss=float(np.mean(epoch_losses)),
-                val_loss=val_loss,
-                val_dsc=mean_dsc,
-                lr=optimizer.param_groups[0]["lr"],
-                val_dsc_per_patient=dict(zip(valid_set.patients, per_patient)),
-            )
-        )
-        results["train_seconds"] = time.perf_counter() - train_started
-        results["wall_seconds"] = time.perf_counter() - started
-        checkpoint.save_atomic(
-            dict(
-                epoch=epoch,
-                step=step,
-                model=model.state_dict(),
-                optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(),
-                scaler=scaler.state_dict(),
-                batches=batches.state(),
-                rng=checkpoint.rng_state(),
-                results=results,
-            ),
-            checkpoint_path,
-        )
+        entry.update(val_loss=val_loss, val_dsc=mean_dsc,
+                     val_dsc_per_patient=dict(zip(valid_set.patients, per_patient)))
+        results["history"].append(entry)
+        results["train_seconds"] = entry.pop("train_seconds")
+        results["wall_seconds"] = entry.pop("wall_seconds")
+        checkpoint.save_atomic(dict(snapshot, results=results), checkpoint_path)
         write_json_atomic(results, logs_dir / "results.json")
+
+    train_started = time.perf_counter() - results["train_seconds"]
+    recent_losses = []
+    with BackgroundWork() as background:
+        for epoch in tqdm(range(first_epoch, params["epochs"]), desc="epochs", unit="epoch",
+                          initial=first_epoch, total=params["epochs"]):
+            step_model.train()
+            epoch_losses = []
+            for x, y_true in tqdm(batches.train(), total=batches.steps, desc=f"epoch {epoch + 1}", leave=False,
+                                  unit="batch"):
+                step += 1
+                optimizer.zero_grad(set_to_none=True)
+                with autocast():
+                    logits = step_model(x.contiguous(memory_format=memory_format))
+                loss = loss_fn(as_float(logits), y_true)
+                value = loss.item()
+                if not np.isfinite(value):
+                    raise NonFiniteLoss(
+                        f"loss became {value} at epoch {epoch + 1}, step {step}; stopped. The last good "
+                        f"checkpoint ({checkpoint_path}) is kept: lower lr, or check the data, then resume=True"
+                    )
+                scaler.scale(loss).backward()
+                if params["grad_clip"]:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), params["grad_clip"])
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                recent_losses.append(value)
+                epoch_losses.append(value)
+                if (step + 1) % 10 == 0:
+                    logger.scalar_summary("loss", np.mean(recent_losses), step)
+                    recent_losses = []
+
+            visualise = epoch % params["vis_freq"] == 0 or epoch == params["epochs"] - 1
+            val_loss, preds, trues, examples = validate(
+                step_model, batches.validation(), loss_fn, autocast, memory_format,
+                keep_images=params["vis_images"] if visualise else 0, tta=params["tta"],
+            )
+            entry = dict(epoch=epoch + 1, step=step, loss=float(np.mean(epoch_losses)),
+                         lr=optimizer.param_groups[0]["lr"], train_seconds=time.perf_counter() - train_started,
+                         wall_seconds=time.perf_counter() - started)
+            # what the next epoch changes in place is copied now; the rest of the epoch's end runs beside it
+            snapshot = checkpoint.to_cpu(dict(
+                epoch=epoch, step=step, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), batches=batches.state(),
+                rng=checkpoint.rng_state(),
+            ))
+            background.submit(finish_epoch, entry, val_loss, preds, trues, examples, snapshot)
     logger.close()
     print("Best validation mean DSC: {:4f}".format(results["best_val_dsc"]))
     return results

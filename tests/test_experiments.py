@@ -81,12 +81,13 @@ def test_folds_validate_on_disjoint_patients(runs):
     assert not first & second and len(first | second) == 8
 
 
-def hand_made_results(best_epoch, per_patient_by_epoch, folds=0, fold=0, recipe=None):
+def hand_made_results(best_epoch, per_patient_by_epoch, folds=0, fold=0, recipe=None, epochs=None):
     history = [dict(epoch=e + 1, val_dsc=float(np.mean(list(p.values()))), val_dsc_per_patient=p, loss=0.1,
                     val_loss=0.1) for e, p in enumerate(per_patient_by_epoch)]
     return dict(
         params=dict(model="unet", loss="dice", optimizer="adam", lr=1e-4, schedule="constant", folds=folds, fold=fold,
-                    seed=42, image_size=256, batch_size=16, validation_cases=10, cache_dir="c"),
+                    seed=42, image_size=256, batch_size=16, validation_cases=10, cache_dir="c", epochs=epochs or
+                    len(history)),
         history=history, best_epoch=best_epoch, best_val_dsc=history[best_epoch - 1]["val_dsc"], recipe=recipe,
         train_seconds=120.0, device="test device", commit="abc1234", data_dir="d", split="s",
     )
@@ -98,6 +99,55 @@ def test_summary_takes_the_median_at_the_best_epoch(tmp_path):
     assert row["best_dsc"] == pytest.approx(2.2 / 3) and row["median_dsc"] == pytest.approx(0.8)
     assert row["experiment"] == "unet-dice (reference recipe)" and row["train_minutes"] == 2.0
     assert row["hd95"] is None  # no predictions/metrics.csv
+    assert row["device"] == "test device"
+    shared = report.summary(report.Run("unet-dice", None, tmp_path, dict(results, shared_by=3)))
+    assert shared["device"] == "test device, 3 runs at once"  # its train time is not a speed figure
+
+
+def test_an_interrupted_run_is_listed_as_unfinished_and_not_taken_as_the_best(tmp_path):
+    finished = hand_made_results(2, [dict(a=0.5), dict(a=0.6)], recipe={})
+    interrupted = hand_made_results(1, [dict(a=0.9)], epochs=100)  # killed: only logs/results.json is there
+    (tmp_path / "unet-dice").mkdir()
+    (tmp_path / "unet-dice" / "results.json").write_text(json.dumps(finished))
+    (tmp_path / "unet-focal" / "logs").mkdir(parents=True)
+    (tmp_path / "unet-focal" / "logs" / "results.json").write_text(json.dumps(interrupted))
+    (tmp_path / "unet-lovasz").mkdir()  # started, nothing written yet: not a run
+    runs = report.load_runs(tmp_path)
+    assert [(run.name, run.finished) for run in runs] == [("unet-dice", True), ("unet-focal", False)]
+    assert report.summary(runs[1])["epochs"] == "1 of 100, unfinished"
+    assert report.summary(runs[0])["epochs"] == 2
+    assert report.best_run(runs).name == "unet-dice"  # 0.6 finished beats 0.9 after 1 of 100 epochs
+    assert report.best_run(runs[1:]).name == "unet-focal"  # unless nothing has finished
+
+
+def test_a_failing_recipe_does_not_stop_the_others(monkeypatch, capsys):
+    ran = []
+
+    def fake_run(name, runs_dir, data_path, overrides, folds, fold, executor, shared_by):
+        ran.append((name, fold))
+        if name == "unet-focal" and fold == 1:
+            raise RuntimeError("CUDA out of memory\nTried to allocate 2 GiB")
+
+    monkeypatch.setattr(experiments, "run", fake_run)
+    assert experiments.main(["unet-focal", "unet-dice", "--folds", "2"]) == 1
+    assert ran == [("unet-focal", 0), ("unet-focal", 1), ("unet-dice", 0), ("unet-dice", 1)]
+    err = capsys.readouterr().err
+    assert "1 run(s) failed" in err and "unet-focal fold 1: RuntimeError: Tried to allocate 2 GiB" in err
+    assert experiments.main(["unet-dice"]) == 0
+
+
+def test_jobs_run_side_by_side_in_their_own_processes(phantom_dir, tmp_path, capsys):
+    runs_dir = tmp_path / "runs"
+    settings = dict(TINY, cache_dir=str(tmp_path / "cache"), epochs=1)
+    argv = ["unet-focal", "unet-dise", "--jobs", "2", "--executor", "python", "--data-path", str(phantom_dir),
+            "--runs-dir", str(runs_dir)] + [f"--set={key}={json.dumps(value)}" for key, value in settings.items()]
+    assert experiments.main(argv) == 1  # the misspelt one fails, the other still runs
+    err = capsys.readouterr().err
+    assert "1 run(s) failed" in err and "unet-dise: exit 1: ValueError: unknown experiment 'unet-dise'" in err
+    results = json.loads((runs_dir / "unet-focal" / "results.json").read_text())
+    assert results["shared_by"] == 2 and results["params"]["loss"] == "focal" and len(results["history"]) == 1
+    assert "Best validation mean DSC" in (runs_dir / "unet-focal" / "run.log").read_text()
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 8  # preprocessed once, before the runs started
 
 
 def test_mean_hd95_skips_patients_without_one(tmp_path):
