@@ -162,6 +162,20 @@ def main(argv=None):
     if args.only_fold is not None:
         folds = [args.only_fold]
     todo = [(name, fold) for name in names for fold in folds]
+    try:
+        failures = run_all(todo, args, overrides)
+    except KeyboardInterrupt:
+        print("stopped; every run keeps its last finished epoch: the same command resumes them", file=sys.stderr)
+        return 130
+    if failures:
+        print(f"{len(failures)} run(s) failed; rerun them to resume from their last checkpoint:", file=sys.stderr)
+        print("\n".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_all(todo, args, overrides):
+    """Run each (name, fold) of todo, args.jobs at a time; returns a line per failed run."""
     if args.jobs > 1:
         warm_cache(args.data_path, overrides)
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
@@ -175,11 +189,7 @@ def main(argv=None):
                 last_line = (str(error).strip().splitlines() or [""])[-1]
                 failures.append(f"{describe(name, args.folds, fold)}: {type(error).__name__}: {last_line}")
                 print(f"FAILED {failures[-1]}", file=sys.stderr)
-    if failures:
-        print(f"{len(failures)} run(s) failed; rerun them to resume from their last checkpoint:", file=sys.stderr)
-        print("\n".join(failures), file=sys.stderr)
-        return 1
-    return 0
+    return failures
 
 
 def describe(name, folds, fold):

@@ -276,14 +276,19 @@ def write_report(runs_dir="runs", out="REPORT.md", figures_dir="report", inferen
     analysis = kept_analysis(out)
 
     reference_runs = [run for run in runs if run.fold is None]
-    best, best_pictures = best_run(runs), None
+    best, best_pictures = best_run(runs), False
     if reference_runs:
         if inference:
             for run in reference_runs:
                 predicted = predict_run(run, device)
                 if run is best:
-                    best_pictures = example_figure(predicted, run.folder / "predictions", figures_dir / "examples.png")
-                    shutil.copyfile(run.folder / "predictions" / "dsc.png", figures_dir / "best-dsc.png")
+                    example_figure(predicted, run.folder / "predictions", run.folder / "predictions" / "examples.png")
+        # without inference, the pictures an earlier inference left in the best run's folder are used
+        pictures = [best.folder / "predictions" / name for name in ("dsc.png", "examples.png")]
+        if all(picture.exists() for picture in pictures):
+            best_pictures = True
+            for picture, name in zip(pictures, ("best-dsc.png", "examples.png")):
+                shutil.copyfile(picture, figures_dir / name)
         plot_curves(runs, figures_dir / "val_dsc_curves.png")
     rows = sorted((summary(run) for run in reference_runs), key=lambda row: row["best_dsc"], reverse=True)
 

@@ -358,6 +358,40 @@ def describe_split(params):
     return f"reference: random.sample seed {params['seed']}, {params['validation_cases']} validation patients"
 
 
+class EpochEnd:
+    """What follows an epoch's validation pass, run in the background: per-patient DSC, TensorBoard scalars
+    and overlays, the best weights, the checkpoint and results.json (in that order: the checkpoint is never
+    behind the weights it names the best)."""
+
+    def __init__(self, results, logger, valid_set, params, model_args, checkpoint_path):
+        self.results, self.logger, self.valid_set = results, logger, valid_set
+        self.params, self.model_args, self.checkpoint_path = params, model_args, Path(checkpoint_path)
+
+    def __call__(self, entry, val_loss, preds, trues, examples, snapshot):
+        """entry: the epoch's history line so far; preds, trues: 0/1 per validation slice; examples: (FLAIR,
+        truth, prediction) to draw; snapshot: the CPU copy of the training state for the checkpoint."""
+        results, params, step = self.results, self.params, entry["step"]
+        per_patient = dsc_per_volume(preds, trues, self.valid_set.patient_slice_index)
+        mean_dsc = float(np.mean(per_patient))
+        self.logger.scalar_summary("val_loss", val_loss, step)
+        self.logger.scalar_summary("val_dsc", mean_dsc, step)
+        overlays = [overlay(flair, pred, true) for flair, true, pred in examples]
+        size = params["batch_size"]
+        for index in range(0, len(overlays), size):  # grouped per batch as the reference's image/<i> tags
+            self.logger.image_list_summary(f"image/{index // size}", overlays[index : index + size], step)
+        if results["best_epoch"] is None or mean_dsc > results["best_val_dsc"]:  # weights even at DSC 0
+            results.update(best_val_dsc=mean_dsc, best_epoch=entry["epoch"])
+            checkpoint.save_weights(snapshot["model"], Path(params["weights_dir"]) / WEIGHTS_NAME,
+                                    params["image_size"], self.model_args, params["model"])
+        entry.update(val_loss=val_loss, val_dsc=mean_dsc,
+                     val_dsc_per_patient=dict(zip(self.valid_set.patients, per_patient)))
+        results["train_seconds"] = entry.pop("train_seconds")
+        results["wall_seconds"] = entry.pop("wall_seconds")
+        results["history"].append(entry)
+        checkpoint.save_atomic(dict(snapshot, results=results), self.checkpoint_path)
+        write_json_atomic(results, self.checkpoint_path.parent / "results.json")
+
+
 class NonFiniteLoss(FloatingPointError):
     pass
 
@@ -434,29 +468,7 @@ def train(**overrides):
 
     logger = Logger(logs_dir)
 
-    def finish_epoch(entry, val_loss, preds, trues, examples, snapshot):
-        """DSC, TensorBoard, best weights, checkpoint and results of one epoch: in the background."""
-        per_patient = dsc_per_volume(preds, trues, valid_set.patient_slice_index)
-        mean_dsc = float(np.mean(per_patient))
-        logger.scalar_summary("val_loss", val_loss, entry["step"])
-        logger.scalar_summary("val_dsc", mean_dsc, entry["step"])
-        overlays = [overlay(flair, pred, true) for flair, true, pred in examples]
-        size = params["batch_size"]
-        for index in range(0, len(overlays), size):  # grouped per batch as the reference's image/<i> tags
-            logger.image_list_summary(f"image/{index // size}", overlays[index : index + size], entry["step"])
-        if results["best_epoch"] is None or mean_dsc > results["best_val_dsc"]:  # weights even at DSC 0
-            results.update(best_val_dsc=mean_dsc, best_epoch=entry["epoch"])
-            checkpoint.save_weights(
-                snapshot["model"], weights_dir / WEIGHTS_NAME, params["image_size"], model_args, params["model"]
-            )
-        entry.update(val_loss=val_loss, val_dsc=mean_dsc,
-                     val_dsc_per_patient=dict(zip(valid_set.patients, per_patient)))
-        results["history"].append(entry)
-        results["train_seconds"] = entry.pop("train_seconds")
-        results["wall_seconds"] = entry.pop("wall_seconds")
-        checkpoint.save_atomic(dict(snapshot, results=results), checkpoint_path)
-        write_json_atomic(results, logs_dir / "results.json")
-
+    epoch_end = EpochEnd(results, logger, valid_set, params, model_args, checkpoint_path)
     train_started = time.perf_counter() - results["train_seconds"]
     recent_losses = []
     with BackgroundWork() as background:
@@ -504,7 +516,7 @@ def train(**overrides):
                 scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), batches=batches.state(),
                 rng=checkpoint.rng_state(),
             ))
-            background.submit(finish_epoch, entry, val_loss, preds, trues, examples, snapshot)
+            background.submit(epoch_end, entry, val_loss, preds, trues, examples, snapshot)
     logger.close()
     print("Best validation mean DSC: {:4f}".format(results["best_val_dsc"]))
     return results

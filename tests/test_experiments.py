@@ -1,6 +1,7 @@
 """The experiment runner and the report generator, on phantom data and on hand-made results."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -135,6 +136,13 @@ def test_a_failing_recipe_does_not_stop_the_others(monkeypatch, capsys):
     assert "1 run(s) failed" in err and "unet-focal fold 1: RuntimeError: Tried to allocate 2 GiB" in err
     assert experiments.main(["unet-dice"]) == 0
 
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiments, "run", interrupted)
+    assert experiments.main(["unet-dice"]) == 130
+    assert "stopped; every run keeps its last finished epoch: the same command resumes them" in capsys.readouterr().err
+
 
 def test_jobs_run_side_by_side_in_their_own_processes(phantom_dir, tmp_path, capsys):
     runs_dir = tmp_path / "runs"
@@ -186,9 +194,17 @@ def test_report_from_the_runs_keeps_the_hand_written_analysis(runs, tmp_path):
     assert report.DEFAULT_ANALYSIS in text
 
     out.write_text(text.replace(report.DEFAULT_ANALYSIS, "Deep supervision helped, by hand."))
-    report.write_report(runs_dir, out, figures, inference=False)
+    for name in ("best-dsc.png", "examples.png"):
+        (figures / name).unlink()
+    # without weights or inference (as from the small files a GPU machine sends back) the pictures come back
+    collected = tmp_path / "collected"
+    shutil.copytree(runs_dir, collected, ignore=shutil.ignore_patterns("weights", "checkpoint.pt"))
+    report.write_report(collected, out, figures, inference=False)
     regenerated = out.read_text()
     assert "Deep supervision helped, by hand." in regenerated and report.DEFAULT_ANALYSIS not in regenerated
+    assert "## The best run: attention_unet-dice" in regenerated and "](figures/examples.png)" in regenerated
+    assert (figures / "examples.png").read_bytes() == (collected / "attention_unet-dice" / "predictions" /
+                                                         "examples.png").read_bytes()
 
 
 def test_report_without_runs_says_what_to_do(tmp_path):

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The steps of real runs on a lent GPU machine (the device tool), one step per call, in the repo root there.
+# The machine keeps its files only while warm (about 30 s after a call): make the calls back to back.
+#
+# Here, once:   python tools/pack_data.py pack <kaggle_3m> lgg-packed --chunk-mib 60   (about 10 min; 5 chunks)
+#               pip wheel --no-deps -w .whl medpy        (HD95 there; the GPU image lacks medpy)
+#               echo /lgg-packed/ >> .git/info/exclude
+# There, in turn:
+#   bash tools/gpu_session.sh receive          carry lgg-packed/kaggle_3m.part-00K.tar (and .whl): one chunk a call
+#   bash tools/gpu_session.sh unpack           after the last chunk: the TIFFs, then the preprocessing cache
+#   bash tools/gpu_session.sh bench            both speed benchmarks at 256 px, into $OUT
+#   bash tools/gpu_session.sh train ARGS...    experiments.py ARGS on the real data, stopped in time, then collect
+#   bash tools/gpu_session.sh report           report.py (with inference, HD95) over the runs, then collect
+# What comes back: $OUT/runs.tar.xz (results, logs, metrics, figures; no weights), the benchmarks' text.
+# Here:         tar -xJf <files_at>/runs.tar.xz -C results/   then commit results/runs and REPORT.md
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STORE=${STORE:-/root/lgg}
+DATA=$STORE/kaggle_3m
+RUNS=$STORE/runs
+LIMIT=${LIMIT:-540}  # seconds of training a call; a run stopped there resumes in the next call
+OUT=${OUT:-$STORE/out}
+mkdir -p "$STORE/packed" "$RUNS" "$OUT"
+export PYTHONUNBUFFERED=1
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$STORE/site" .whl/*.whl
+fi
+[ -d "$STORE/site" ] && export PYTHONPATH="$STORE/site${PYTHONPATH:+:$PYTHONPATH}"
+
+collect() {
+  # small files only: at most 16 MiB a file comes back
+  (cd "$STORE" && find runs \( -name results.json -o -name run.log -o -name metrics.csv -o -name dsc.png \
+      -o -name examples.png \) -print0 | tar --null -cJf "$OUT/runs.tar.xz" -T - \
+      $( [ -f REPORT.md ] && echo REPORT.md report ))
+  ls -la "$OUT"
+}
+
+step=${1:-}
+shift || true
+case "$step" in
+  receive)
+    mv lgg-packed/*.tar "$STORE/packed/"
+    ls -la "$STORE/packed"
+    ;;
+  unpack)
+    python3 tools/pack_data.py unpack "$STORE/packed" "$DATA"
+    python3 -c "import experiments; experiments.warm_cache('$DATA', {})"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+    ;;
+  bench)
+    python3 benchmarks/training_speed.py --data "$DATA" --image-size 256 --batch-size 16 --workers 4 \
+      | tee "$OUT/bench-training-speed.txt"
+    python3 benchmarks/training_speed.py --data "$DATA" --image-size 256 --batch-size 16 --workers 4 --compile \
+      | tee "$OUT/bench-training-speed-compile.txt"
+    python3 benchmarks/epoch_end.py --data "$DATA" | tee "$OUT/bench-epoch-end.txt"
+    ;;
+  train)
+    # SIGINT to the whole process group: each run writes its last checkpoint and stops; rerun to resume
+    timeout -s INT -k 30 "$LIMIT" python3 experiments.py "$@" --executor python --data-path "$DATA" \
+      --runs-dir "$RUNS" || echo "experiments.py exited with $? (124: stopped at the time limit; rerun the step to resume)"
+    collect
+    ;;
+  report)
+    python3 report.py --runs-dir "$RUNS" --out "$STORE/REPORT.md" --figures-dir "$STORE/report"
+    collect
+    ;;
+  collect)
+    collect
+    ;;
+  *)
+    sed -n '2,17p' "$0"
+    exit 2
+    ;;
+esac
