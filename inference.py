@@ -9,8 +9,9 @@ then per patient:
   the original geometry: the crop, padding and resize are undone, and the
   slices the preprocessing dropped get empty masks;
 - where masks exist: metrics.csv (DSC, IoU, precision, recall, HD95, volumes,
-  at the original geometry, and the reference's DSC on the preprocessed grid)
-  and dsc.png (the reference's DSC, mean red, median green).
+  at the original geometry, and the reference's DSC on the preprocessed grid),
+  metrics-summary.csv (their mean and median) and dsc.png (the reference's
+  DSC, mean red, median green).
 """
 
 import csv
@@ -143,6 +144,26 @@ def write_metrics(rows, path):
                              for key, value in row.items()})
 
 
+def metrics_summary(rows):
+    """{"mean": {metric: value}, "median": {...}} over the patients; a metric's empty (NaN) values are skipped."""
+    summary = {}
+    for statistic, function in (("mean", np.nanmean), ("median", np.nanmedian)):
+        summary[statistic] = {}
+        for column in METRIC_COLUMNS[1:]:
+            values = np.array([row[column] for row in rows], dtype=float)
+            summary[statistic][column] = float(function(values)) if np.isfinite(values).any() else float("nan")
+    return summary
+
+
+def write_metrics_summary(rows, path):
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=("statistic", *METRIC_COLUMNS[1:]))
+        writer.writeheader()
+        for statistic, values in metrics_summary(rows).items():
+            writer.writerow(dict(statistic=statistic, **{key: "" if np.isnan(value) else round(value, 6)
+                                                         for key, value in values.items()}))
+
+
 def choose_subset(params, data_dir):
     if params["patients"] is not None or params["subset"] != "auto":
         return params["subset"] if params["subset"] != "auto" else "all"
@@ -193,6 +214,7 @@ def run(**overrides):
             rows.append(dict(patient=patient, **metrics, dsc_preprocessed=reference_dsc[patient]))
     if rows:
         write_metrics(rows, out_dir / "metrics.csv")
+        write_metrics_summary(rows, out_dir / "metrics-summary.csv")
         plot_dsc(reference_dsc).savefig(params["figure"])
         values = [row["dsc"] for row in rows]
         print(f"{len(rows)} patients with masks: DSC mean {np.mean(values):.4f}, median {np.median(values):.4f} "

@@ -100,6 +100,29 @@ def weights(tmp_path_factory):
     return path
 
 
+def test_metrics_summary_hand_computed(tmp_path):
+    nan = float("nan")
+    rows = [dict(patient="a", dsc=0.9, iou=0.8, precision=1.0, recall=0.5, hd95=2.0, predicted_voxels=10,
+                 true_voxels=20, dsc_preprocessed=0.7),
+            dict(patient="b", dsc=0.0, iou=0.0, precision=0.0, recall=0.0, hd95=nan, predicted_voxels=0,
+                 true_voxels=5, dsc_preprocessed=0.0),
+            dict(patient="c", dsc=0.6, iou=0.5, precision=0.5, recall=1.0, hd95=6.0, predicted_voxels=4,
+                 true_voxels=2, dsc_preprocessed=0.5)]
+    summary = inference.metrics_summary(rows)
+    assert summary["mean"]["dsc"] == pytest.approx(0.5) and summary["median"]["dsc"] == pytest.approx(0.6)
+    assert summary["mean"]["hd95"] == pytest.approx(4.0) and summary["median"]["hd95"] == pytest.approx(4.0)
+    assert summary["mean"]["true_voxels"] == pytest.approx(9.0) and summary["median"]["predicted_voxels"] == 4.0
+    inference.write_metrics_summary(rows, tmp_path / "summary.csv")
+    with open(tmp_path / "summary.csv") as handle:
+        written = list(csv.DictReader(handle))
+    assert [row["statistic"] for row in written] == ["mean", "median"]
+    assert float(written[0]["recall"]) == 0.5 and float(written[1]["iou"]) == 0.5
+    no_hd95 = [dict(row, hd95=nan) for row in rows]
+    inference.write_metrics_summary(no_hd95, tmp_path / "none.csv")
+    with open(tmp_path / "none.csv") as handle:
+        assert [row["hd95"] for row in csv.DictReader(handle)] == ["", ""]  # empty, not "nan"
+
+
 def test_run_with_masks_writes_metrics_figure_masks_and_gifs(phantom_dir, weights, tmp_path):
     out = inference.run(weights=weights, data_path=phantom_dir, validation_cases=3, workers=0, cache_dir=None,
                         predictions_dir=tmp_path / "p", figure=tmp_path / "dsc.png", threshold=0.0, lcc=False)
@@ -108,6 +131,9 @@ def test_run_with_masks_writes_metrics_figure_masks_and_gifs(phantom_dir, weight
         rows = list(csv.DictReader(handle))
     assert [row["patient"] for row in rows] == out["patients"]
     assert list(rows[0]) == list(inference.METRIC_COLUMNS)
+    with open(tmp_path / "p" / "metrics-summary.csv") as handle:
+        summary = {row["statistic"]: row for row in csv.DictReader(handle)}
+    assert float(summary["mean"]["dsc"]) == pytest.approx(np.mean([float(row["dsc"]) for row in rows]), abs=1e-6)
     # threshold 0 predicts everything inside the crop: recall 1
     assert all(float(row["recall"]) == 1.0 for row in rows)
     truth = inference.original_truth(dataset.list_patients(phantom_dir)["TCGA_SY_0002_20000101"])
