@@ -116,14 +116,6 @@ def overlay(flair, y_pred, y_true):
     return image
 
 
-def log_images(x, y_true, y_pred, channel=1):
-    """Overlays for a batch of tensors (N, C, H, W): channel 1 is FLAIR."""
-    x_np = x[:, channel].detach().float().cpu().numpy()
-    true_np = y_true[:, 0].detach().float().cpu().numpy()
-    pred_np = y_pred[:, 0].detach().float().cpu().numpy()
-    return [overlay(x_np[i], pred_np[i], true_np[i]) for i in range(x_np.shape[0])]
-
-
 def short_patient_name(patient):
     """TCGA_CS_4941_19960909 -> CS_4941, as on the reference's plot."""
     parts = patient.split("_")

@@ -2,10 +2,13 @@ import json
 import os
 import shutil
 
+import imageio.v3 as iio
 import pytest
 
 import checkpoint
+import dataset
 import train
+import utils
 from conftest import REPO
 from unet import UNet
 
@@ -34,6 +37,15 @@ def test_training_writes_logs_results_and_loadable_best_weights(phantom_dir, tmp
     assert len(events.Scalars("val_dsc")) == 2
     # 5 overlays in batches of 4 per visualised epoch: image/0/0..3 and image/1/0
     assert sorted(events.Tags()["images"]) == ["image/0/0", "image/0/1", "image/0/2", "image/0/3", "image/1/0"]
+    # drawn in the background from the validation slices: 32 x 32 RGB, the truth outlined green where there is one
+    valid_set = dataset.BrainSegmentationDataset(phantom_dir, subset="validation", random_sampling=False,
+                                                 image_size=32, validation_cases=3, cache_dir=tmp_path / "cache")
+    tags = ["image/0/0", "image/0/1", "image/0/2", "image/0/3", "image/1/0"]
+    for index, tag in enumerate(tags):
+        picture = iio.imread(events.Images(tag)[-1].encoded_image_string)
+        assert picture.shape == (32, 32, 3)
+        has_truth = valid_set.volumes[0][1][index].any()
+        assert (picture == utils.GREEN).all(axis=-1).any() == has_truth, tag
 
 
 def test_training_loss_goes_down_on_the_phantom(phantom_dir, tmp_path):
