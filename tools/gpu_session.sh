@@ -1,25 +1,33 @@
 #!/usr/bin/env bash
-# The steps of real runs on a lent GPU machine (the device tool), one step per call, in the repo root there.
+# The steps of real runs on a lent GPU machine (the device tool), in the repo root there.
 # The machine keeps its files only while warm (about 30 s after a call): make the calls back to back.
 #
 # Here, once:   python tools/pack_data.py pack <kaggle_3m> lgg-packed --chunk-mib 60   (about 10 min; 5 chunks)
 #               pip wheel --no-deps -w .whl medpy        (HD95 there; the GPU image lacks medpy)
 #               echo /lgg-packed/ >> .git/info/exclude
-# There, in turn:
+# There, one call per chunk, steps joined with && where they fit in a call's 10 minutes:
 #   bash tools/gpu_session.sh receive          carry lgg-packed/kaggle_3m.part-00K.tar (and .whl): one chunk a call
 #   bash tools/gpu_session.sh unpack           after the last chunk: the TIFFs, then the preprocessing cache
-#   bash tools/gpu_session.sh bench            both speed benchmarks at 256 px, into $OUT
+#   bash tools/gpu_session.sh bench            speed benchmarks at 256 px (data paths, with torch.compile too;
+#                                              epoch end), their text into $OUT
 #   bash tools/gpu_session.sh train ARGS...    experiments.py ARGS on the real data, stopped in time, then collect
 #   bash tools/gpu_session.sh report           report.py (with inference, HD95) over the runs, then collect
 # What comes back: $OUT/runs.tar.xz (results, logs, metrics, figures; no weights), the benchmarks' text.
 # Here:         tar -xJf <files_at>/runs.tar.xz -C results/   then commit results/runs and REPORT.md
+# Settings (environment): STORE (/root/lgg), INCOMING (lgg-packed), CACHE (data/cache), LIMIT (540 s), OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STORE=${STORE:-/root/lgg}
 DATA=$STORE/kaggle_3m
 RUNS=$STORE/runs
+INCOMING=${INCOMING:-lgg-packed}  # where the carried chunks arrive
+CACHE=${CACHE:-data/cache}       # the preprocessing cache, train.py's default
 LIMIT=${LIMIT:-540}  # seconds of training a call; a run stopped there resumes in the next call
 OUT=${OUT:-$STORE/out}
+case "${1:-}" in
+  receive | unpack | bench | train | report | collect) ;;
+  *) sed -n '2,18p' "$0"; exit 2 ;;
+esac
 mkdir -p "$STORE/packed" "$RUNS" "$OUT"
 export PYTHONUNBUFFERED=1
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -35,18 +43,18 @@ collect() {
   ls -la "$OUT"
 }
 
-step=${1:-}
-shift || true
+step=$1
+shift
 case "$step" in
   receive)
-    mv lgg-packed/*.tar "$STORE/packed/"
+    mv "$INCOMING"/*.tar "$STORE/packed/"
     ls -la "$STORE/packed"
     ;;
   unpack)
     python3 tools/pack_data.py unpack "$STORE/packed" "$DATA"
-    python3 -c "import experiments; experiments.warm_cache('$DATA', {})"
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-    python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+    python3 -c "import experiments; experiments.warm_cache('$DATA', {'cache_dir': '$CACHE'})"
+    python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if \
+      torch.cuda.is_available() else 'and no GPU')"
     ;;
   bench)
     python3 benchmarks/training_speed.py --data "$DATA" --image-size 256 --batch-size 16 --workers 4 \
@@ -58,7 +66,7 @@ case "$step" in
   train)
     # SIGINT to the whole process group: each run writes its last checkpoint and stops; rerun to resume
     timeout -s INT -k 30 "$LIMIT" python3 experiments.py "$@" --executor python --data-path "$DATA" \
-      --runs-dir "$RUNS" || echo "experiments.py exited with $? (124: stopped at the time limit; rerun the step to resume)"
+      --runs-dir "$RUNS" --set cache_dir="$CACHE" || echo "experiments.py exited with $? (124: stopped at the time limit; rerun the step to resume)"
     collect
     ;;
   report)
@@ -67,9 +75,5 @@ case "$step" in
     ;;
   collect)
     collect
-    ;;
-  *)
-    sed -n '2,17p' "$0"
-    exit 2
     ;;
 esac

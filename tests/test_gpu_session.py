@@ -1,0 +1,59 @@
+"""tools/gpu_session.sh, step by step, on phantom data and a CPU: what a GPU session will run."""
+
+import json
+import os
+import subprocess
+import tarfile
+
+import dataset
+from conftest import REPO
+from tools import pack_data
+
+
+def session(step, *args, env):
+    return subprocess.run(["bash", "tools/gpu_session.sh", step, *args], cwd=REPO, env=env, capture_output=True,
+                          text=True)
+
+
+def test_usage_without_a_step():
+    finished = session("", env=dict(os.environ, STORE="/nonexistent/store"))
+    assert finished.returncode == 2 and "receive" in finished.stdout and "unpack" in finished.stdout
+
+
+def test_receive_unpack_train_report_and_collect(phantom_dir, tmp_path):
+    store, out, incoming = tmp_path / "store", tmp_path / "out", tmp_path / "incoming"
+    env = dict(os.environ, STORE=str(store), OUT=str(out), INCOMING=str(incoming), CACHE=str(tmp_path / "cache"))
+    chunks = pack_data.pack(phantom_dir, incoming, chunk_mib=0.25)
+    for step in ("receive", "unpack"):
+        finished = session(step, env=env)
+        assert finished.returncode == 0, finished.stderr
+    assert sorted(path.name for path in (store / "packed").iterdir()) == [chunk.name for chunk in chunks]
+    assert sorted(dataset.list_patients(store / "kaggle_3m")) == sorted(dataset.list_patients(phantom_dir))
+    assert len(list((tmp_path / "cache").glob("*-256-*.npz"))) == 8  # preprocessed at the training size
+
+    tiny = ["--set", "image_size=32", "--set", "init_features=4", "--set", "batch_size=4", "--set",
+            "validation_cases=3", "--set", "vis_images=2"]
+    finished = session("train", "unet-dice", "--synthetic", "--epochs", "2", *tiny, env=env)
+    assert finished.returncode == 0, finished.stderr
+    results = json.loads((store / "runs" / "unet-dice" / "results.json").read_text())
+    assert len(results["history"]) == 2 and results["data_dir"] == str((store / "kaggle_3m").resolve())
+    assert results["params"]["cache_dir"] == str(tmp_path / "cache")
+
+    finished = session("report", env=env)
+    assert finished.returncode == 0, finished.stderr
+    with tarfile.open(out / "runs.tar.xz") as archive:
+        names = set(archive.getnames())
+    assert {"runs/unet-dice/results.json", "runs/unet-dice/predictions/metrics.csv", "REPORT.md",
+            "report/examples.png", "report/val_dsc_curves.png"} <= names
+    assert not [name for name in names if name.endswith(".pt") or "tfevents" in name]  # small files only
+
+
+def test_train_stopped_at_its_time_limit_says_how_to_go_on(phantom_dir, tmp_path):
+    store = tmp_path / "store"
+    (store / "kaggle_3m").parent.mkdir(parents=True)
+    os.symlink(phantom_dir, store / "kaggle_3m")
+    env = dict(os.environ, STORE=str(store), OUT=str(tmp_path / "out"), CACHE=str(tmp_path / "cache"), LIMIT="3")
+    finished = session("train", "unet-dice", "--synthetic", env=env)
+    assert finished.returncode == 0  # the collect still runs
+    assert "exited with 124 (124: stopped at the time limit; rerun the step to resume)" in finished.stdout
+    assert (tmp_path / "out" / "runs.tar.xz").exists()
