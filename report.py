@@ -278,11 +278,10 @@ def write_report(runs_dir="runs", out="REPORT.md", figures_dir="report", inferen
     reference_runs = [run for run in runs if run.fold is None]
     best, best_pictures = best_run(runs), False
     if reference_runs:
-        if inference:
+        if inference:  # every run gets its pictures: a later run may beat today's best
             for run in reference_runs:
                 predicted = predict_run(run, device)
-                if run is best:
-                    example_figure(predicted, run.folder / "predictions", run.folder / "predictions" / "examples.png")
+                example_figure(predicted, run.folder / "predictions", run.folder / "predictions" / "examples.png")
         # without inference, the pictures an earlier inference left in the best run's folder are used
         pictures = [best.folder / "predictions" / name for name in ("dsc.png", "examples.png")]
         if all(picture.exists() for picture in pictures):

@@ -13,7 +13,8 @@
 #   bash tools/gpu_session.sh train ARGS...    experiments.py ARGS on the real data, stopped in time, then collect
 #   bash tools/gpu_session.sh report           report.py (with inference, HD95) over the runs, then collect
 # What comes back: $OUT/runs.tar.xz (results, logs, metrics, figures; no weights), the benchmarks' text.
-# Here:         tar -xJf <files_at>/runs.tar.xz -C results/   then commit results/runs and REPORT.md
+# Here:         tar -xJf <files_at>/runs.tar.xz -C /tmp/back && cp -r /tmp/back/runs/. results/runs/
+#               python report.py --runs-dir results/runs --no-inference   then commit results/runs, REPORT.md, report/
 # Settings (environment): STORE (/root/lgg), INCOMING (lgg-packed), CACHE (data/cache), LIMIT (540 s), OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +27,7 @@ LIMIT=${LIMIT:-540}  # seconds of training a call; a run stopped there resumes i
 OUT=${OUT:-$STORE/out}
 case "${1:-}" in
   receive | unpack | bench | train | report | collect) ;;
-  *) sed -n '2,18p' "$0"; exit 2 ;;
+  *) sed -n '2,19p' "$0"; exit 2 ;;
 esac
 mkdir -p "$STORE/packed" "$RUNS" "$OUT"
 export PYTHONUNBUFFERED=1
@@ -36,8 +37,11 @@ fi
 [ -d "$STORE/site" ] && export PYTHONPATH="$STORE/site${PYTHONPATH:+:$PYTHONPATH}"
 
 collect() {
-  # small files only: at most 16 MiB a file comes back
-  (cd "$STORE" && find runs \( -name results.json -o -name run.log -o -name metrics.csv -o -name dsc.png \
+  # small files only: at most 16 MiB a file comes back, and they are committed; a log's progress bars are cut
+  find "$STORE/runs" -name run.log -print0 | while IFS= read -r -d '' log; do
+    tr '\r' '\n' <"$log" | tail -n 200 >"${log%.log}-tail.log"
+  done
+  (cd "$STORE" && find runs \( -name results.json -o -name run-tail.log -o -name metrics.csv -o -name dsc.png \
       -o -name examples.png \) -print0 | tar --null -cJf "$OUT/runs.tar.xz" -T - \
       $( [ -f REPORT.md ] && echo REPORT.md report ))
   ls -la "$OUT"
