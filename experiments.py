@@ -44,6 +44,7 @@ EXPERIMENTS = {
                                    warmup_epochs=3, grad_clip=1.0),
     "unet-bce_dice-adamw-cosine": dict(MODERN),
     "unet-bce_dice-adamw-cosine-tta": dict(MODERN, tta=True),
+    "unet64-bce_dice-adamw-cosine-tta": dict(MODERN, tta=True, init_features=64),  # twice as wide
     "attention_unet-bce_dice-adamw-cosine-tta": dict(MODERN, tta=True, model="attention_unet"),
     "resnet34_unet-bce_dice-adamw-cosine-tta": dict(MODERN, tta=True, model="resnet34_unet",
                                                     model_args={"pretrained": True}),

@@ -103,6 +103,8 @@ def describe_schedule(params):
 
 def describe_model(params):
     text = params.get("model", "unet")
+    if params.get("init_features", 32) != 32:
+        text += f" ({params['init_features']} features)"
     args = params.get("model_args") or {}
     if args.get("pretrained") or args.get("pretrained_path"):
         text += " (ImageNet asked)"

@@ -158,6 +158,14 @@ def test_jobs_run_side_by_side_in_their_own_processes(phantom_dir, tmp_path, cap
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 8  # preprocessed once, before the runs started
 
 
+def test_model_column_names_width_imagenet_and_deep_supervision():
+    assert report.describe_model(dict(model="unet", init_features=32)) == "unet"
+    assert report.describe_model(dict(model="unet", init_features=64)) == "unet (64 features)"
+    assert report.describe_model(dict(model="unet++", model_args={"deep_supervision": True})) == "unet++ (deep sup.)"
+    assert report.describe_model(dict(model="resnet34_unet", model_args={"pretrained": True})) == \
+        "resnet34_unet (ImageNet asked)"
+
+
 def test_mean_hd95_skips_patients_without_one(tmp_path):
     (tmp_path / "predictions").mkdir()
     (tmp_path / "predictions" / "metrics.csv").write_text("patient,dsc,hd95\na,0.9,2.0\nb,0.0,\nc,0.8,5.0\n")
@@ -183,7 +191,8 @@ def test_report_from_the_runs_keeps_the_hand_written_analysis(runs, tmp_path):
     text = out.read_text()
     assert "**Synthetic data.**" in text
     assert [row["name"] for row in rows] == ["attention_unet-dice"]
-    row = f"| attention_unet-dice | attention_unet | dice | adam 0.001 | constant | 2 | {results['best_val_dsc']:.4f} |"
+    row = (f"| attention_unet-dice | attention_unet (4 features) | dice | adam 0.001 | constant | 2 | "
+           f"{results['best_val_dsc']:.4f} |")
     assert row in text
     fold_mean = np.mean([fold["best_val_dsc"] for fold in folds])
     assert f"| unet-bce_dice | 2 of 2 |" in text and f"{fold_mean:.4f} ±" in text
