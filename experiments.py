@@ -140,7 +140,7 @@ def main(argv=None):
                         help="any train parameter; VALUE read as JSON, else as text (--set amp=off --set compile=true)")
     parser.add_argument("--executor", choices=("papermill", "python"), default="papermill")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="runs at once, each in its own process, sharing the device (a GPU has room for several)")
+                        help="runs at once, each in its own process, sharing the device")
     parser.add_argument("--shared-by", type=int, default=1, help=argparse.SUPPRESS)  # set by --jobs for its children
     args = parser.parse_args(argv)
     if args.list:
