@@ -142,7 +142,8 @@ def summary(run):
         best_epoch=results["best_epoch"],
         hd95=mean_hd95(run.folder),
         train_minutes=results["train_seconds"] / 60,
-        device=results["device"] + (f", {results['shared_by']} runs at once" if results.get("shared_by", 1) > 1 else ""),
+        device=results["device"] + (f", {results['shared_by']} runs at once" if results.get("shared_by", 1) > 1
+                                    else ""),
         synthetic=results.get("synthetic_data", False),
     )
 

@@ -70,7 +70,8 @@ case "$step" in
   train)
     # SIGINT to the whole process group: each run writes its last checkpoint and stops; rerun to resume
     timeout -s INT -k 30 "$LIMIT" python3 experiments.py "$@" --executor python --data-path "$DATA" \
-      --runs-dir "$RUNS" --set cache_dir="$CACHE" || echo "experiments.py exited with $? (124: stopped at the time limit; rerun the step to resume)"
+      --runs-dir "$RUNS" --set cache_dir="$CACHE" ||
+      echo "experiments.py exited with $? (124: stopped at the time limit; rerun the step to resume)"
     collect
     ;;
   report)
