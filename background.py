@@ -3,9 +3,10 @@
 At the end of every epoch the training loop hands over metric computation,
 TensorBoard writes, overlay pictures and file saves (0.6 s an epoch on
 average for the reference U-Net at 256 px on a 2-core developer machine:
-results/epoch-end-cpu.md), and goes on training. Tasks run one at a time and in order, so the files of epoch k are
-complete before those of epoch k + 1 begin. An error in a task is raised in
-the training loop at the next submit, or at close.
+results/epoch-end-cpu.md), and goes on training. Tasks run one at a time
+and in order, so the files of epoch k are complete before those of epoch
+k + 1 begin. An error in a task is raised in the training loop at the next
+submit, or at close.
 """
 
 from concurrent.futures import ThreadPoolExecutor

@@ -155,11 +155,12 @@ def metrics_summary(rows):
     return summary
 
 
-def write_metrics_summary(rows, path):
+def write_metrics_summary(summary, path):
+    """metrics_summary's result as CSV: a row per statistic, empty where a metric had no value."""
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=("statistic", *METRIC_COLUMNS[1:]))
         writer.writeheader()
-        for statistic, values in metrics_summary(rows).items():
+        for statistic, values in summary.items():
             writer.writerow(dict(statistic=statistic, **{key: "" if np.isnan(value) else round(value, 6)
                                                          for key, value in values.items()}))
 
@@ -214,9 +215,10 @@ def run(**overrides):
             rows.append(dict(patient=patient, **metrics, dsc_preprocessed=reference_dsc[patient]))
     if rows:
         write_metrics(rows, out_dir / "metrics.csv")
-        write_metrics_summary(rows, out_dir / "metrics-summary.csv")
+        summary = metrics_summary(rows)
+        write_metrics_summary(summary, out_dir / "metrics-summary.csv")
         plot_dsc(reference_dsc).savefig(params["figure"])
-        values = [row["dsc"] for row in rows]
-        print(f"{len(rows)} patients with masks: DSC mean {np.mean(values):.4f}, median {np.median(values):.4f} "
-              f"(original geometry); reference DSC mean {np.mean(list(reference_dsc.values())):.4f}")
+        print(f"{len(rows)} patients with masks: DSC mean {summary['mean']['dsc']:.4f}, median "
+              f"{summary['median']['dsc']:.4f} (original geometry); reference DSC mean "
+              f"{summary['mean']['dsc_preprocessed']:.4f}")
     return dict(metrics=rows, dsc=reference_dsc, gifs=gifs, patients=data.patients, telling_slice=telling_slice)

@@ -212,7 +212,6 @@ def example_figure(predicted, predictions_dir, path):
         axes.axis("off")
     figure.tight_layout()
     figure.savefig(path)
-    return {label: patient for label, (patient, _) in chosen.items()}
 
 
 def format_value(value, spec=".4f"):

@@ -112,13 +112,13 @@ def test_metrics_summary_hand_computed(tmp_path):
     assert summary["mean"]["dsc"] == pytest.approx(0.5) and summary["median"]["dsc"] == pytest.approx(0.6)
     assert summary["mean"]["hd95"] == pytest.approx(4.0) and summary["median"]["hd95"] == pytest.approx(4.0)
     assert summary["mean"]["true_voxels"] == pytest.approx(9.0) and summary["median"]["predicted_voxels"] == 4.0
-    inference.write_metrics_summary(rows, tmp_path / "summary.csv")
+    inference.write_metrics_summary(summary, tmp_path / "summary.csv")
     with open(tmp_path / "summary.csv") as handle:
         written = list(csv.DictReader(handle))
     assert [row["statistic"] for row in written] == ["mean", "median"]
     assert float(written[0]["recall"]) == 0.5 and float(written[1]["iou"]) == 0.5
     no_hd95 = [dict(row, hd95=nan) for row in rows]
-    inference.write_metrics_summary(no_hd95, tmp_path / "none.csv")
+    inference.write_metrics_summary(inference.metrics_summary(no_hd95), tmp_path / "none.csv")
     with open(tmp_path / "none.csv") as handle:
         assert [row["hd95"] for row in csv.DictReader(handle)] == ["", ""]  # empty, not "nan"
 
