@@ -100,7 +100,7 @@ def test_summary_takes_the_median_at_the_best_epoch(tmp_path):
     assert row["best_dsc"] == pytest.approx(2.2 / 3) and row["median_dsc"] == pytest.approx(0.8)
     assert row["experiment"] == "unet-dice (reference recipe)" and row["train_minutes"] == 2.0
     assert row["hd95"] is None  # no predictions/metrics.csv
-    assert row["device"] == "test device"
+    assert row["device"] == "test device" and row["image_px"] == 256
     shared = report.summary(report.Run("unet-dice", None, tmp_path, dict(results, shared_by=3)))
     assert shared["device"] == "test device, 3 runs at once"  # its train time is not a speed figure
 
@@ -191,7 +191,7 @@ def test_report_from_the_runs_keeps_the_hand_written_analysis(runs, tmp_path):
     text = out.read_text()
     assert "**Synthetic data.**" in text
     assert [row["name"] for row in rows] == ["attention_unet-dice"]
-    row = (f"| attention_unet-dice | attention_unet (4 features) | dice | adam 0.001 | constant | 2 | "
+    row = (f"| attention_unet-dice | attention_unet (4 features) | dice | adam 0.001 | constant | 2 | 32 | "
            f"{results['best_val_dsc']:.4f} |")
     assert row in text
     fold_mean = np.mean([fold["best_val_dsc"] for fold in folds])
@@ -214,6 +214,22 @@ def test_report_from_the_runs_keeps_the_hand_written_analysis(runs, tmp_path):
     assert "## The best run: attention_unet-dice" in regenerated and "](figures/examples.png)" in regenerated
     assert (figures / "examples.png").read_bytes() == (collected / "attention_unet-dice" / "predictions" /
                                                          "examples.png").read_bytes()
+
+
+def test_real_runs_below_the_reference_settings_are_flagged_as_not_comparable(tmp_path):
+    def report_of(**params):
+        results = hand_made_results(1, [dict(a=0.5)], epochs=100)
+        results["params"].update(params)
+        (tmp_path / "runs" / "unet-dice").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "runs" / "unet-dice" / "results.json").write_text(json.dumps(results))
+        report.write_report(tmp_path / "runs", tmp_path / "REPORT.md", tmp_path / "figures", inference=False)
+        return (tmp_path / "REPORT.md").read_text()
+
+    assert "Reduced settings" not in report_of()  # 256 px, 100 epochs, batch 16: the reference's
+    for reduced in (dict(image_size=64), dict(epochs=12), dict(batch_size=8)):
+        text = report_of(**reduced)
+        assert "**Reduced settings.**" in text and "Synthetic data" not in text
+    assert "| 1 of 100, unfinished | 64 |" in report_of(image_size=64)
 
 
 def test_report_without_runs_says_what_to_do(tmp_path):
