@@ -367,9 +367,10 @@ class EpochEnd:
         self.results, self.logger, self.valid_set = results, logger, valid_set
         self.params, self.model_args, self.checkpoint_path = params, model_args, Path(checkpoint_path)
 
-    def __call__(self, entry, val_loss, preds, trues, examples, snapshot):
-        """entry: the epoch's history line so far; preds, trues: 0/1 per validation slice; examples: (FLAIR,
-        truth, prediction) to draw; snapshot: the CPU copy of the training state for the checkpoint."""
+    def __call__(self, entry, seconds, val_loss, preds, trues, examples, snapshot):
+        """entry: the epoch's history line so far; seconds: train_seconds and wall_seconds at the epoch's end;
+        preds, trues: 0/1 per validation slice; examples: (FLAIR, truth, prediction) to draw; snapshot: the CPU
+        copy of the training state for the checkpoint."""
         results, params, step = self.results, self.params, entry["step"]
         per_patient = dsc_per_volume(preds, trues, self.valid_set.patient_slice_index)
         mean_dsc = float(np.mean(per_patient))
@@ -385,8 +386,7 @@ class EpochEnd:
                                     params["image_size"], self.model_args, params["model"])
         entry.update(val_loss=val_loss, val_dsc=mean_dsc,
                      val_dsc_per_patient=dict(zip(self.valid_set.patients, per_patient)))
-        results["train_seconds"] = entry.pop("train_seconds")
-        results["wall_seconds"] = entry.pop("wall_seconds")
+        results.update(seconds)
         results["history"].append(entry)
         checkpoint.save_atomic(dict(snapshot, results=results), self.checkpoint_path)
         write_json_atomic(results, self.checkpoint_path.parent / "results.json")
@@ -508,15 +508,16 @@ def train(**overrides):
                 keep_images=params["vis_images"] if visualise else 0, tta=params["tta"],
             )
             entry = dict(epoch=epoch + 1, step=step, loss=float(np.mean(epoch_losses)),
-                         lr=optimizer.param_groups[0]["lr"], train_seconds=time.perf_counter() - train_started,
-                         wall_seconds=time.perf_counter() - started)
+                         lr=optimizer.param_groups[0]["lr"])
+            seconds = dict(train_seconds=time.perf_counter() - train_started,
+                           wall_seconds=time.perf_counter() - started)
             # what the next epoch changes in place is copied now; the rest of the epoch's end runs beside it
             snapshot = checkpoint.to_cpu(dict(
                 epoch=epoch, step=step, model=model.state_dict(), optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), batches=batches.state(),
                 rng=checkpoint.rng_state(),
             ))
-            background.submit(epoch_end, entry, val_loss, preds, trues, examples, snapshot)
+            background.submit(epoch_end, entry, seconds, val_loss, preds, trues, examples, snapshot)
     logger.close()
     print("Best validation mean DSC: {:4f}".format(results["best_val_dsc"]))
     return results

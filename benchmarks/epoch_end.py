@@ -77,11 +77,11 @@ def time_epochs(end, model, optimizer, inputs, epochs, vis_freq, operations, wor
     started = time.perf_counter()
     for epoch in range(epochs):
         training_like_work(operations)
-        entry = dict(epoch=epoch + 1, step=epoch + 1, loss=0.5, lr=1e-4, train_seconds=0.0, wall_seconds=0.0)
+        entry = dict(epoch=epoch + 1, step=epoch + 1, loss=0.5, lr=1e-4)
         snapshot = checkpoint.to_cpu(dict(epoch=epoch, step=epoch + 1, model=model.state_dict(),
                                           optimizer=optimizer.state_dict(), rng=checkpoint.rng_state()))
         shown = examples if epoch % vis_freq == 0 else []
-        work.submit(end, entry, 0.5, preds, trues, shown, snapshot)
+        work.submit(end, entry, dict(train_seconds=0.0, wall_seconds=0.0), 0.5, preds, trues, shown, snapshot)
     work.close()
     return (time.perf_counter() - started) / epochs
 
