@@ -1,11 +1,18 @@
-"""Files that must never be lost or half-written: weights and training checkpoints.
+"""Files that must never be lost or half-written: weights, training checkpoints, results, cache entries.
 
+Every such file is written whole to a temporary file and renamed over the old
+one (write_atomic), so a kill or a full disk leaves the previous version.
 Weights files carry what inference needs (model name and arguments, image
-size) beside the state_dict, so the file alone is enough. A plain state_dict,
-such as the reference's published unet.pt, loads too.
+size) and the split the model was trained on beside the state_dict, so the
+file alone is enough. A plain state_dict, such as the reference's published
+unet.pt, loads too. A folder a training writes into is locked (FolderLock), so
+two runs cannot overwrite each other's best weights.
 """
 
 import copy
+import errno
+import io
+import json
 import os
 import random
 from pathlib import Path
@@ -22,13 +29,109 @@ class WeightsError(ValueError):
     """A weights file that does not fit: the message says which file and what to do."""
 
 
-def save_atomic(obj, path):
-    """torch.save to a temporary file, then rename: the file is never half-written."""
+class OutputError(OSError):
+    """A file that cannot be written: the message says which, why, and what to do."""
+
+
+def make_folder(folder, what="output"):
+    """mkdir -p, with a one-line error naming the folder when it cannot be made or written into."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(f"{folder}: cannot be the {what} folder, a file of that name is in the way; "
+                          "choose another folder") from None
+    except PermissionError:
+        raise OutputError(f"{folder}: no permission to create the {what} folder; choose a writable one") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{folder}: the {what} folder is read-only; choose a writable one")
+    return folder
+
+
+def write_atomic(path, payload):
+    """Write bytes to path through a temporary file and a rename: path holds the old or the new content, never
+    a part. A full disk removes the partial temporary file and says how much space was needed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
+    make_folder(path.parent)
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = f"the previous {path.name} is kept" if path.exists() else "nothing was written"
+            raise OutputError(f"{path}: no space left on the device for {len(payload) / 2**20:.1f} MiB; {kept}; "
+                              f"free space on {path.parent} (df -h), then run again (resume=True continues a "
+                              "training)") from None
+        if isinstance(error, PermissionError):
+            raise OutputError(f"{path}: no permission to write; choose a writable folder") from None
+        raise
+
+
+def save_atomic(obj, path):
+    """torch.save, atomically (write_atomic)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def write_json_atomic(data, path):
+    write_atomic(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
+
+
+class FolderLock:
+    """A lock file holding the owner's pid, so a second training cannot write into a folder in use.
+
+    A lock whose process is gone (a killed run) is stale: it is taken over, and the takeover is said.
+    """
+
+    NAME = ".training.lock"
+
+    def __init__(self, folder):
+        self.path = Path(folder) / self.NAME
+
+    def __enter__(self):
+        make_folder(self.path.parent)
+        while True:
+            try:
+                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                owner = self.owner()
+                if owner is not None and owner != os.getpid() and _alive(owner):
+                    raise OutputError(
+                        f"{self.path.parent}: in use by another training (pid {owner}); give this run other "
+                        "weights_dir and logs_dir, or wait for that one to finish"
+                    ) from None
+                print(f"{self.path}: a stale lock of a stopped run (pid {owner}), taken over")
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(str(os.getpid()))
+            return self
+
+    def owner(self):
+        try:
+            return int(self.path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def __exit__(self, *exc):
+        if self.owner() == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # somebody else's live process
+        return True
+    return True
 
 
 def to_cpu(obj):
@@ -45,8 +148,10 @@ def to_cpu(obj):
     return copy.deepcopy(obj)
 
 
-def save_weights(model, path, image_size, model_args, model_name="unet"):
-    """model: a module, or its state_dict (e.g. a to_cpu snapshot)."""
+def save_weights(model, path, image_size, model_args, model_name="unet", split=None):
+    """model: a module, or its state_dict (e.g. a to_cpu snapshot). split: the data split the model was trained
+    on (seed, validation_cases, folds, fold, validation_patients), so that inference scores it on its own
+    validation patients."""
     state_dict = model if isinstance(model, dict) else model.state_dict()
     save_atomic(
         dict(
@@ -55,6 +160,7 @@ def save_weights(model, path, image_size, model_args, model_name="unet"):
             model_args=dict(model_args),
             image_size=image_size,
             normalisation="per volume: p10-p99 rescale, then per-channel mean/std",
+            split=split,
             state_dict=state_dict,
         ),
         path,
@@ -64,18 +170,37 @@ def save_weights(model, path, image_size, model_args, model_name="unet"):
 def read_weights(path):
     """(state_dict, metadata): metadata is {} for a plain state_dict."""
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{path}: a folder, not a weights file; point weights at {path / 'unet.pt'}")
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file; train first (train.ipynb) or point weights at a .pt file")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise WeightsError(f"{path}: not a readable PyTorch weights file ({type(error).__name__}: {error})") from None
+        raise WeightsError(f"{path}: {_why_unloadable(path, error)}") from None
     if isinstance(content, dict) and content.get("format") == WEIGHTS_FORMAT:
         metadata = {key: value for key, value in content.items() if key != "state_dict"}
         return content["state_dict"], metadata
     if isinstance(content, dict) and all(isinstance(value, torch.Tensor) for value in content.values()):
         return content, {}
     raise WeightsError(f"{path}: neither a weights file of this project nor a state_dict")
+
+
+def _why_unloadable(path, error):
+    """What a file that torch.load(weights_only=True) refuses is, and what to use instead."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickle = archive.read(next(name for name in archive.namelist() if name.endswith("data.pkl")))
+    except (zipfile.BadZipFile, StopIteration, OSError):
+        pickle = b""
+    if b"optimizer" in pickle and b"rng" in pickle:
+        return "a training checkpoint (resume=True reads it), not a weights file; use weights/unet.pt"
+    if "GLOBAL" in str(error):
+        return ("a whole pickled model, not a state_dict; save model.state_dict() with torch.save, or use "
+                "weights/unet.pt")
+    return f"not a readable PyTorch weights file ({type(error).__name__}: {str(error).splitlines()[0]})"
 
 
 def load_weights(path, device="cpu"):

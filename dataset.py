@@ -12,6 +12,7 @@ disk keyed by the files and the parameters.
 """
 
 import hashlib
+import io
 import json
 import os
 import random
@@ -28,21 +29,26 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 import synthetic
+from checkpoint import write_atomic
 
 PREPROCESSING_VERSION = 2
 DEFAULT_CACHE_DIR = Path("data") / "cache"
 DEFAULT_SYNTHETIC_ROOT = Path("data") / "synthetic"
 SEARCH_PATTERNS = (
     "kaggle_3m",
+    "data/kaggle_3m",
     "archive/kaggle_3m",
     "lgg-mri-segmentation/kaggle_3m",
+    "lgg-mri-segmentation/lgg-mri-segmentation/kaggle_3m",
+    "archive/lgg-mri-segmentation/kaggle_3m",
     "../input/*/kaggle_3m",
     "../input/*/*/kaggle_3m",
     "../input/*/*/*/kaggle_3m",
     "/kaggle/input/*/kaggle_3m",
     "/kaggle/input/*/*/kaggle_3m",
 )
-_SLICE_NAME = re.compile(r"^(?P<patient>.+)_(?P<number>\d+)(?P<mask>_mask)?\.tiff?$")
+MACOS_DEBRIS = "__MACOSX"
+_SLICE_NAME = re.compile(r"^(?P<patient>.+)_(?P<number>\d+)(?P<mask>_mask)?\.tiff?$", re.IGNORECASE)
 
 
 class DataError(ValueError):
@@ -52,11 +58,24 @@ class DataError(ValueError):
 # ---------------------------------------------------------------- locating data
 
 
+def is_slice_file(name):
+    """A .tif or .tiff of any case, but not macOS zip debris (._name AppleDouble files)."""
+    return name.lower().endswith((".tif", ".tiff")) and not name.startswith("._")
+
+
 def _holds_patients(folder):
     folder = Path(folder)
     return folder.is_dir() and any(
-        child.is_dir() and any(child.glob("*.tif")) for child in folder.iterdir()
+        child.is_dir() and child.name != MACOS_DEBRIS and any(is_slice_file(f.name) for f in child.iterdir())
+        for child in folder.iterdir()
     )
+
+
+def _say_synthetic_fallback():
+    line = "=" * 100
+    print(f"{line}\nNO LGG DATA FOUND: training and predicting on the SYNTHETIC PHANTOM default instead.\n"
+          f"Searched (from {Path.cwd()}): {', '.join(SEARCH_PATTERNS)}.\n"
+          f"For the real data, put kaggle_3m in one of those places or set data_path to it.\n{line}")
 
 
 def locate_data(path=None, synthetic_root=DEFAULT_SYNTHETIC_ROOT):
@@ -85,6 +104,7 @@ def locate_data(path=None, synthetic_root=DEFAULT_SYNTHETIC_ROOT):
         for candidate in sorted(root.glob(pattern.lstrip("/"))):
             if _holds_patients(candidate):
                 return candidate.resolve(), f"found at {pattern}"
+    _say_synthetic_fallback()
     return synthetic.make_phantom_dataset(synthetic_root), "synthetic phantom default"
 
 
@@ -102,11 +122,17 @@ def list_patients(data_dir, require_masks=True):
     as for new patients to segment.
     """
     data_dir = Path(data_dir)
-    patients = {}
-    for dirpath, _, filenames in os.walk(data_dir):
+    patients, seen = {}, set()
+    for dirpath, dirnames, filenames in os.walk(data_dir, followlinks=True):  # symlinked patient folders too
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a link back to a folder already read: no loop, no patient twice
+            dirnames.clear()
+            continue
+        seen.add(real)
+        dirnames[:] = [name for name in dirnames if name != MACOS_DEBRIS]
         slices = {}
         for filename in sorted(filenames):
-            if not filename.lower().endswith((".tif", ".tiff")):
+            if not is_slice_file(filename):
                 continue
             path = Path(dirpath) / filename
             match = _SLICE_NAME.match(filename)
@@ -176,10 +202,10 @@ def split_patients(patients, subset, validation_cases=10, seed=42, folds=0, fold
         random.Random(seed).shuffle(shuffled)
         validation = shuffled[fold::folds]
     else:
-        if validation_cases > len(patients):
+        if validation_cases > len(patients) or (subset == "train" and validation_cases >= len(patients)):
             raise DataError(
                 f"validation_cases={validation_cases} but the data has only {len(patients)} "
-                "patients; lower validation_cases"
+                "patients, which leaves none to train on; lower validation_cases"
             )
         random.seed(seed)
         validation = random.sample(patients, k=validation_cases)
@@ -233,6 +259,12 @@ def read_patient(slices):
         mask = read_mask(mask_path) if mask_path is not None else np.zeros(image.shape[:2], np.uint8)
         if mask.shape != image.shape[:2]:
             raise DataError(f"{mask_path}: mask of shape {mask.shape} for an image of shape {image.shape}")
+        if images and image.dtype != images[0].dtype:
+            raise DataError(
+                f"{image_path}: a {image.dtype} slice among {images[0].dtype} slices ({slices[0][1].name} is "
+                f"{images[0].dtype}); the 10% crop and the normalisation are per volume, so one slice of another "
+                f"bit depth would blank the others: convert it to {images[0].dtype} like the rest"
+            )
         if images and image.shape != images[0].shape:
             raise DataError(
                 f"{image_path}: image of shape {image.shape}, but {slices[0][1].name} has {images[0].shape}; "
@@ -356,17 +388,20 @@ def _preprocess_patient(patient, slices, image_size, cache_dir):
     except DataError as error:
         raise DataError(f"patient {patient}: {error}") from None
     if cache_dir is not None:
-        path = _cache_path(cache_dir, patient, slices, image_size)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(temporary, image=image, mask=mask.astype(np.uint8), geometry=geometry)
-        os.replace(temporary, path)
+        buffer = io.BytesIO()
+        np.savez(buffer, image=image, mask=mask.astype(np.uint8), geometry=geometry)
+        write_atomic(_cache_path(cache_dir, patient, slices, image_size), buffer.getvalue())
     return image, mask, geometry
 
 
 def _load_cached(path):
-    with np.load(path) as data:
-        return data["image"], data["mask"].astype(np.float32), data["geometry"]
+    """A cache entry, or None (and a line saying so) when it is damaged: it is then rebuilt."""
+    try:
+        with np.load(path) as data:
+            return data["image"], data["mask"].astype(np.float32), data["geometry"]
+    except Exception as error:  # a truncated or corrupt .npz raises several types
+        print(f"{path}: damaged cache entry ({type(error).__name__}), preprocessing that patient again")
+        return None
 
 
 def load_volumes(patient_files, image_size=256, cache_dir=DEFAULT_CACHE_DIR, workers=None, progress=True):
@@ -375,8 +410,9 @@ def load_volumes(patient_files, image_size=256, cache_dir=DEFAULT_CACHE_DIR, wor
     results, todo = {}, []
     for patient, slices in patient_files.items():
         path = None if cache_dir is None else _cache_path(cache_dir, patient, slices, image_size)
-        if path is not None and path.exists():
-            results[patient] = _load_cached(path)
+        cached = _load_cached(path) if path is not None and path.exists() else None
+        if cached is not None:
+            results[patient] = cached
         else:
             todo.append(patient)
     bar = tqdm(total=len(todo), desc="preprocessing", unit="patient", disable=not progress or not todo)

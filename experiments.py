@@ -52,8 +52,14 @@ EXPERIMENTS = {
                                              model_args={"deep_supervision": True}),
 }
 
-# --synthetic: the phantom default at CPU-friendly settings; the recipes keep their own optimiser and lr.
-SYNTHETIC = dict(image_size=64, epochs=8, batch_size=8, workers=0, vis_freq=4, vis_images=8)
+
+
+def synthetic_settings():
+    """--synthetic: train.SYNTHETIC_DEMO (the phantom default at CPU-friendly settings) but the learning rate:
+    the recipes keep their own optimiser and lr."""
+    from train import SYNTHETIC_DEMO
+
+    return {key: value for key, value in SYNTHETIC_DEMO.items() if key != "lr"}
 
 
 def run_dir(runs_dir, name, folds=0, fold=0):
@@ -95,6 +101,7 @@ def run(name, runs_dir="runs", data_path=None, overrides=None, folds=0, fold=0, 
 
     shared_by: how many runs shared the device with this one (itself included), kept in its results.
     """
+    import checkpoint
     import train
 
     out_dir = run_dir(runs_dir, name, folds, fold)
@@ -120,7 +127,7 @@ def run(name, runs_dir="runs", data_path=None, overrides=None, folds=0, fold=0, 
     results = json.loads((out_dir / "logs" / "results.json").read_text())
     results.update(experiment=name, recipe=EXPERIMENTS[name], executor=executor,
                    run_seconds=time.perf_counter() - started, shared_by=shared_by)
-    train.write_json_atomic(results, out_dir / "results.json")
+    checkpoint.write_json_atomic(results, out_dir / "results.json")
     print(f"{out_dir}: best validation mean DSC {results['best_val_dsc']:.4f} at epoch {results['best_epoch']}")
     return results
 
@@ -135,7 +142,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--folds", type=int, default=0, help="k > 1: patient-level k-fold cross-validation")
     parser.add_argument("--only-fold", type=int, help="with --folds: run this fold only")
-    parser.add_argument("--synthetic", action="store_true", help=f"small CPU settings: {SYNTHETIC}")
+    parser.add_argument("--synthetic", action="store_true", help="small CPU settings: train.SYNTHETIC_DEMO")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="any train parameter; VALUE read as JSON, else as text (--set amp=off --set compile=true)")
     parser.add_argument("--executor", choices=("papermill", "python"), default="papermill")
@@ -150,7 +157,7 @@ def main(argv=None):
     names = list(EXPERIMENTS) if args.all else args.names
     if not names:
         parser.error("name experiments to run, or --all, or --list")
-    overrides = dict(SYNTHETIC) if args.synthetic else {}
+    overrides = synthetic_settings() if args.synthetic else {}
     for item in args.set:
         key, _, value = item.partition("=")
         try:
@@ -200,9 +207,11 @@ def describe(name, folds, fold):
 def warm_cache(data_path, overrides):
     """Preprocess every patient once, so that parallel runs all read the cache instead of each writing it."""
     import dataset
+    import parameters
     import train
 
-    params = train.settings(**{key: value for key, value in overrides.items() if key in train.DEFAULTS})
+    params = parameters.settings(train.DEFAULTS, **{key: value for key, value in overrides.items()
+                                                    if key in train.DEFAULTS})
     data_dir, _ = dataset.locate_data(data_path)
     dataset.load_volumes(dataset.list_patients(data_dir), params["image_size"], params["cache_dir"])
 

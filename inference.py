@@ -27,32 +27,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import dataset
+import parameters
 from checkpoint import load_weights
-from train import resolve_device, settings
-from utils import (
-    dsc, largest_connected_component, overlay, plot_dsc, segmentation_metrics, split_by_patient,
-)
+from runtime import resolve_device
+from unet import probabilities
+from utils import binarise, dsc, overlay, plot_dsc, segmentation_metrics, split_by_patient
 
-DEFAULTS = dict(
-    weights="weights/unet.pt",
-    data_path=None,  # None: auto-detect kaggle_3m, else the synthetic phantom default
-    subset="auto",  # "validation" (the reference's 10), "all"; "auto": validation if every patient has masks
-    patients=None,  # a list of patient folder names: overrides subset
-    threshold=0.5,
-    lcc=True,  # keep the 3-D largest connected component
-    tta=False,  # average with the horizontally flipped prediction
-    image_size=None,  # None: the size stored in the weights file, else 256 (the reference's)
-    batch_size=32,
-    device="auto",
-    workers=2,
-    validation_cases=10,
-    cache_dir=str(dataset.DEFAULT_CACHE_DIR),
-    predictions_dir="predictions",
-    figure="dsc.png",
-    write_masks=True,  # predicted mask TIFFs at the original geometry, under predictions_dir/masks
-    copy_images=True,  # copy each patient's images beside its masks: a kaggle_3m-layout folder
-    gif_fps=5,
-)
+DEFAULTS = parameters.defaults(parameters.INFERENCE)
 
 METRIC_COLUMNS = (
     "patient", "dsc", "iou", "precision", "recall", "hd95", "predicted_voxels", "true_voxels", "dsc_preprocessed",
@@ -65,26 +46,18 @@ def predict(model, data, device, batch_size=32, tta=False, workers=0):
     Returns {patient: (inputs (Z, 3, S, S), probabilities (Z, S, S), truths (Z, S, S))}.
     """
     loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers)
-    inputs, probabilities, truths = [], [], []
+    inputs, probs, truths = [], [], []
     with torch.no_grad():
         for x, y_true in tqdm(loader, desc="predicting", unit="batch"):
-            x_device = x.to(device)
-            y_pred = model(x_device)
-            if tta:
-                y_pred = (y_pred + model(x_device.flip(-1)).flip(-1)) / 2
+            y_pred = probabilities(model, x.to(device), tta)
             inputs.extend(x.numpy())
-            probabilities.extend(y_pred[:, 0].float().cpu().numpy())
+            probs.extend(y_pred[:, 0].cpu().numpy())
             truths.extend(y_true[:, 0].numpy())
-    grouped = [split_by_patient(part, data.patient_slice_index) for part in (inputs, probabilities, truths)]
+    grouped = [split_by_patient(part, data.patient_slice_index) for part in (inputs, probs, truths)]
     return {patient: tuple(part[p] for part in grouped) for p, patient in enumerate(data.patients)}
 
 
-def binarise(probabilities, threshold=0.5, lcc=True):
-    pred = np.asarray(probabilities) > threshold
-    return largest_connected_component(pred) if lcc else pred
-
-
-def restore_geometry(probabilities, geometry):
+def restore_geometry(probs, geometry):
     """Probabilities on the preprocessed grid (Z, S, S) -> the original volume (slices, height, width).
 
     Undoes the resize (bilinear), the padding to a square and the crop; slices
@@ -94,7 +67,7 @@ def restore_geometry(probabilities, geometry):
     crop_h, crop_w = y1 - y0, x1 - x0
     side = max(crop_h, crop_w)
     square = resize(
-        np.asarray(probabilities, dtype=np.float64), (probabilities.shape[0], side, side),
+        np.asarray(probs, dtype=np.float64), (probs.shape[0], side, side),
         order=1, mode="edge", anti_aliasing=False,
     )
     top, left = (side - crop_h) // 2, (side - crop_w) // 2
@@ -173,39 +146,74 @@ def choose_subset(params, data_dir):
     return "validation" if all_masked and len(files) > params["validation_cases"] else "all"
 
 
+def choose_patients(params, data_dir, split):
+    """(subset, patients or None) to predict. A model that records its split is scored on its own validation
+    patients (a k-fold model: its fold's) when subset is "validation", or "auto" and the folder holds them all
+    with their masks, whatever validation_cases says."""
+    own = (split or {}).get("validation_patients")
+    if params["patients"] is None and params["subset"] in ("auto", "validation") and own:
+        files = dataset.list_patients(data_dir, require_masks=False)
+        if all(patient in files and all(mask for _, _, mask in files[patient]) for patient in own):
+            return "all", list(own)
+    return choose_subset(params, data_dir), params["patients"]
+
+
+def warn_trained_on(patients, split, weights):
+    """Name the patients this model trained on: their scores are not validation scores."""
+    trained = sorted(set(patients) & set((split or {}).get("train_patients", [])))
+    if trained:
+        print(f"warning: {weights} was trained on {len(trained)} of these patients ({', '.join(trained)}): "
+              "their scores measure fitting, not generalisation")
+    return trained
+
+
+def refuse_overlap(out_dir, data_dir):
+    """Predictions are never written over or among the input files (a predicted mask over its truth scores 1)."""
+    out_dir, data_dir = Path(out_dir).resolve(), Path(data_dir).resolve()
+    if out_dir == data_dir or data_dir in out_dir.parents or out_dir in data_dir.parents:
+        raise dataset.DataError(
+            f"predictions_dir {out_dir} overlaps the data folder {data_dir}: predicted masks would be written over "
+            "or among the input files; choose a predictions_dir outside the data folder"
+        )
+
+
 def run(**overrides):
     """Predict, write every output, and return what was found.
 
     {'metrics': rows, 'dsc': {patient: reference DSC}, 'gifs': [...], 'patients': [...],
      'telling_slice': {patient: index of the slice with the most tumour (true, else predicted)}}
     """
-    params = settings(DEFAULTS, **overrides)
+    params = parameters.check_inference(parameters.settings(DEFAULTS, **overrides))
     device = resolve_device(params["device"])
     model, metadata = load_weights(params["weights"], device)
     image_size = params["image_size"] or metadata.get("image_size", 256)
     if metadata.get("image_size", image_size) != image_size:
         print(f"warning: {params['weights']} was trained at {metadata['image_size']} px, predicting at {image_size}")
     data_dir, source = dataset.locate_data(params["data_path"])
-    subset = choose_subset(params, data_dir)
-    print(f"data: {data_dir} ({source}), {subset if params['patients'] is None else 'chosen'} patients; "
-          f"weights: {params['weights']}; image size {image_size}")
+    out_dir = Path(params["predictions_dir"])
+    refuse_overlap(out_dir, data_dir)
+    split = metadata.get("split")
+    subset, patients = choose_patients(params, data_dir, split)
+    chosen = "the model's own validation" if patients is not None and params["patients"] is None else (
+        subset if patients is None else "chosen")
+    print(f"data: {data_dir} ({source}), {chosen} patients; weights: {params['weights']}; image size {image_size}")
     data = dataset.BrainSegmentationDataset(
-        data_dir, subset=subset, patients=params["patients"], image_size=image_size, random_sampling=False,
+        data_dir, subset=subset, patients=patients, image_size=image_size, random_sampling=False,
         validation_cases=params["validation_cases"], cache_dir=params["cache_dir"], workers=params["workers"],
         require_masks=False,
     )
+    warn_trained_on(data.patients, split, params["weights"])
     predictions = predict(model, data, device, params["batch_size"], params["tta"])
-    out_dir = Path(params["predictions_dir"])
     rows, reference_dsc, gifs, telling_slice = [], {}, [], {}
-    for index, (patient, (inputs, probabilities, truths)) in enumerate(
+    for index, (patient, (inputs, probs, truths)) in enumerate(
         tqdm(predictions.items(), desc="writing", unit="patient")
     ):
-        pred = binarise(probabilities, params["threshold"], params["lcc"])
+        pred = binarise(probs, params["threshold"], params["lcc"])
         has_mask = data.has_masks[patient]
         telling_slice[patient] = int(np.argmax((truths if has_mask else pred).sum(axis=(1, 2))))
         gifs.append(save_pictures(patient, patient_overlays(inputs, pred, truths if has_mask else None),
                                   out_dir, params["gif_fps"]))
-        original = binarise(restore_geometry(probabilities, data.geometries[index]), params["threshold"],
+        original = binarise(restore_geometry(probs, data.geometries[index]), params["threshold"],
                             params["lcc"])
         if params["write_masks"]:
             write_mask_tiffs(original, patient, data.files[patient], out_dir / "masks", params["copy_images"])

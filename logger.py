@@ -29,3 +29,9 @@ class Logger:
 
     def close(self):
         self.writer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -194,13 +194,14 @@ def plot_curves(runs, path):
 
 
 def predict_run(run, device="auto"):
-    """Inference with a run's best weights on its validation patients; writes run/predictions/."""
+    """Inference with a run's best weights on its own validation patients (a k-fold run's: its fold's); writes
+    run/predictions/."""
     import inference
 
     params = run.params
     return inference.run(
-        weights=str(run.folder / "weights" / "unet.pt"), data_path=run.results["data_dir"], subset="validation",
-        validation_cases=params["validation_cases"], cache_dir=params["cache_dir"], tta=params.get("tta", False),
+        weights=str(run.folder / "weights" / "unet.pt"), data_path=run.results["data_dir"],
+        patients=list(run.results["validation_patients"]), cache_dir=params["cache_dir"], tta=params.get("tta", False),
         predictions_dir=str(run.folder / "predictions"), figure=str(run.folder / "predictions" / "dsc.png"),
         write_masks=False, device=device, workers=1,
     )

@@ -2,8 +2,12 @@
 
 The U-Net (Ronneberger et al. with batch normalisation) keeps the reference's
 module and parameter names, so its published state_dict (weights/unet.pt,
-unet-e012d006.pt) loads with strict=True. Every network has logits(x) for
-training and forward(x) = per-pixel probabilities, as the reference.
+unet-e012d006.pt) loads with strict=True.
+
+Every network returns logits, as segmentation_models_pytorch and nnU-Net do:
+the losses take logits, and probabilities() applies the sigmoid (and flip
+test-time augmentation) where probabilities are needed, at validation and
+inference. The reference's forward() returned the sigmoid itself.
 """
 
 from collections import OrderedDict
@@ -26,7 +30,7 @@ def conv_block(in_channels, features, name):
 
 
 class UNet(nn.Module):
-    """Four 2x down/up levels; returns per-pixel probabilities (sigmoid), as the reference."""
+    """Four 2x down/up levels; returns per-pixel logits (the reference applied the sigmoid here)."""
 
     def __init__(self, in_channels=3, out_channels=1, init_features=32):
         super().__init__()
@@ -58,16 +62,13 @@ class UNet(nn.Module):
         enc4 = self.encoder4(self.pool3(enc3))
         return enc1, enc2, enc3, enc4, self.bottleneck(self.pool4(enc4))
 
-    def logits(self, x):
+    def forward(self, x):
         enc1, enc2, enc3, enc4, bottleneck = self.encode(x)
         dec4 = self.decoder4(torch.cat((self.upconv4(bottleneck), enc4), dim=1))
         dec3 = self.decoder3(torch.cat((self.upconv3(dec4), enc3), dim=1))
         dec2 = self.decoder2(torch.cat((self.upconv2(dec3), enc2), dim=1))
         dec1 = self.decoder1(torch.cat((self.upconv1(dec2), enc1), dim=1))
         return self.conv(dec1)
-
-    def forward(self, x):
-        return torch.sigmoid(self.logits(x))
 
 
 # ------------------------------------------------------------------ Attention U-Net
@@ -100,7 +101,7 @@ class AttentionUNet(UNet):
             [AttentionGate(f * k, f * k, max(f * k // 2, 1)) for k in (8, 4, 2, 1)]
         )
 
-    def logits(self, x):
+    def forward(self, x):
         enc1, enc2, enc3, enc4, out = self.encode(x)
         levels = zip(
             (self.upconv4, self.upconv3, self.upconv2, self.upconv1),
@@ -221,16 +222,13 @@ class ResNet34UNet(nn.Module):
         self.dec0 = conv_block(d, d, "dec0")
         self.conv = nn.Conv2d(d, out_channels, 1)
 
-    def logits(self, x):
+    def forward(self, x):
         stem, f1, f2, f3, f4 = self.encoder(x)
         out = self.dec4(torch.cat((self.up4(f4), f3), dim=1))
         out = self.dec3(torch.cat((self.up3(out), f2), dim=1))
         out = self.dec2(torch.cat((self.up2(out), f1), dim=1))
         out = self.dec1(torch.cat((self.up1(out), stem), dim=1))
         return self.conv(self.dec0(self.up0(out)))
-
-    def forward(self, x):
-        return torch.sigmoid(self.logits(x))
 
 
 # ------------------------------------------------------------------ UNet++
@@ -239,9 +237,9 @@ class ResNet34UNet(nn.Module):
 class NestedUNet(nn.Module):
     """UNet++ (Zhou et al. 2018) with optional deep supervision.
 
-    With deep_supervision, logits() returns the four heads X(0,1)..X(0,4) in
-    training mode (each trained against the mask); in eval mode, and always
-    in forward(), the heads are averaged.
+    With deep_supervision, forward() returns the list of the four heads'
+    logits X(0,1)..X(0,4) in training mode (each trained against the mask,
+    as nnU-Net's deep supervision); in eval mode the heads are averaged.
     """
 
     def __init__(self, in_channels=3, out_channels=1, init_features=32, deep_supervision=True):
@@ -270,16 +268,11 @@ class NestedUNet(nn.Module):
                 grid[i, j] = self.nodes[f"x{i}_{j}"](torch.cat(inputs, dim=1))
         return [head(grid[0, j]) for j, head in zip(range(1, 5), self.heads)]
 
-    def logits(self, x):
+    def forward(self, x):
         heads = self._heads(x)
         if self.deep_supervision and self.training:
             return heads
         return torch.stack(heads).mean(0) if self.deep_supervision else heads[-1]
-
-    def forward(self, x):
-        heads = self._heads(x)
-        logits = torch.stack(heads).mean(0) if self.deep_supervision else heads[-1]
-        return torch.sigmoid(logits)
 
 
 MODELS = {
@@ -288,6 +281,15 @@ MODELS = {
     "resnet34_unet": ResNet34UNet,
     "unet++": NestedUNet,
 }
+
+
+def probabilities(model, x, tta=False, logits=None):
+    """Per-pixel probabilities of an eval-mode model, in float32; with tta, the mean of the prediction and the
+    horizontally flipped prediction of the flipped input. logits: model(x), when already computed."""
+    y_pred = torch.sigmoid((model(x) if logits is None else logits).float())
+    if tta:
+        y_pred = (y_pred + torch.sigmoid(model(x.flip(-1)).float()).flip(-1)) / 2
+    return y_pred
 
 
 def build_model(name="unet", **kwargs):

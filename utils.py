@@ -22,17 +22,19 @@ def largest_connected_component(binary):
     return labels == (np.argmax(sizes) + 1)
 
 
-def dsc(y_pred, y_true, lcc=True):
-    """Dice similarity coefficient of a thresholded prediction against a binary truth.
+def binarise(probabilities, threshold=0.5, lcc=True):
+    """The post-processing of every prediction: above threshold is abnormal (at 0.5, the reference's np.round:
+    exactly 0.5 is background), then with lcc the 3-D largest connected component alone."""
+    pred = np.asarray(probabilities) > threshold
+    return largest_connected_component(pred) if lcc else pred
 
-    Probabilities are thresholded at 0.5 (the reference's np.round: exactly 0.5
-    counts as background) and, with lcc, reduced to their largest connected
-    component. Both empty means perfect agreement: 1.0, never NaN.
+
+def dsc(y_pred, y_true, lcc=True):
+    """Dice similarity coefficient of a prediction (probabilities, post-processed by binarise) against a binary
+    truth. Both empty means perfect agreement: 1.0, never NaN.
     """
-    pred = np.asarray(y_pred) > 0.5
+    pred = binarise(y_pred, lcc=lcc)
     true = np.asarray(y_true) > 0.5
-    if lcc:
-        pred = largest_connected_component(pred)
     total = pred.sum() + true.sum()
     if total == 0:
         return 1.0

@@ -1,11 +1,11 @@
 """Seconds per epoch of a training loop whose epoch's end runs inline against in the background.
 
-    python benchmarks/epoch_end.py                               # the synthetic default, 256 px
-    python benchmarks/epoch_end.py --data PATH/TO/kaggle_3m      # the reference's 10 validation patients
+    python -m benchmarks.epoch_end                               # the synthetic default, 256 px
+    python -m benchmarks.epoch_end --data PATH/TO/kaggle_3m      # the reference's 10 validation patients
 
 The epoch's end (per-patient DSC with the 3-D largest connected component,
 TensorBoard scalars and, every vis_freq epochs, 200 overlays, the best
-weights, the checkpoint, results.json) is train.EpochEnd, for the reference
+weights, the checkpoint, results.json) is evaluation.EpochEnd, for the reference
 U-Net with Adam state, on predictions made from the validation masks (one
 pixel grown, plus a small false positive in every other slice).
 
@@ -20,7 +20,6 @@ final wait for it included. Prints seconds per epoch and the ratio.
 """
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,13 +28,14 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import checkpoint  # noqa: E402
-import dataset  # noqa: E402
-import train  # noqa: E402
-from background import BackgroundWork  # noqa: E402
-from logger import Logger  # noqa: E402
-from unet import UNet  # noqa: E402
+import checkpoint
+import dataset
+import parameters
+import train
+from evaluation import EpochEnd
+from background import BackgroundWork
+from logger import Logger
+from unet import UNet
 
 
 def plausible_predictions(trues):
@@ -111,10 +111,11 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         for label in ("inline", "background"):
             out = Path(folder) / label
-            params = train.settings(batch_size=16, weights_dir=str(out), image_size=args.image_size)
-            results = dict(history=[], best_val_dsc=0.0, best_epoch=None)
+            params = parameters.settings(train.DEFAULTS, batch_size=16, weights_dir=str(out),
+                                         image_size=args.image_size)
+            results = dict(history=[], best_val_dsc=0.0, best_epoch=None, train_patients=[])
             logger = Logger(out)
-            end = train.EpochEnd(results, logger, valid_set, params, dict(init_features=32), out / "checkpoint.pt")
+            end = EpochEnd(results, logger, valid_set, params, dict(init_features=32), out / "checkpoint.pt")
             work = BackgroundWork(enabled=label == "background")
             seconds[label] = time_epochs(end, model, optimizer, inputs, args.vis_freq, args.vis_freq, operations,
                                          work)

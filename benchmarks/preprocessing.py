@@ -1,6 +1,6 @@
 """Preprocessing speed: the reference's whole-volume path against ours, side by side.
 
-    python benchmarks/preprocessing.py PATH/TO/kaggle_3m [--patients 5] [--workers N]
+    python -m benchmarks.preprocessing PATH/TO/kaggle_3m [--patients 5] [--workers N]
 
 1. On the first --patients patients, one process each: the reference's way
    (whole 4-D volume resized at once by skimage) against ours (plane by plane),
@@ -11,16 +11,13 @@
 
 import argparse
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 from skimage.transform import resize
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import dataset  # noqa: E402
+import dataset
 
 
 def reference_style(slices, image_size):

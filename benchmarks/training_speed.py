@@ -1,7 +1,7 @@
 """Seconds per training epoch: the reference's CPU data path against the device path.
 
-    python benchmarks/training_speed.py                      # quick CPU check on the synthetic default
-    python benchmarks/training_speed.py --data PATH/TO/kaggle_3m --image-size 256 --batch-size 16
+    python -m benchmarks.training_speed                      # quick CPU check on the synthetic default
+    python -m benchmarks.training_speed --data PATH/TO/kaggle_3m --image-size 256 --batch-size 16
 
 Same model, batch size, loss and optimiser, in one run on one machine:
 (a) reference path: DataLoader workers, scikit-image scale/rotate/flip per slice,
@@ -13,20 +13,19 @@ Prints seconds per epoch, images per second and the ratio.
 """
 
 import argparse
-import sys
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import dataset  # noqa: E402
-import train  # noqa: E402
-from device_data import DeviceAugment, DeviceSlices  # noqa: E402
-from loss import DiceLoss  # noqa: E402
-from transform import transforms  # noqa: E402
-from unet import UNet  # noqa: E402
+import batches
+import dataset
+import parameters
+import runtime
+import train
+from device_data import DeviceAugment, DeviceSlices
+from loss import build_loss
+from unet import UNet
 
 
 def synchronize(device):
@@ -37,7 +36,7 @@ def synchronize(device):
 def time_epoch(model, batches, steps, device, autocast_dtype, memory_format, warmup=3):
     """Seconds for `steps` training steps, after `warmup` untimed ones."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    loss_fn = DiceLoss()
+    loss_fn = build_loss("dice")  # the reference's Dice, on the sigmoid of the logits
     model.train()
     iterator = iter(batches)
 
@@ -78,21 +77,22 @@ def main():
     parser.add_argument("--steps", type=int, default=None, help="steps to time (default: one epoch)")
     args = parser.parse_args()
 
-    device = train.resolve_device(args.device)
+    device = runtime.resolve_device(args.device)
     data_dir, source = dataset.locate_data(args.data)
-    params = train.settings(image_size=args.image_size, batch_size=args.batch_size, workers=args.workers)
-    train_set, valid_set = train.datasets(params, data_dir)
+    params = parameters.settings(train.DEFAULTS, image_size=args.image_size, batch_size=args.batch_size,
+                                 workers=args.workers, amp=args.amp)
+    train_set, valid_set = batches.datasets(params, data_dir)
     steps = args.steps or len(train_set) // args.batch_size
-    _, amp_dtype, _ = train.resolve_speed_options(train.settings(amp=args.amp), device)
+    amp_dtype = runtime.SpeedOptions(params, device).amp_dtype
     print(f"data: {data_dir} ({source}); {len(train_set)} training slices at {args.image_size} px; "
-          f"batch {args.batch_size}; {steps} steps; device: {train.device_description(device)}")
+          f"batch {args.batch_size}; {steps} steps; device: {runtime.device_description(device)}")
 
     torch.manual_seed(0)
     initial = UNet().state_dict()
 
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
-        worker_init_fn=train.seed_worker, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
+        worker_init_fn=runtime.seed_worker, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
     )
     model = UNet().to(device)
     model.load_state_dict(initial)

@@ -135,8 +135,8 @@ def test_slice_sampling_weights_match_the_reference_formula():
     mask[1, :1, :2] = 1  # area 2
     mask[2, :2, :3] = 1  # area 6
     weights = dataset.slice_sampling_weights(mask)
-    # (area + 8 * 0.1 / 3) / (8 * 1.1)
-    np.testing.assert_allclose(weights, [0.8 / 3 / 8.8, (2 + 0.8 / 3) / 8.8, (6 + 0.8 / 3) / 8.8])
+    # the reference: area plus a tenth of the mean area (8 / 3 / 10), over the sum of those (8.8)
+    np.testing.assert_allclose(weights, [1 / 33, 17 / 66, 47 / 66])
     assert weights.sum() == pytest.approx(1.0)
 
 

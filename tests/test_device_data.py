@@ -7,6 +7,8 @@ import pytest
 import torch
 
 import dataset
+import parameters
+import runtime
 import train
 import transform
 from device_data import DeviceAugment, DeviceSlices, affine_matrices, affine_parameters, warp
@@ -110,9 +112,10 @@ def test_device_pipeline_trains_on_cpu_too(phantom_dir, tmp_path):
     assert losses[-1] < losses[0]
 
 
-def test_unknown_speed_options_are_errors():
-    with pytest.raises(ValueError, match="data_pipeline must be"):
-        train.resolve_speed_options(train.settings(data_pipeline="gpu"), torch.device("cpu"))
-    with pytest.raises(ValueError, match="amp must be"):
-        train.resolve_speed_options(train.settings(amp="fp8"), torch.device("cpu"))
-    assert train.resolve_speed_options(train.settings(), torch.device("cpu")) == ("reference", None, False)
+def test_unknown_speed_options_are_refused_before_any_work():
+    with pytest.raises(parameters.ParameterError, match="data_pipeline='gpu': use one of auto, reference, device"):
+        train.train(data_pipeline="gpu")
+    with pytest.raises(parameters.ParameterError, match="amp='fp8': use one of auto, bf16, fp16, off"):
+        train.train(amp="fp8")
+    speed = runtime.SpeedOptions(train.DEFAULTS, torch.device("cpu"))
+    assert (speed.pipeline, speed.amp_dtype, speed.channels_last) == ("reference", None, False)

@@ -82,6 +82,22 @@ def test_folds_validate_on_disjoint_patients(runs):
     assert not first & second and len(first | second) == 8
 
 
+def test_a_fold_model_is_scored_on_its_own_fold_and_names_the_patients_it_trained_on(runs, phantom_dir, tmp_path,
+                                                                                     capsys):
+    import inference
+
+    runs_dir, _, folds = runs
+    common = dict(weights=str(runs_dir / "unet-bce_dice" / "fold-1" / "weights" / "unet.pt"),
+                  data_path=str(phantom_dir), predictions_dir=str(tmp_path / "p"), figure=str(tmp_path / "dsc.png"),
+                  workers=0, cache_dir=str(tmp_path / "c"), write_masks=False)
+    scored = inference.run(**common)
+    assert scored["patients"] == folds[1]["validation_patients"] != folds[0]["validation_patients"]
+    assert "the model's own validation patients" in capsys.readouterr().out
+    trained = sorted(folds[1]["train_patients"][:2])
+    inference.run(patients=trained + folds[1]["validation_patients"][:1], **common)
+    assert f"was trained on 2 of these patients ({', '.join(trained)})" in capsys.readouterr().out
+
+
 def hand_made_results(best_epoch, per_patient_by_epoch, folds=0, fold=0, recipe=None, epochs=None):
     history = [dict(epoch=e + 1, val_dsc=float(np.mean(list(p.values()))), val_dsc_per_patient=p, loss=0.1,
                     val_loss=0.1) for e, p in enumerate(per_patient_by_epoch)]
@@ -195,7 +211,7 @@ def test_report_from_the_runs_keeps_the_hand_written_analysis(runs, tmp_path):
            f"{results['best_val_dsc']:.4f} |")
     assert row in text
     fold_mean = np.mean([fold["best_val_dsc"] for fold in folds])
-    assert f"| unet-bce_dice | 2 of 2 |" in text and f"{fold_mean:.4f} ±" in text
+    assert "| unet-bce_dice | 2 of 2 |" in text and f"{fold_mean:.4f} ±" in text
     for name in ("val_dsc_curves.png", "best-dsc.png", "examples.png"):
         assert (figures / name).stat().st_size > 1000
         assert f"](figures/{name})" in text

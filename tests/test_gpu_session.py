@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import sys
 import tarfile
 
 import dataset
@@ -11,8 +12,9 @@ from tools import pack_data
 
 
 def session(step, *args, env):
-    return subprocess.run(["bash", "tools/gpu_session.sh", step, *args], cwd=REPO, env=env, capture_output=True,
-                          text=True)
+    """The step run with the interpreter that runs the tests, as a GPU machine runs it with its own."""
+    return subprocess.run(["bash", "tools/gpu_session.sh", step, *args], cwd=REPO, env=dict(env, PYTHON=sys.executable),
+                          capture_output=True, text=True)
 
 
 def test_usage_without_a_step():
@@ -54,6 +56,18 @@ def test_train_stopped_at_its_time_limit_says_how_to_go_on(phantom_dir, tmp_path
     os.symlink(phantom_dir, store / "kaggle_3m")
     env = dict(os.environ, STORE=str(store), OUT=str(tmp_path / "out"), CACHE=str(tmp_path / "cache"), LIMIT="3")
     finished = session("train", "unet-dice", "--synthetic", env=env)
-    assert finished.returncode == 0  # the collect still runs
-    assert "exited with 124 (124: stopped at the time limit; rerun the step to resume)" in finished.stdout
+    assert finished.returncode == 0  # a planned stop, not a failure
+    assert "stopped at the time limit (3 s); rerun the step to resume" in finished.stdout
+    assert (tmp_path / "out" / "runs.tar.xz").exists()
+
+
+def test_a_failed_training_fails_the_step_after_collecting(phantom_dir, tmp_path):
+    store = tmp_path / "store"
+    (store / "kaggle_3m").parent.mkdir(parents=True)
+    os.symlink(phantom_dir, store / "kaggle_3m")
+    env = dict(os.environ, STORE=str(store), OUT=str(tmp_path / "out"), CACHE=str(tmp_path / "cache"))
+    finished = session("train", "unet-dice", "--synthetic", "--set", "image_size=50", env=env)
+    assert finished.returncode == 1
+    assert "experiments.py failed with exit status 1" in finished.stderr
+    assert "image_size=50: use a positive multiple of 16" in finished.stderr
     assert (tmp_path / "out" / "runs.tar.xz").exists()

@@ -74,11 +74,11 @@ def test_predicted_masks_have_the_dataset_names_and_round_trip(phantom_dir, tmp_
 
 
 class HalfModel(torch.nn.Module):
-    """Predicts 1 on the left half of the image, 0 on the right."""
+    """Predicts 1 on the left half of the image, 0 on the right (logits of +-10^4)."""
 
     def forward(self, x):
-        out = torch.zeros_like(x[:, :1])
-        out[..., : x.shape[-1] // 2] = 1.0
+        out = torch.full_like(x[:, :1], -1e4)
+        out[..., : x.shape[-1] // 2] = 1e4
         return out
 
 

@@ -11,9 +11,11 @@ import pytest
 import tifffile
 import torch
 
+import batches
 import checkpoint
 import dataset
 import loss
+import parameters
 import train
 from conftest import REPO, write_patient
 from unet import UNet
@@ -186,9 +188,11 @@ def epoch_batches(loader, epochs=2):
 
 
 def test_two_epochs_draw_different_augmentations_with_workers(phantom_dir):
-    params = train.settings(image_size=32, batch_size=4, workers=2, validation_cases=3, cache_dir=None)
-    train_set, valid_set = train.datasets(params, phantom_dir)
-    loader, _ = train.data_loaders(train_set, valid_set, params, torch.device("cpu"), torch.Generator().manual_seed(0))
+    params = parameters.settings(train.DEFAULTS, image_size=32, batch_size=4, workers=2, validation_cases=3,
+                                 cache_dir=None)
+    train_set, valid_set = batches.datasets(params, phantom_dir)
+    loader, _ = batches.data_loaders(train_set, valid_set, params, torch.device("cpu"),
+                                     torch.Generator().manual_seed(0))
     first, second = epoch_batches(loader)
     assert not torch.equal(first, second)
     # the reference's worker seeding (42 + worker_id) replays epoch 1 in epoch 2

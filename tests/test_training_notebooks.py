@@ -59,7 +59,7 @@ def test_training_loss_goes_down_on_the_phantom(phantom_dir, tmp_path):
 
 def test_unknown_parameter_is_an_error():
     with pytest.raises(TypeError, match="unknown parameter.*epoch_count"):
-        train.settings(epoch_count=3)
+        train.train(epoch_count=3)
 
 
 def test_synthetic_demo_settings_apply_only_on_the_synthetic_default(phantom_dir):
@@ -81,6 +81,15 @@ def run_notebook(name, cwd, parameters):
         )
     finally:
         os.environ["PYTHONPATH"] = env_path
+
+
+def test_a_misspelt_notebook_parameter_stops_the_notebook_before_any_work(tmp_path):
+    import papermill
+
+    with pytest.raises(papermill.PapermillExecutionError, match=r"unknown notebook parameter\(s\): epoch;"):
+        run_notebook("train.ipynb", tmp_path, dict(epoch=2, data_path=str(tmp_path / "not-read")))
+    with pytest.raises(papermill.PapermillExecutionError, match=r"unknown notebook parameter\(s\): treshold;"):
+        run_notebook("inference.ipynb", tmp_path, dict(treshold=0.3))
 
 
 def test_notebooks_run_end_to_end(phantom_dir, tmp_path):

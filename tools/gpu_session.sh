@@ -2,7 +2,7 @@
 # The steps of real runs on a lent GPU machine (the device tool), in the repo root there.
 # The machine keeps its files only while warm (about 30 s after a call): make the calls back to back.
 #
-# Here, once:   python tools/pack_data.py pack <kaggle_3m> lgg-packed --chunk-mib 60   (about 10 min; 5 chunks)
+# Here, once:   python -m tools.pack_data pack <kaggle_3m> lgg-packed --chunk-mib 60   (about 10 min; 5 chunks)
 #               pip wheel --no-deps -w .whl medpy        (HD95 there; the GPU image lacks medpy)
 #               echo /lgg-packed/ >> .git/info/exclude
 # There, one call per chunk, steps joined with && where they fit in a call's 10 minutes:
@@ -15,7 +15,9 @@
 # What comes back: $OUT/runs.tar.xz (results, logs, metrics, figures; no weights), the benchmarks' text.
 # Here:         tar -xJf <files_at>/runs.tar.xz -C /tmp/back && cp -r /tmp/back/runs/. results/runs/
 #               python report.py --runs-dir results/runs --no-inference   then commit results/runs, REPORT.md, report/
-# Settings (environment): STORE (/root/lgg), INCOMING (lgg-packed), CACHE (data/cache), LIMIT (540 s), OUT.
+# Settings (environment): STORE (/root/lgg), INCOMING (lgg-packed), CACHE (data/cache), LIMIT (540 s), OUT,
+#                         PYTHON (the interpreter: python, else python3).
+# Exit status: a failed step fails the script (a training stopped at LIMIT is no failure: rerun to resume).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STORE=${STORE:-/root/lgg}
@@ -25,6 +27,7 @@ INCOMING=${INCOMING:-lgg-packed}  # where the carried chunks arrive
 CACHE=${CACHE:-data/cache}       # the preprocessing cache, train.py's default
 LIMIT=${LIMIT:-540}  # seconds of training a call; a run stopped there resumes in the next call
 OUT=${OUT:-$STORE/out}
+PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 case "${1:-}" in
   receive | unpack | bench | train | report | collect) ;;
   *) sed -n '2,19p' "$0"; exit 2 ;;
@@ -32,7 +35,7 @@ esac
 mkdir -p "$STORE/packed" "$RUNS" "$OUT"
 export PYTHONUNBUFFERED=1
 if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$STORE/site" .whl/*.whl
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$STORE/site" .whl/*.whl
 fi
 [ -d "$STORE/site" ] && export PYTHONPATH="$STORE/site${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -55,27 +58,33 @@ case "$step" in
     ls -la "$STORE/packed"
     ;;
   unpack)
-    python3 tools/pack_data.py unpack "$STORE/packed" "$DATA"
-    python3 -c "import experiments; experiments.warm_cache('$DATA', {'cache_dir': '$CACHE'})"
-    python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if \
+    "$PYTHON" -m tools.pack_data unpack "$STORE/packed" "$DATA"
+    "$PYTHON" -c "import experiments; experiments.warm_cache('$DATA', {'cache_dir': '$CACHE'})"
+    "$PYTHON" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if \
       torch.cuda.is_available() else 'and no GPU')"
     ;;
   bench)
-    python3 benchmarks/training_speed.py --data "$DATA" --image-size 256 --batch-size 16 --workers 4 \
+    "$PYTHON" -m benchmarks.training_speed --data "$DATA" --image-size 256 --batch-size 16 --workers 4 \
       | tee "$OUT/bench-training-speed.txt"
-    python3 benchmarks/training_speed.py --data "$DATA" --image-size 256 --batch-size 16 --workers 4 --compile \
+    "$PYTHON" -m benchmarks.training_speed --data "$DATA" --image-size 256 --batch-size 16 --workers 4 --compile \
       | tee "$OUT/bench-training-speed-compile.txt"
-    python3 benchmarks/epoch_end.py --data "$DATA" | tee "$OUT/bench-epoch-end.txt"
+    "$PYTHON" -m benchmarks.epoch_end --data "$DATA" | tee "$OUT/bench-epoch-end.txt"
     ;;
   train)
     # SIGINT to the whole process group: each run writes its last checkpoint and stops; rerun to resume
-    timeout -s INT -k 30 "$LIMIT" python3 experiments.py "$@" --executor python --data-path "$DATA" \
-      --runs-dir "$RUNS" --set cache_dir="$CACHE" ||
-      echo "experiments.py exited with $? (124: stopped at the time limit; rerun the step to resume)"
+    status=0
+    timeout -s INT -k 30 "$LIMIT" "$PYTHON" experiments.py "$@" --executor python --data-path "$DATA" \
+      --runs-dir "$RUNS" --set cache_dir="$CACHE" || status=$?
     collect
+    if [ "$status" -eq 124 ]; then
+      echo "stopped at the time limit ($LIMIT s); rerun the step to resume"
+    elif [ "$status" -ne 0 ]; then
+      echo "experiments.py failed with exit status $status (its run.log and the lines above say why)" >&2
+      exit "$status"
+    fi
     ;;
   report)
-    python3 report.py --runs-dir "$RUNS" --out "$STORE/REPORT.md" --figures-dir "$STORE/report"
+    "$PYTHON" report.py --runs-dir "$RUNS" --out "$STORE/REPORT.md" --figures-dir "$STORE/report"
     collect
     ;;
   collect)

@@ -6,8 +6,8 @@ stored channel-planar, row-differenced and xz-compressed, its masks as bits
 (4.1x smaller overall: results/data-packing.md). Unpacking writes the same file names with the
 same pixels, so everything downstream reads it as the original.
 
-    python tools/pack_data.py pack kaggle_3m packed/ --chunk-mib 60
-    python tools/pack_data.py unpack packed/ kaggle_3m
+    python -m tools.pack_data pack kaggle_3m packed/ --chunk-mib 60
+    python -m tools.pack_data unpack packed/ kaggle_3m
 """
 
 import argparse
@@ -21,8 +21,7 @@ import numpy as np
 import tifffile
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import dataset  # noqa: E402
+import dataset
 
 CHUNK_PATTERN = "kaggle_3m.part-{:03d}.tar"
 

@@ -1,0 +1,86 @@
+"""Validation and the end of each epoch: per-patient DSC, TensorBoard scalars and overlays, best weights,
+checkpoint and results file."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import checkpoint
+from unet import probabilities
+from utils import binarise, dsc_per_volume, overlay
+
+WEIGHTS_NAME = "unet.pt"
+
+
+def validate(model, batches, loss_fn, speed, keep_images=0, tta=False):
+    """Mean batch loss; the probabilities (float32) and truths (uint8 0/1) of every slice, on the CPU; and the
+    (FLAIR, truth, thresholded prediction) of the first keep_images slices, for overlays.
+
+    The loss is of the plain prediction; the probabilities are the flip-TTA ones when tta.
+    """
+    model.eval()
+    losses, probs, trues, flair = [], [], [], []
+    kept = 0
+    with torch.no_grad():
+        for x, y_true in batches:
+            x = x.contiguous(memory_format=speed.memory_format)
+            with speed.autocast():
+                logits = model(x)
+                y_pred = probabilities(model, x, tta, logits=logits)
+            losses.append(loss_fn(logits.float(), y_true).item())
+            probs.append(y_pred[:, 0].cpu().numpy())
+            trues.append((y_true[:, 0] > 0.5).to(torch.uint8).cpu().numpy())
+            if kept < keep_images:
+                flair.append(x[: keep_images - kept, 1].float().cpu().numpy())
+                kept += len(flair[-1])
+    probs, trues = np.concatenate(probs), np.concatenate(trues)
+    examples = [(image, trues[i], binarise(probs[i], lcc=False)) for i, image in enumerate(np.concatenate(flair))] \
+        if flair else []
+    return float(np.mean(losses)), probs, trues, examples
+
+
+def split_record(params, valid_set, train_patients):
+    """What a trained model must know of its split: inference scores it on these patients only."""
+    return dict(seed=params["seed"], validation_cases=params["validation_cases"], folds=params["folds"],
+                fold=params["fold"], validation_patients=list(valid_set.patients),
+                train_patients=list(train_patients))
+
+
+class EpochEnd:
+    """What follows an epoch's validation pass, run in the background: per-patient DSC, TensorBoard scalars
+    and overlays, the best weights, the checkpoint and results.json (in that order: the checkpoint is never
+    behind the weights it names the best).
+
+    It owns the results dict from the start of training: the loop reads it back only once every epoch's end
+    has run (train() returns it then).
+    """
+
+    def __init__(self, results, logger, valid_set, params, model_args, checkpoint_path):
+        self.results, self.logger, self.valid_set = results, logger, valid_set
+        self.params, self.model_args, self.checkpoint_path = params, model_args, Path(checkpoint_path)
+
+    def __call__(self, entry, seconds, val_loss, probs, trues, examples, snapshot):
+        """entry: the epoch's history line so far; seconds: train_seconds and wall_seconds at the epoch's end;
+        probs, trues: per validation slice; examples: (FLAIR, truth, prediction) to draw; snapshot: the CPU
+        copy of the training state for the checkpoint."""
+        results, params, step = self.results, self.params, entry["step"]
+        per_patient = dsc_per_volume(probs, trues, self.valid_set.patient_slice_index)
+        mean_dsc = float(np.mean(per_patient))
+        self.logger.scalar_summary("val_loss", val_loss, step)
+        self.logger.scalar_summary("val_dsc", mean_dsc, step)
+        overlays = [overlay(flair, pred, true) for flair, true, pred in examples]
+        size = params["batch_size"]
+        for index in range(0, len(overlays), size):  # grouped per batch as the reference's image/<i> tags
+            self.logger.image_list_summary(f"image/{index // size}", overlays[index : index + size], step)
+        if results["best_epoch"] is None or mean_dsc > results["best_val_dsc"]:  # weights even at DSC 0
+            results.update(best_val_dsc=mean_dsc, best_epoch=entry["epoch"])
+            checkpoint.save_weights(snapshot["model"], Path(params["weights_dir"]) / WEIGHTS_NAME,
+                                    params["image_size"], self.model_args, params["model"],
+                                    split=split_record(params, self.valid_set, results["train_patients"]))
+        entry.update(val_loss=val_loss, val_dsc=mean_dsc,
+                     val_dsc_per_patient=dict(zip(self.valid_set.patients, per_patient)))
+        results.update(seconds)
+        results["history"].append(entry)
+        checkpoint.save_atomic(dict(snapshot, results=results), self.checkpoint_path)
+        checkpoint.write_json_atomic(results, self.checkpoint_path.parent / "results.json")

@@ -1,0 +1,253 @@
+"""Every setting of the two notebooks, defined once: its default and what it does.
+
+train.DEFAULTS and inference.DEFAULTS are read from here; the notebooks'
+parameters cells and the README's parameter tables are written from here
+(`python parameters.py` rewrites them; a test fails when they drift). A name
+the modules do not know is an error, whether passed to train() / run() or
+injected by papermill into a notebook, and so is a value that would fail
+only after preprocessing or an epoch.
+"""
+
+import ast
+import json
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+CACHE_DIR = "data/cache"
+
+TRAIN = dict(
+    data_path=(None, "kaggle_3m folder; None: look in the usual places, else the synthetic phantom default"),
+    image_size=(256, "side of the square slices the network sees (a multiple of 16)"),
+    model=("unet", "unet, attention_unet, resnet34_unet, unet++"),
+    model_args=(None, 'more constructor arguments: {"pretrained": True} (resnet34_unet), '
+                      '{"deep_supervision": True} (unet++)'),
+    init_features=(32, "width of the first level (the ResNet-34 U-Net's decoder)"),
+    loss=("dice", "dice, bce, bce_dice, soft_iou, lovasz, focal, tversky, focal_tversky"),
+    loss_args=(None, 'e.g. {"alpha": 0.3, "beta": 0.7} for tversky'),
+    deep_supervision_weights=(None, "weights of the unet++ heads; None: equal"),
+    optimizer=("adam", "adam, adamw, sgd (Nesterov momentum)"),
+    lr=(1e-4, "learning rate"),
+    weight_decay=(0.0, "weight decay"),
+    momentum=(0.9, "sgd only"),
+    schedule=("constant", "constant, cosine, poly (power 0.9); stepped every batch"),
+    warmup_epochs=(0, "linear warm-up of the learning rate over this many epochs"),
+    grad_clip=(None, "max gradient norm; None: no clipping"),
+    tta=(False, "validate on the mean of the prediction and its horizontally flipped counterpart"),
+    aug_scale=(0.05, "training augmentation: scale 1 +- aug_scale, ..."),
+    aug_angle=(15, "... rotation +- aug_angle degrees, ..."),
+    flip_prob=(0.5, "... horizontal flip with this probability"),
+    epochs=(100, "epochs to train"),
+    batch_size=(16, "slices per batch"),
+    device=("auto", '"auto": the GPU if there is one, else the CPU; or "cpu", "cuda", "cuda:0", "mps"'),
+    workers=(4, "data loader processes; 0: load in the training process"),
+    data_pipeline=("auto", '"reference": CPU workers; "device": slices and augmentation on the GPU; '
+                           '"auto": device on a GPU'),
+    amp=("auto", '"bf16", "fp16", "off"; "auto": bf16 on a GPU that has it, else off'),
+    channels_last=("auto", 'True, False; "auto": on a GPU'),
+    compile=(False, "torch.compile the model"),
+    deterministic=(False, "deterministic algorithms (slower on a GPU)"),
+    resume=(False, "continue a stopped run from logs_dir/checkpoint.pt (with the same settings)"),
+    vis_images=(200, "validation overlays written to TensorBoard ..."),
+    vis_freq=(10, "... every vis_freq epochs"),
+    weights_dir=("weights", "where the best weights go (unet.pt)"),
+    logs_dir=("logs", "TensorBoard events, checkpoint.pt and results.json"),
+    cache_dir=(CACHE_DIR, "preprocessed volumes, keyed by the files and the image size"),
+    seed=(42, "seed of the split, the initialisation and the sampling"),
+    validation_cases=(10, "validation patients of the reference split"),
+    folds=(0, "> 1: patient-level k-fold cross-validation instead of the reference split ..."),
+    fold=(0, "... validating on this fold (0 .. folds - 1)"),
+)
+
+# train.ipynb's own switch, handled by train.prepare()
+TRAIN_NOTEBOOK = dict(
+    synthetic_demo=(True, "on the synthetic default, use small CPU-friendly settings (train.SYNTHETIC_DEMO)"),
+    **TRAIN,
+)
+
+INFERENCE = dict(
+    weights=("weights/unet.pt", "a weights file of train.ipynb, or the reference's published unet.pt"),
+    data_path=(None, "kaggle_3m-layout folder, with or without masks; None: auto-detect, else synthetic"),
+    subset=("auto", '"validation", "all"; "auto": the validation split when every patient has masks'),
+    patients=(None, "a list of patient folder names: overrides subset"),
+    threshold=(0.5, "probability above which a pixel is abnormal"),
+    lcc=(True, "keep the 3-D largest connected component"),
+    tta=(False, "average with the horizontally flipped prediction"),
+    image_size=(None, "None: the size stored in the weights file (256 for the reference's unet.pt)"),
+    batch_size=(32, "slices per batch"),
+    device=("auto", '"auto": the GPU if there is one, else the CPU'),
+    workers=(2, "data loader processes for the preprocessing"),
+    validation_cases=(10, "validation patients of the reference split"),
+    cache_dir=(CACHE_DIR, "preprocessed volumes, keyed by the files and the image size"),
+    predictions_dir=("predictions", "overlays, GIFs, masks/, metrics.csv, metrics-summary.csv"),
+    figure=("dsc.png", "per-patient DSC, mean red, median green"),
+    write_masks=(True, "predicted mask TIFFs at the original geometry, under predictions_dir/masks"),
+    copy_images=(True, "copy each patient's images beside its masks: a kaggle_3m-layout folder"),
+    gif_fps=(5, "frames per second of the per-patient GIFs"),
+)
+
+
+class ParameterError(ValueError):
+    """A parameter that cannot work: the message names it and says what would."""
+
+
+def defaults(spec):
+    return {name: default for name, (default, _) in spec.items()}
+
+
+def settings(defaults, **overrides):
+    """defaults with overrides; unknown names are an error, not silently ignored."""
+    unknown = set(overrides) - set(defaults)
+    if unknown:
+        raise TypeError(f"unknown parameter(s): {', '.join(sorted(unknown))}; the known ones are "
+                        f"{', '.join(defaults)}")
+    return {**defaults, **overrides}
+
+
+# ---------------------------------------------------------------- notebooks
+
+PAPERMILL_HEADER = "# Parameters\n"  # the first line of the cell papermill injects after the parameters cell
+
+
+def injected_names(executed_sources):
+    """The names papermill assigned in its injected cell (the last one run), from IPython's In list."""
+    for source in reversed(list(executed_sources)):
+        if source.startswith(PAPERMILL_HEADER):
+            return [target.id for node in ast.parse(source).body if isinstance(node, ast.Assign)
+                    for target in node.targets if isinstance(target, ast.Name)]
+    return []
+
+
+def from_notebook(namespace, spec):
+    """spec's values in a notebook's globals(); a parameter papermill passed that spec lacks is an error."""
+    unknown = [name for name in injected_names(namespace.get("In", [])) if name not in spec]
+    if unknown:
+        raise TypeError(f"unknown notebook parameter(s): {', '.join(unknown)}; the parameters cell lists "
+                        f"the known ones")
+    return {name: namespace[name] for name in spec}
+
+
+def notebook_cell(spec):
+    """The parameters cell's source: one `name = default  # what` line each."""
+    lines = ["# Parameters (papermill can override any of them; written by parameters.py)"]
+    for name, (default, help_text) in spec.items():
+        lines.append(f"{name + ' = ' + repr(default):<26}  # {help_text}")
+    return "\n".join(lines)
+
+
+def readme_table(spec):
+    rows = ["| parameter | default | what |", "| --- | --- | --- |"]
+    rows += [f"| `{name}` | `{default!r}` | {help_text.replace('|', '/')} |"
+             for name, (default, help_text) in spec.items()]
+    return "\n".join(rows)
+
+
+SOURCES = {"train.ipynb": TRAIN_NOTEBOOK, "inference.ipynb": INFERENCE}
+
+
+def parameters_cell(notebook):
+    return next(cell for cell in notebook["cells"] if "parameters" in cell.get("metadata", {}).get("tags", []))
+
+
+def readme_block(name):
+    return re.compile(rf"(<!-- parameters of {re.escape(name)} -->\n)(.*?)(<!-- end -->)", re.S)
+
+
+def sync(repo=REPO):
+    """Rewrite the notebooks' parameters cells and the README's tables from the specs; returns what changed."""
+    changed = []
+    readme_path = Path(repo) / "README.md"
+    readme = readme_path.read_text()
+    for name, spec in SOURCES.items():
+        path = Path(repo) / name
+        notebook = json.loads(path.read_text())
+        cell = parameters_cell(notebook)
+        source = notebook_cell(spec)
+        if "".join(cell["source"]) != source:
+            cell["source"] = source.splitlines(keepends=True)
+            path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
+            changed.append(name)
+        block = readme_block(name)
+        if not block.search(readme):
+            raise ValueError(f"README.md has no '<!-- parameters of {name} -->' ... '<!-- end -->' block")
+        readme = block.sub(lambda match: match[1] + readme_table(spec) + "\n" + match[3], readme)
+    if readme != readme_path.read_text():
+        readme_path.write_text(readme)
+        changed.append("README.md")
+    return changed
+
+
+# ---------------------------------------------------------------- checks before any work
+
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _require(condition, name, value, what):
+    if not condition:
+        raise ParameterError(f"{name}={value!r}: {what}")
+
+
+def _check_common(params):
+    _require(isinstance(params["device"], str) and DEVICE.match(params["device"]), "device", params["device"],
+             'use "auto", "cpu", "cuda", "cuda:<index>" or "mps"')
+    _require(isinstance(params["workers"], int) and params["workers"] >= 0, "workers", params["workers"],
+             "use 0 (load in this process) or more")
+    _require(isinstance(params["batch_size"], int) and params["batch_size"] >= 1, "batch_size",
+             params["batch_size"], "use 1 or more")
+    _require(isinstance(params["validation_cases"], int) and params["validation_cases"] >= 1, "validation_cases",
+             params["validation_cases"], "use 1 or more (10: the reference split)")
+
+
+def _is_size(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 16 and value % 16 == 0
+
+
+def check_train(params):
+    """Refuse, before any data is read, what would fail later or train nothing."""
+    _check_common(params)
+    _require(_is_size(params["image_size"]), "image_size", params["image_size"],
+             "use a positive multiple of 16 (the U-Net halves it four times), e.g. 64 or 256")
+    _require(isinstance(params["epochs"], int) and params["epochs"] >= 1, "epochs", params["epochs"],
+             "use 1 or more")
+    _require(isinstance(params["vis_freq"], int) and params["vis_freq"] >= 1, "vis_freq", params["vis_freq"],
+             "use 1 or more (overlays every vis_freq epochs)")
+    _require(isinstance(params["vis_images"], int) and params["vis_images"] >= 0, "vis_images",
+             params["vis_images"], "use 0 or more")
+    _require(isinstance(params["lr"], (int, float)) and params["lr"] > 0, "lr", params["lr"], "use a positive rate")
+    _require(isinstance(params["init_features"], int) and params["init_features"] >= 1, "init_features",
+             params["init_features"], "use 1 or more (32: the reference)")
+    folds, fold = params["folds"], params["fold"]
+    _require(isinstance(folds, int) and folds >= 0 and folds != 1, "folds", folds,
+             "use 0 (the reference split) or 2 or more")
+    _require(isinstance(fold, int) and (folds == 0 or 0 <= fold < folds), "fold", fold,
+             f"use 0 .. {max(folds, 1) - 1}")
+    choices = dict(optimizer=("adam", "adamw", "sgd"), schedule=("constant", "cosine", "poly"),
+                   data_pipeline=("auto", "reference", "device"), amp=("auto", "bf16", "fp16", "off"))
+    for name, allowed in choices.items():
+        _require(params[name] in allowed, name, params[name], f"use one of {', '.join(allowed)}")
+    from loss import LOSSES
+    from unet import MODELS
+
+    _require(params["model"] in MODELS, "model", params["model"], f"use one of {', '.join(MODELS)}")
+    _require(params["loss"] in LOSSES, "loss", params["loss"], f"use one of {', '.join(LOSSES)}")
+    return params
+
+
+def check_inference(params):
+    _check_common(params)
+    patients = params["patients"]
+    _require(patients is None or (isinstance(patients, (list, tuple)) and all(isinstance(p, str) for p in patients)),
+             "patients", patients, 'give a list of patient folder names, e.g. ["TCGA_CS_4941_19960909"]')
+    _require(patients is None or len(patients) > 0, "patients", patients,
+             "give at least one patient, or None for the subset")
+    _require(params["image_size"] is None or _is_size(params["image_size"]), "image_size", params["image_size"],
+             "use None (the weights' own size) or a positive multiple of 16")
+    _require(params["subset"] in ("auto", "validation", "all"), "subset", params["subset"],
+             'use "auto", "validation" or "all"')
+    _require(isinstance(params["threshold"], (int, float)) and 0 <= params["threshold"] <= 1, "threshold",
+             params["threshold"], "use a probability between 0 and 1")
+    return params
+
+
+if __name__ == "__main__":
+    print("rewrote: " + (", ".join(sync()) or "nothing, all in sync"))

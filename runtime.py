@@ -1,0 +1,98 @@
+"""Where and how a run computes, and what it records about that: the device, mixed precision, memory format,
+seeds, and the provenance (commit, device, machine load) that goes into every results file."""
+
+import os
+import platform
+import random
+import subprocess
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def resolve_device(name="auto"):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"device {name!r} asked for but no CUDA GPU is available: using the CPU")
+        return torch.device("cpu")
+    return device
+
+
+class SpeedOptions:
+    """The data pipeline, autocast dtype (None: off) and memory format that params ask for on device."""
+
+    DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
+
+    def __init__(self, params, device):
+        on_gpu = device.type == "cuda"
+        self.device = device
+        self.pipeline = params["data_pipeline"]
+        if self.pipeline == "auto":
+            self.pipeline = "device" if on_gpu else "reference"
+        amp = params["amp"]
+        if amp == "auto":
+            amp = "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "off"
+        self.amp_dtype = self.DTYPES[amp]
+        self.channels_last = on_gpu if params["channels_last"] == "auto" else bool(params["channels_last"])
+        self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def describe(self):
+        return dict(data_pipeline=self.pipeline, amp=str(self.amp_dtype), channels_last=self.channels_last)
+
+
+def seed_everything(seed, deterministic=False):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = True
+
+
+def seed_worker(worker_id):
+    """Seed numpy in each loader worker from torch's per-worker, per-epoch seed.
+
+    The reference seeded workers with 42 + worker_id, so every epoch replayed
+    the same augmentations and slice draws.
+    """
+    np.random.seed(torch.initial_seed() % 2**32)
+
+
+def git_commit():
+    try:
+        here = Path(__file__).resolve().parent
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True).stdout
+        return commit + ("-dirty" if dirty.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def device_description(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def load_average():
+    """The machine's 1-minute load average (None where the system has none): a timing taken beside other busy
+    processes shows it."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None

@@ -1,0 +1,245 @@
+"""No input destroys data or gives a silently wrong result: each case of "Nothing lost, round two"."""
+
+import errno
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+import checkpoint
+import dataset
+import inference
+import parameters
+import train
+from conftest import write_patient
+from unet import UNet
+
+PATIENT = "TCGA_AA_0001_20000101"
+TINY = dict(image_size=32, init_features=4, batch_size=4, workers=0, validation_cases=3, lr=1e-3, epochs=1,
+            vis_images=0)
+
+
+def patient_slices(count=5, dtype=np.uint8, value=100):
+    images = [np.full((16, 16, 3), value, dtype=dtype) for _ in range(count)]
+    masks = [np.zeros((16, 16), dtype=np.uint8) for _ in range(count)]
+    for mask in masks:
+        mask[4:8, 4:8] = 255
+    return images, masks
+
+
+def listed(root):
+    return {patient: [(number, image.name, mask.name) for number, image, mask in slices]
+            for patient, slices in dataset.list_patients(root).items()}
+
+
+# ---------------------------------------------------------------- inference never writes over its input
+
+
+def test_inference_refuses_to_write_predictions_over_the_truth_it_reads(phantom_dir, tmp_path):
+    weights = tmp_path / "unet.pt"
+    checkpoint.save_weights(UNet(init_features=4), weights, 32, dict(init_features=4))
+    earlier = tmp_path / "predictions" / "masks"  # an earlier run's kaggle_3m-layout output, used as data
+    shutil.copytree(phantom_dir, earlier)
+    truth = earlier / "TCGA_SY_0001_20000101" / "TCGA_SY_0001_20000101_3_mask.tif"
+    before = truth.read_bytes()
+    with pytest.raises(dataset.DataError, match="predictions_dir .*predictions overlaps the data folder .*masks: "
+                                                "predicted masks would be written over"):
+        inference.run(weights=str(weights), data_path=str(earlier), predictions_dir=str(tmp_path / "predictions"),
+                      workers=0, cache_dir=None)
+    with pytest.raises(dataset.DataError, match="overlaps the data folder"):  # and not inside the data folder
+        inference.run(weights=str(weights), data_path=str(earlier), predictions_dir=str(earlier / "out"),
+                      workers=0, cache_dir=None)
+    assert truth.read_bytes() == before
+
+
+# ---------------------------------------------------------------- data that is read as it is
+
+
+def test_a_slice_of_another_dtype_is_refused_by_name(tmp_path):
+    folder = write_patient(tmp_path, PATIENT, *patient_slices())
+    tifffile.imwrite(folder / f"{PATIENT}_3.tif", np.full((16, 16, 3), 100 * 257, np.uint16))  # one 16-bit slice
+    with pytest.raises(dataset.DataError, match=rf"{PATIENT}_3\.tif: a uint16 slice among uint8 slices "
+                                                rf"\({PATIENT}_1\.tif is uint8\).*convert it to uint8"):
+        dataset.BrainSegmentationDataset(tmp_path, subset="all", image_size=16, cache_dir=None, progress=False)
+
+
+def test_symlinked_patient_folders_are_followed_once(tmp_path):
+    store, data = tmp_path / "store", tmp_path / "kaggle_3m"
+    write_patient(store, PATIENT, *patient_slices())
+    write_patient(data, "TCGA_AA_0002_20000101", *patient_slices())
+    (data / PATIENT).symlink_to(store / PATIENT, target_is_directory=True)
+    (data / PATIENT / "loop").symlink_to(data, target_is_directory=True)  # a link back up is not a loop
+    assert sorted(listed(data)) == [PATIENT, "TCGA_AA_0002_20000101"]
+    assert len(listed(data)[PATIENT]) == 5
+
+
+def test_macos_zip_debris_is_ignored(tmp_path):
+    folder = write_patient(tmp_path, PATIENT, *patient_slices())
+    (folder / f"._{PATIENT}_1.tif").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    debris = tmp_path / "__MACOSX" / PATIENT
+    debris.mkdir(parents=True)
+    (debris / f"._{PATIENT}_1.tif").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    assert list(listed(tmp_path)) == [PATIENT]
+    assert listed(tmp_path)[PATIENT][0] == (1, f"{PATIENT}_1.tif", f"{PATIENT}_1_mask.tif")
+
+
+def test_tiff_and_upper_case_extensions_are_slices(tmp_path):
+    images, masks = patient_slices(3)
+    folder = tmp_path / PATIENT
+    folder.mkdir()
+    for number, (image, mask), (image_ext, mask_ext) in zip(
+            (1, 2, 3), zip(images, masks), ((".tiff", ".tiff"), (".TIF", ".TIF"), (".Tiff", ".tif"))):
+        tifffile.imwrite(folder / f"{PATIENT}_{number}{image_ext}", image)
+        tifffile.imwrite(folder / f"{PATIENT}_{number}_mask{mask_ext}", mask)
+    assert [number for number, _, _ in listed(tmp_path)[PATIENT]] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("where", ["data/kaggle_3m", "lgg-mri-segmentation/lgg-mri-segmentation/kaggle_3m",
+                                   "kaggle_3m-tiff"])
+def test_auto_detection_finds_the_common_layouts(where, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if where == "kaggle_3m-tiff":  # the usual place, with .TIFF files only
+        folder = tmp_path / "kaggle_3m" / PATIENT
+        folder.mkdir(parents=True)
+        tifffile.imwrite(folder / f"{PATIENT}_1.TIFF", patient_slices(1)[0][0])
+        where = "kaggle_3m"
+    else:
+        write_patient(tmp_path / where, PATIENT, *patient_slices())
+    found, source = dataset.locate_data(synthetic_root=tmp_path / "synthetic")
+    assert found == (tmp_path / where).resolve() and source == f"found at {where}"
+
+
+def test_the_synthetic_fallback_cannot_be_missed(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _, source = dataset.locate_data(synthetic_root=tmp_path / "synthetic")
+    out = capsys.readouterr().out
+    assert source == "synthetic phantom default"
+    assert "NO LGG DATA FOUND: training and predicting on the SYNTHETIC PHANTOM default" in out
+    assert "data/kaggle_3m" in out and "set data_path" in out
+
+
+def test_a_damaged_cache_entry_is_rebuilt_and_said(phantom_dir, tmp_path, capsys):
+    files = dict(list(dataset.list_patients(phantom_dir).items())[:1])
+    first = dataset.load_volumes(files, image_size=16, cache_dir=tmp_path, workers=1, progress=False)
+    entry = next(tmp_path.glob("*.npz"))
+    entry.write_bytes(entry.read_bytes()[:100])  # truncated
+    again = dataset.load_volumes(files, image_size=16, cache_dir=tmp_path, workers=1, progress=False)
+    assert f"{entry}: damaged cache entry" in capsys.readouterr().out
+    patient = next(iter(files))
+    np.testing.assert_array_equal(again[patient][0], first[patient][0])
+    assert dataset._load_cached(entry) is not None  # rewritten whole
+
+
+# ---------------------------------------------------------------- two trainings, one folder
+
+
+def test_a_second_training_on_a_folder_in_use_is_refused(phantom_dir, tmp_path):
+    owner = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / "w").mkdir()
+        (tmp_path / "w" / checkpoint.FolderLock.NAME).write_text(str(owner.pid))
+        with pytest.raises(checkpoint.OutputError, match=rf"w: in use by another training \(pid {owner.pid}\); "
+                                                         "give this run other weights_dir and logs_dir"):
+            train.train(data_path=str(phantom_dir), weights_dir=str(tmp_path / "w"), logs_dir=str(tmp_path / "l"),
+                        cache_dir=str(tmp_path / "c"), **TINY)
+        assert not (tmp_path / "w" / "unet.pt").exists()
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+def test_a_stale_lock_of_a_killed_run_is_taken_over_and_released(phantom_dir, tmp_path, capsys):
+    dead_pid = subprocess.Popen(["true"])  # a process that has exited: its pid is free
+    dead_pid.wait()
+    (tmp_path / "l").mkdir()
+    (tmp_path / "l" / checkpoint.FolderLock.NAME).write_text(str(dead_pid.pid))
+    train.train(data_path=str(phantom_dir), weights_dir=str(tmp_path / "w"), logs_dir=str(tmp_path / "l"),
+                cache_dir=str(tmp_path / "c"), **TINY)
+    assert f"a stale lock of a stopped run (pid {dead_pid.pid}), taken over" in capsys.readouterr().out
+    assert not (tmp_path / "l" / checkpoint.FolderLock.NAME).exists()
+    assert (tmp_path / "w" / "unet.pt").exists()
+
+
+# ---------------------------------------------------------------- resume
+
+
+def run_folders(tmp_path):
+    return dict(weights_dir=str(tmp_path / "w"), logs_dir=str(tmp_path / "l"), cache_dir=str(tmp_path / "c"))
+
+
+def test_resume_without_a_checkpoint_never_overwrites_best_weights(phantom_dir, tmp_path, capsys):
+    folders = run_folders(tmp_path)
+    train.train(data_path=str(phantom_dir), **folders, **TINY)
+    (tmp_path / "l" / train.CHECKPOINT_NAME).unlink()
+    weights = (tmp_path / "w" / "unet.pt").read_bytes()
+    with pytest.raises(checkpoint.OutputError, match=r"resume=True but .*checkpoint\.pt does not exist, and "
+                                                     r"starting afresh would overwrite .*unet\.pt"):
+        train.train(data_path=str(phantom_dir), resume=True, **folders, **TINY)
+    assert (tmp_path / "w" / "unet.pt").read_bytes() == weights
+    fresh = run_folders(tmp_path / "fresh")
+    train.train(data_path=str(phantom_dir), resume=True, **fresh, **TINY)
+    assert "resume=True: no checkpoint at" in capsys.readouterr().out
+
+
+def test_resume_with_other_settings_is_refused_naming_what_changed(phantom_dir, tmp_path):
+    folders = run_folders(tmp_path)
+    train.train(data_path=str(phantom_dir), **folders, **dict(TINY, epochs=1))
+    with pytest.raises(parameters.ParameterError, match=r"checkpoint\.pt: cannot resume with other settings: "
+                                                        r"optimizer 'adam' -> 'adamw', lr 0\.001 -> 0\.002"):
+        train.train(data_path=str(phantom_dir), resume=True, optimizer="adamw", **folders,
+                    **dict(TINY, lr=2e-3))
+    with pytest.raises(parameters.ParameterError, match=r"image_size 32 -> 48"):
+        train.train(data_path=str(phantom_dir), resume=True, **folders, **dict(TINY, image_size=48))
+    # what may change: where files are, the device, the workers, the overlays
+    results = train.train(data_path=str(phantom_dir), resume=True, **folders, **dict(TINY, vis_freq=3))
+    assert results["resumed_after_epochs"] == [1] and len(results["history"]) == 1
+
+
+# ---------------------------------------------------------------- files that cannot be written
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_how_much_was_needed(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    checkpoint.save_atomic({"epoch": 1}, path)
+    before = path.read_bytes()
+
+    def full(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(checkpoint.OutputError, match=r"checkpoint\.pt: no space left on the device for 0\.\d MiB; "
+                                                     r"the previous checkpoint\.pt is kept; free space"):
+        checkpoint.save_atomic({"epoch": 2, "weights": torch.zeros(100_000)}, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no partial .tmp left
+
+
+def test_an_output_folder_that_is_a_file_or_read_only_is_one_clear_line(phantom_dir, tmp_path):
+    (tmp_path / "weights").write_text("not a folder")
+    with pytest.raises(checkpoint.OutputError, match="weights: cannot be the output folder, a file of that name"):
+        train.train(data_path=str(phantom_dir), weights_dir=str(tmp_path / "weights"),
+                    logs_dir=str(tmp_path / "l"), **TINY)
+    if os.geteuid() != 0:  # root writes anywhere
+        read_only = tmp_path / "read-only"
+        read_only.mkdir(mode=0o500)
+        with pytest.raises(checkpoint.OutputError, match="read-only"):
+            checkpoint.make_folder(read_only)
+
+
+# ---------------------------------------------------------------- weights that are not weights
+
+
+def test_a_checkpoint_a_folder_or_a_whole_model_as_weights_says_what_to_use(phantom_dir, tmp_path):
+    folders = run_folders(tmp_path)
+    train.train(data_path=str(phantom_dir), **folders, **TINY)
+    with pytest.raises(checkpoint.WeightsError, match=r"checkpoint\.pt: a training checkpoint .*use weights/unet"):
+        checkpoint.load_weights(tmp_path / "l" / train.CHECKPOINT_NAME)
+    with pytest.raises(checkpoint.WeightsError, match=r"w: a folder, not a weights file; point weights at .*unet"):
+        checkpoint.load_weights(tmp_path / "w")
+    torch.save(UNet(init_features=4), tmp_path / "whole.pt")
+    with pytest.raises(checkpoint.WeightsError, match=r"whole\.pt: a whole pickled model, not a state_dict"):
+        checkpoint.load_weights(tmp_path / "whole.pt")
