@@ -43,6 +43,16 @@ EXPERIMENTS = {
     "unet-bce_dice-sgd-poly": dict(loss="bce_dice", optimizer="sgd", lr=1e-2, weight_decay=1e-4, schedule="poly",
                                    warmup_epochs=3, grad_clip=1.0),
     "unet-bce_dice-adamw-cosine": dict(MODERN),
+    # one question a row: the loss at the modern optimiser and schedule ...
+    "unet-dice-adamw-cosine": dict(MODERN, loss="dice"),
+    "unet-soft_iou-adamw-cosine": dict(MODERN, loss="soft_iou"),
+    "unet-lovasz-adamw-cosine": dict(MODERN, loss="lovasz"),
+    "unet-focal-adamw-cosine": dict(MODERN, loss="focal"),
+    "unet-focal_tversky-adamw-cosine": dict(MODERN, loss="focal_tversky"),
+    # ... and the network at the modern recipe
+    "attention_unet-bce_dice-adamw-cosine": dict(MODERN, model="attention_unet"),
+    "resnet34_unet-bce_dice-adamw-cosine": dict(MODERN, model="resnet34_unet", model_args={"pretrained": True}),
+    "unet++-bce_dice-adamw-cosine": dict(MODERN, model="unet++", model_args={"deep_supervision": True}),
     "unet-bce_dice-adamw-cosine-tta": dict(MODERN, tta=True),
     "unet64-bce_dice-adamw-cosine-tta": dict(MODERN, tta=True, init_features=64),  # twice as wide
     "attention_unet-bce_dice-adamw-cosine-tta": dict(MODERN, tta=True, model="attention_unet"),
