@@ -221,6 +221,11 @@ def _read_tiff(path):
     try:
         return tifffile.imread(path)
     except Exception as error:  # tifffile raises many types for damaged files
+        if "imagecodecs" in str(error) or "compression" in str(error):
+            raise DataError(
+                f"{path}: a compressed TIFF whose codec needs the imagecodecs package ({error}); "
+                "pip install imagecodecs, the file itself is fine"
+            ) from None
         raise DataError(
             f"{path}: unreadable TIFF ({type(error).__name__}: {error}); re-download the file or remove the slice"
         ) from None

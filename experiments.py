@@ -65,11 +65,12 @@ EXPERIMENTS = {
 
 
 def synthetic_settings():
-    """--synthetic: train.SYNTHETIC_DEMO (the phantom default at CPU-friendly settings) but the learning rate:
-    the recipes keep their own optimiser and lr."""
+    """--synthetic: train.SYNTHETIC_DEMO's sizes (the phantom default at CPU-friendly settings), not its recipe:
+    each experiment keeps its own loss, optimiser, learning rate and schedule."""
     from train import SYNTHETIC_DEMO
 
-    return {key: value for key, value in SYNTHETIC_DEMO.items() if key != "lr"}
+    recipe = ("lr", "loss", "optimizer", "schedule", "warmup_epochs")
+    return {key: value for key, value in SYNTHETIC_DEMO.items() if key not in recipe}
 
 
 def run_dir(runs_dir, name, folds=0, fold=0):

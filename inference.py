@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 import dataset
 import parameters
-from checkpoint import load_weights
+import runs
+from checkpoint import load_weights, make_folder
 from runtime import resolve_device
 from unet import probabilities
 from utils import binarise, dsc, overlay, plot_dsc, segmentation_metrics, split_by_patient
@@ -181,9 +182,10 @@ def run(**overrides):
     """Predict, write every output, and return what was found.
 
     {'metrics': rows, 'dsc': {patient: reference DSC}, 'gifs': [...], 'patients': [...],
-     'telling_slice': {patient: index of the slice with the most tumour (true, else predicted)}}
+     'telling_slice': {patient: index of the slice with the most tumour (true, else predicted)},
+     'figure': the dsc.png written (None without masks), 'predictions_dir': where the outputs are}
     """
-    params = parameters.check_inference(parameters.settings(DEFAULTS, **overrides))
+    params = runs.inference_outputs(parameters.check_inference(parameters.settings(DEFAULTS, **overrides)))
     device = resolve_device(params["device"])
     model, metadata = load_weights(params["weights"], device)
     image_size = params["image_size"] or metadata.get("image_size", 256)
@@ -192,6 +194,7 @@ def run(**overrides):
     data_dir, source = dataset.locate_data(params["data_path"])
     out_dir = Path(params["predictions_dir"])
     refuse_overlap(out_dir, data_dir)
+    make_folder(out_dir, "predictions")  # before any work: a folder that cannot be written is said now
     split = metadata.get("split")
     subset, patients = choose_patients(params, data_dir, split)
     chosen = "the model's own validation" if patients is not None and params["patients"] is None else (
@@ -229,4 +232,5 @@ def run(**overrides):
         print(f"{len(rows)} patients with masks: DSC mean {summary['mean']['dsc']:.4f}, median "
               f"{summary['median']['dsc']:.4f} (original geometry); reference DSC mean "
               f"{summary['mean']['dsc_preprocessed']:.4f}")
-    return dict(metrics=rows, dsc=reference_dsc, gifs=gifs, patients=data.patients, telling_slice=telling_slice)
+    return dict(metrics=rows, dsc=reference_dsc, gifs=gifs, patients=data.patients, telling_slice=telling_slice,
+                figure=params["figure"] if rows else None, predictions_dir=str(out_dir))

@@ -40,7 +40,10 @@ TRAIN = dict(
     epochs=(100, "epochs to train"),
     batch_size=(16, "slices per batch"),
     device=("auto", '"auto": the GPU if there is one, else the CPU; or "cpu", "cuda", "cuda:0", "mps"'),
-    workers=(4, "data loader processes; 0: load in the training process"),
+    workers=("auto", 'data loader processes; 0: load in the training process; "auto": one fewer than the CPU '
+                     'cores, at most 4'),
+    threads=("auto", 'torch\'s CPU threads; "auto": the CPU cores that other processes leave idle at the start '
+                     '(1-minute load average), at least 1'),
     data_pipeline=("auto", '"reference": CPU workers; "device": slices and augmentation on the GPU; '
                            '"auto": device on a GPU'),
     amp=("auto", '"bf16", "fp16", "off"; "auto": bf16 on a GPU that has it, else off'),
@@ -50,8 +53,11 @@ TRAIN = dict(
     resume=(False, "continue a stopped run from logs_dir/checkpoint.pt (with the same settings)"),
     vis_images=(200, "validation overlays written to TensorBoard ..."),
     vis_freq=(10, "... every vis_freq epochs"),
-    weights_dir=("weights", "where the best weights go (unet.pt)"),
-    logs_dir=("logs", "TensorBoard events, checkpoint.pt and results.json"),
+    runs_dir=("runs", "each run gets a folder here (logs, weights, predictions): tensorboard --logdir runs"),
+    run_name=(None, "this run's folder in runs_dir; None: a new one, <date>-<time>-<model>-<loss> (with "
+                    "resume=True: the latest run)"),
+    weights_dir=(None, "where the best weights go (unet.pt); None: runs_dir/run_name/weights"),
+    logs_dir=(None, "TensorBoard events, checkpoint.pt, results.json; None: runs_dir/run_name/logs"),
     cache_dir=(CACHE_DIR, "preprocessed volumes, keyed by the files and the image size"),
     seed=(42, "seed of the split, the initialisation and the sampling"),
     validation_cases=(10, "validation patients of the reference split"),
@@ -66,7 +72,9 @@ TRAIN_NOTEBOOK = dict(
 )
 
 INFERENCE = dict(
-    weights=("weights/unet.pt", "a weights file of train.ipynb, or the reference's published unet.pt"),
+    weights=(None, "a weights file of train.ipynb, or the reference's published unet.pt; None: the latest "
+                   "run's, runs_dir/<run>/weights/unet.pt"),
+    runs_dir=("runs", "where train.ipynb's runs are"),
     data_path=(None, "kaggle_3m-layout folder, with or without masks; None: auto-detect, else synthetic"),
     subset=("auto", '"validation", "all"; "auto": the validation split when every patient has masks'),
     patients=(None, "a list of patient folder names: overrides subset"),
@@ -79,8 +87,9 @@ INFERENCE = dict(
     workers=(2, "data loader processes for the preprocessing"),
     validation_cases=(10, "validation patients of the reference split"),
     cache_dir=(CACHE_DIR, "preprocessed volumes, keyed by the files and the image size"),
-    predictions_dir=("predictions", "overlays, GIFs, masks/, metrics.csv, metrics-summary.csv"),
-    figure=("dsc.png", "per-patient DSC, mean red, median green"),
+    predictions_dir=(None, "overlays, GIFs, masks/, metrics.csv, metrics-summary.csv; None: the weights' run's "
+                           "predictions folder (runs_dir/<run>/predictions), else ./predictions"),
+    figure=(None, "per-patient DSC, mean red, median green; None: dsc.png in predictions_dir"),
     write_masks=(True, "predicted mask TIFFs at the original geometry, under predictions_dir/masks"),
     copy_images=(True, "copy each patient's images beside its masks: a kaggle_3m-layout folder"),
     gif_fps=(5, "frames per second of the per-patient GIFs"),
@@ -190,8 +199,6 @@ def _require(condition, name, value, what):
 def _check_common(params):
     _require(isinstance(params["device"], str) and DEVICE.match(params["device"]), "device", params["device"],
              'use "auto", "cpu", "cuda", "cuda:<index>" or "mps"')
-    _require(isinstance(params["workers"], int) and params["workers"] >= 0, "workers", params["workers"],
-             "use 0 (load in this process) or more")
     _require(isinstance(params["batch_size"], int) and params["batch_size"] >= 1, "batch_size",
              params["batch_size"], "use 1 or more")
     _require(isinstance(params["validation_cases"], int) and params["validation_cases"] >= 1, "validation_cases",
@@ -205,6 +212,8 @@ def _is_size(value):
 def check_train(params):
     """Refuse, before any data is read, what would fail later or train nothing."""
     _check_common(params)
+    _require(params["workers"] == "auto" or isinstance(params["workers"], int) and params["workers"] >= 0, "workers",
+             params["workers"], 'use 0 (load in this process) or more, or "auto"')
     _require(_is_size(params["image_size"]), "image_size", params["image_size"],
              "use a positive multiple of 16 (the U-Net halves it four times), e.g. 64 or 256")
     _require(isinstance(params["epochs"], int) and params["epochs"] >= 1, "epochs", params["epochs"],
@@ -214,6 +223,8 @@ def check_train(params):
     _require(isinstance(params["vis_images"], int) and params["vis_images"] >= 0, "vis_images",
              params["vis_images"], "use 0 or more")
     _require(isinstance(params["lr"], (int, float)) and params["lr"] > 0, "lr", params["lr"], "use a positive rate")
+    _require(params["threads"] == "auto" or isinstance(params["threads"], int) and params["threads"] >= 1, "threads",
+             params["threads"], 'use 1 or more, or "auto"')
     _require(isinstance(params["init_features"], int) and params["init_features"] >= 1, "init_features",
              params["init_features"], "use 1 or more (32: the reference)")
     folds, fold = params["folds"], params["fold"]
@@ -235,6 +246,8 @@ def check_train(params):
 
 def check_inference(params):
     _check_common(params)
+    _require(isinstance(params["workers"], int) and params["workers"] >= 0, "workers", params["workers"],
+             "use 0 (load in this process) or more")
     patients = params["patients"]
     _require(patients is None or (isinstance(patients, (list, tuple)) and all(isinstance(p, str) for p in patients)),
              "patients", patients, 'give a list of patient folder names, e.g. ["TCGA_CS_4941_19960909"]')

@@ -49,6 +49,24 @@ class SpeedOptions:
         return dict(data_pipeline=self.pipeline, amp=str(self.amp_dtype), channels_last=self.channels_last)
 
 
+def cpu_settings(params):
+    """params with workers and threads made numbers for this machine.
+
+    On 2 cores, two processes of 2 threads each run 3.5x slower per step than one alone: each parallel region
+    waits for a thread the other process holds (results/threads-cpu.md). So "auto" threads take only the
+    cores that others leave idle, judged by the 1-minute load average at the start.
+    """
+    cores = os.cpu_count() or 1
+    workers = params["workers"]
+    if workers == "auto":
+        workers = min(4, cores - 1)
+    threads = params["threads"]
+    if threads == "auto":
+        busy = load_average() or 0.0
+        threads = max(1, min(cores, cores - int(round(busy))))
+    return dict(params, workers=workers, threads=threads)
+
+
 def seed_everything(seed, deterministic=False):
     random.seed(seed)
     np.random.seed(seed)

@@ -20,8 +20,22 @@ def patient_name(index):
     return f"TCGA_SY_{index + 1:04d}_20000101"
 
 
+def _smooth_noise(rng, shape, cell):
+    """Noise that varies over about `cell` pixels: blocks of normal noise, blurred."""
+    from scipy import ndimage
+
+    coarse = rng.normal(0, 1, size=tuple(max(1, n // cell) for n in shape))
+    fine = np.kron(coarse, np.ones((1,) + (cell,) * (len(shape) - 1)))[: shape[0], : shape[1], : shape[2]]
+    return ndimage.gaussian_filter(fine, sigma=(0,) + (cell / 2,) * (len(shape) - 1))
+
+
 def phantom_volume(rng, slices, size=SLICE_SIZE):
-    """Return (image uint8 (Z, size, size, 3), mask uint8 (Z, size, size) in {0, 255})."""
+    """Return (image uint8 (Z, size, size, 3), mask uint8 (Z, size, size) in {0, 255}).
+
+    The lesion is FLAIR-bright with an irregular outline that fades into the tissue over a few pixels, and
+    two decoys are FLAIR-bright too but also bright after contrast (as vessels are): telling them apart
+    needs the three channels together, so a network learns it over several epochs rather than in ten steps.
+    """
     z = np.arange(slices, dtype=np.float64)[:, None, None]
     y = np.arange(size, dtype=np.float64)[None, :, None]
     x = np.arange(size, dtype=np.float64)[None, None, :]
@@ -35,29 +49,31 @@ def phantom_volume(rng, slices, size=SLICE_SIZE):
     brain = head < 0.85
     skull = (head >= 0.85) & (head < 1.0)
 
-    lesion_radius = rng.uniform(0.04, 0.09, size=2) * size
-    lesion_centre = np.array([centre_y, centre_x]) + rng.uniform(-0.5, 0.5, size=2) * np.array(
-        [radius_y, radius_x]
-    )
-    lesion_z = rng.uniform(0.25, 0.4) * slices
-    lesion = (
-        ((z - (slices - 1) / 2) / lesion_z) ** 2
-        + ((y - lesion_centre[0]) / lesion_radius[0]) ** 2
-        + ((x - lesion_centre[1]) / lesion_radius[1]) ** 2
-    ) < 1.0
-    lesion &= brain
+    def blob(radius_range, z_range):
+        radius = rng.uniform(*radius_range, size=2) * size
+        centre = np.array([centre_y, centre_x]) + rng.uniform(-0.5, 0.5, size=2) * np.array([radius_y, radius_x])
+        extent = rng.uniform(*z_range) * slices
+        return np.sqrt(((z - (slices - 1) / 2) / extent) ** 2 + ((y - centre[0]) / radius[0]) ** 2
+                       + ((x - centre[1]) / radius[1]) ** 2)
 
-    texture = rng.normal(0, 1, size=(slices, size // 16, size // 16))
-    texture = np.kron(texture, np.ones((1, 16, 16)))
+    shape = (slices, size, size)
+    distance = blob((0.05, 0.10), (0.25, 0.4)) * (1 + 0.25 * _smooth_noise(rng, shape, 32))  # irregular outline
+    lesion = (distance < 1.0) & brain
+    fade = np.clip((1.15 - distance) / 0.3, 0, 1) * brain  # partial volume: the edge is dimmer than the core
+    lesion[[0, -1]], fade[[0, -1]] = False, 0  # the end slices carry no lesion, as in the real data
+    decoys = sum(np.clip((1.1 - blob((0.02, 0.04), (0.15, 0.3))) / 0.2, 0, 1) for _ in range(2)) * brain * ~lesion
+
+    texture = np.kron(rng.normal(0, 1, size=(slices, size // 16, size // 16)), np.ones((1, 16, 16)))
     image = np.zeros((slices, size, size, 3))
     tissue = np.array([85.0, 100.0, 90.0])
-    lesion_shift = np.array([-15.0, 90.0, 10.0])
+    lesion_shift = np.array([-8.0, 28.0, 4.0])
+    decoy_shift = np.array([0.0, 28.0, 40.0])
     for channel in range(3):
-        plane = np.full((slices, size, size), 3.0)
-        plane[brain] = tissue[channel] + 8 * texture[brain]
+        plane = np.full(shape, 3.0)
+        plane[brain] = tissue[channel] + 10 * texture[brain]
         plane[skull] = 170.0
-        plane[lesion] += lesion_shift[channel]
-        image[..., channel] = plane + rng.normal(0, 4, size=plane.shape)
+        plane += lesion_shift[channel] * fade + decoy_shift[channel] * decoys
+        image[..., channel] = plane + rng.normal(0, 1, size=shape) * np.where(brain | skull, 12.0, 2.0)
     image = np.clip(image, 0, 255).astype(np.uint8)
     mask = (lesion * 255).astype(np.uint8)
     return image, mask

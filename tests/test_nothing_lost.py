@@ -243,3 +243,32 @@ def test_a_checkpoint_a_folder_or_a_whole_model_as_weights_says_what_to_use(phan
     torch.save(UNet(init_features=4), tmp_path / "whole.pt")
     with pytest.raises(checkpoint.WeightsError, match=r"whole\.pt: a whole pickled model, not a state_dict"):
         checkpoint.load_weights(tmp_path / "whole.pt")
+
+
+def test_a_compressed_tiff_without_its_codec_says_to_install_imagecodecs_not_to_download_again(tmp_path):
+    import struct
+
+    folder = write_patient(tmp_path, PATIENT, *patient_slices())
+    path = folder / f"{PATIENT}_2.tif"
+    with tifffile.TiffFile(path) as tiff:
+        offset = tiff.pages[0].tags["Compression"].valueoffset
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 2] = struct.pack("<H", 5)  # LZW, which tifffile decodes only with imagecodecs
+    path.write_bytes(bytes(data))
+    try:
+        import imagecodecs  # noqa: F401
+    except ImportError:
+        with pytest.raises(dataset.DataError, match=rf"{PATIENT}_2\.tif: a compressed TIFF whose codec needs the "
+                                                    r"imagecodecs package .*pip install imagecodecs"):
+            dataset.read_image(path)
+    else:
+        pytest.skip("imagecodecs is installed here, so every codec decodes")
+
+
+def test_a_predictions_folder_that_is_a_file_is_one_clear_line(phantom_dir, tmp_path):
+    weights = tmp_path / "unet.pt"
+    checkpoint.save_weights(UNet(init_features=4), weights, 32, dict(init_features=4))
+    (tmp_path / "out").write_text("a file")
+    with pytest.raises(checkpoint.OutputError, match="out: cannot be the predictions folder, a file of that name"):
+        inference.run(weights=str(weights), data_path=str(phantom_dir), predictions_dir=str(tmp_path / "out"),
+                      workers=0, cache_dir=str(tmp_path / "c"))

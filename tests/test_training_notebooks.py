@@ -7,6 +7,7 @@ import pytest
 
 import checkpoint
 import dataset
+import synthetic
 import train
 import utils
 from conftest import REPO
@@ -69,6 +70,18 @@ def test_synthetic_demo_settings_apply_only_on_the_synthetic_default(phantom_dir
     assert params["epochs"] == 7
 
 
+def test_the_synthetic_demo_shows_learning(tmp_path):
+    """What a newcomer runs first: the phantom default at SYNTHETIC_DEMO. Its validation DSC must rise over the
+    epochs (the phantom's lesion is faint and has FLAIR-bright decoys, so it is not learnt in ten steps)."""
+    data = synthetic.make_phantom_dataset(tmp_path / "synthetic")
+    params, _ = train.prepare(data_path=str(data), runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "c"))
+    history = train.train(**params)["history"]
+    curve = [entry["val_dsc"] for entry in history]
+    assert len(curve) == train.SYNTHETIC_DEMO["epochs"]
+    assert max(curve[-3:]) >= curve[0] + 0.05 and min(curve[-3:]) >= curve[0], curve
+    assert history[-1]["loss"] < 0.8 * history[0]["loss"]
+
+
 def run_notebook(name, cwd, parameters):
     import papermill
 
@@ -92,23 +105,29 @@ def test_a_misspelt_notebook_parameter_stops_the_notebook_before_any_work(tmp_pa
         run_notebook("inference.ipynb", tmp_path, dict(treshold=0.3))
 
 
-def test_notebooks_run_end_to_end(phantom_dir, tmp_path):
+def test_notebooks_run_end_to_end_each_run_in_its_own_folder(phantom_dir, tmp_path):
     common = dict(data_path=str(phantom_dir), workers=0, validation_cases=3)
-    run_notebook("train.ipynb", tmp_path, dict(common, synthetic_demo=False, image_size=32, init_features=4, epochs=2,
-                                               batch_size=4, vis_freq=1, vis_images=4))
-    assert (tmp_path / "weights" / "unet.pt").exists()
-    assert list((tmp_path / "logs").glob("events.out.tfevents.*"))
-    assert len(json.loads((tmp_path / "logs" / "results.json").read_text())["history"]) == 2
-    run_notebook("inference.ipynb", tmp_path, dict(common, batch_size=8))
-    assert (tmp_path / "dsc.png").stat().st_size > 10_000
-    pngs = sorted((tmp_path / "predictions").glob("*.png"))
-    assert len(pngs) == 3 * 6 and pngs[0].name == "TCGA_SY_0001_20000101-00.png"
-    gifs = sorted((tmp_path / "predictions").glob("*.gif"))
+    tiny = dict(common, synthetic_demo=False, image_size=32, init_features=4, epochs=2, batch_size=4, vis_freq=1,
+                vis_images=4)
+    run_notebook("train.ipynb", tmp_path, dict(tiny, run_name="first"))
+    run_notebook("train.ipynb", tmp_path, tiny)  # a second run: a new folder, named by its time, model and loss
+    first, second = sorted((tmp_path / "runs").iterdir(), key=lambda folder: folder.name != "first")
+    assert first.name == "first" and second.name.endswith("-unet-dice")
+    for run in (first, second):
+        assert (run / "weights" / "unet.pt").exists()
+        assert len(list((run / "logs").glob("events.out.tfevents.*"))) == 1  # nothing merged into another run
+        assert len(json.loads((run / "logs" / "results.json").read_text())["history"]) == 2
+    run_notebook("inference.ipynb", tmp_path, dict(common, batch_size=8))  # the latest run's weights by default
+    predictions = second / "predictions"
+    assert (predictions / "dsc.png").stat().st_size > 10_000
+    pngs = sorted(predictions.glob("*.png"))
+    assert len(pngs) == 3 * 6 + 1 and pngs[0].name == "TCGA_SY_0001_20000101-00.png"
+    gifs = sorted(predictions.glob("*.gif"))
     assert [gif.stem for gif in gifs] == ["TCGA_SY_0001_20000101", "TCGA_SY_0002_20000101", "TCGA_SY_0006_20000101"]
     import imageio.v3 as iio
 
     assert iio.imread(gifs[0], index=None).shape[0] == 6
-    assert (tmp_path / "predictions" / "metrics.csv").exists()
+    assert (predictions / "metrics.csv").exists() and not (first / "predictions").exists()
 
 
 def test_inference_notebook_runs_on_patients_without_masks(phantom_dir, tmp_path):
@@ -118,7 +137,9 @@ def test_inference_notebook_runs_on_patients_without_masks(phantom_dir, tmp_path
     for image in (phantom_dir / new.name).glob("*.tif"):
         if not image.name.endswith("_mask.tif"):
             shutil.copy(image, new / image.name)
-    run_notebook("inference.ipynb", tmp_path, dict(data_path=str(new.parent), workers=0))
+    run_notebook("inference.ipynb", tmp_path, dict(data_path=str(new.parent), workers=0,
+                                                   weights=str(tmp_path / "weights" / "unet.pt")))
+    # weights outside a run folder: predictions beside the working folder
     assert (tmp_path / "predictions" / "TCGA_SY_0003_20000101.gif").exists()
     assert len(list((tmp_path / "predictions" / "masks" / new.name).glob("*_mask.tif"))) == 8
     assert not (tmp_path / "predictions" / "metrics.csv").exists()

@@ -1,0 +1,76 @@
+"""One folder per run, the latest run found by itself, and CPU settings that follow the machine."""
+
+import os
+import time
+
+import pytest
+
+import checkpoint
+import runs
+import runtime
+import train
+from unet import UNet
+
+
+def test_a_run_without_folders_gets_its_own_named_by_time_model_and_loss(tmp_path, monkeypatch):
+    monkeypatch.setattr(time, "strftime", lambda pattern: "2026-11-23-014000")
+    params = runs.training_folders(dict(train.DEFAULTS, runs_dir=str(tmp_path), model="unet++", loss="lovasz"))
+    assert params["run_name"] == "2026-11-23-014000-unet++-lovasz"
+    assert params["weights_dir"] == str(tmp_path / "2026-11-23-014000-unet++-lovasz" / "weights")
+    assert params["logs_dir"] == str(tmp_path / "2026-11-23-014000-unet++-lovasz" / "logs")
+    named = runs.training_folders(dict(train.DEFAULTS, runs_dir=str(tmp_path), run_name="mine"))
+    assert named["logs_dir"] == str(tmp_path / "mine" / "logs")
+    given = runs.training_folders(dict(train.DEFAULTS, weights_dir="w", logs_dir="l"))
+    assert (given["weights_dir"], given["logs_dir"], given["run_name"]) == ("w", "l", None)
+
+
+def touch(path, age_seconds):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    stamp = time.time() - age_seconds
+    os.utime(path, (stamp, stamp))
+
+
+def test_resume_without_a_name_continues_the_run_checkpointed_last(tmp_path, capsys):
+    touch(tmp_path / "older" / "logs" / "checkpoint.pt", 100)
+    touch(tmp_path / "newer" / "logs" / "checkpoint.pt", 10)
+    touch(tmp_path / "newest-without-checkpoint" / "logs" / "results.json", 1)
+    params = runs.training_folders(dict(train.DEFAULTS, runs_dir=str(tmp_path), resume=True))
+    assert params["run_name"] == "newer" and params["logs_dir"] == str(tmp_path / "newer" / "logs")
+    assert f"continuing the latest run, {tmp_path / 'newer'}" in capsys.readouterr().out
+
+
+def test_inference_takes_the_latest_runs_weights_and_writes_beside_them(tmp_path):
+    import inference
+
+    with pytest.raises(checkpoint.WeightsError, match="no run with weights .* under it; train first"):
+        runs.inference_outputs(dict(inference.DEFAULTS, runs_dir=str(tmp_path)))
+    touch(tmp_path / "a" / "weights" / "unet.pt", 50)
+    touch(tmp_path / "b" / "weights" / "unet.pt", 5)
+    touch(tmp_path / "c" / "logs" / "checkpoint.pt", 1)  # a run that has no weights yet
+    params = runs.inference_outputs(dict(inference.DEFAULTS, runs_dir=str(tmp_path)))
+    assert params["weights"] == str(tmp_path / "b" / "weights" / "unet.pt")
+    assert params["predictions_dir"] == str(tmp_path / "b" / "predictions")
+    assert params["figure"] == str(tmp_path / "b" / "predictions" / "dsc.png")
+    published = runs.inference_outputs(dict(inference.DEFAULTS, weights="unet-e012d006.pt"))
+    assert (published["predictions_dir"], published["figure"]) == ("predictions", os.path.join("predictions",
+                                                                                               "dsc.png"))
+
+
+@pytest.mark.parametrize("cores, load, threads, workers", [(2, 0.1, 2, 1), (2, 1.9, 1, 1), (2, 5.0, 1, 1),
+                                                           (8, 2.6, 5, 4), (1, 0.0, 1, 0)])
+def test_auto_threads_take_the_idle_cores_and_auto_workers_leave_one(cores, load, threads, workers, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, 0.0, 0.0))
+    chosen = runtime.cpu_settings(dict(train.DEFAULTS))
+    assert (chosen["threads"], chosen["workers"]) == (threads, workers)
+    assert runtime.cpu_settings(dict(train.DEFAULTS, threads=3, workers=0))["threads"] == 3
+
+
+def test_a_training_records_its_run_folder_and_threads(phantom_dir, tmp_path):
+    results = train.train(data_path=str(phantom_dir), runs_dir=str(tmp_path), run_name="tiny", image_size=32,
+                          init_features=4, batch_size=4, workers=0, threads=1, validation_cases=3, epochs=1,
+                          vis_images=0, cache_dir=str(tmp_path / "cache"))
+    assert results["params"]["threads"] == 1 and results["params"]["logs_dir"] == str(tmp_path / "tiny" / "logs")
+    assert isinstance(checkpoint.load_weights(tmp_path / "tiny" / "weights" / "unet.pt")[0], UNet)
+    assert results["data_source"] == "synthetic phantom data"
