@@ -91,11 +91,11 @@ class FolderLock:
 
     NAME = ".training.lock"
 
-    def __init__(self, folder):
-        self.path = Path(folder) / self.NAME
+    def __init__(self, folder, what="output"):
+        self.path, self.what = Path(folder) / self.NAME, what
 
     def __enter__(self):
-        make_folder(self.path.parent)
+        make_folder(self.path.parent, self.what)
         while True:
             try:
                 descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)

@@ -209,8 +209,9 @@ def train(**overrides):
     logs_dir = Path(params["logs_dir"])
     checkpoint_path = logs_dir / CHECKPOINT_NAME
     with ExitStack() as locks:
-        for folder in dict.fromkeys((logs_dir.resolve(), Path(params["weights_dir"]).resolve())):
-            locks.enter_context(checkpoint.FolderLock(folder))
+        folders = {logs_dir.resolve(): "logs", Path(params["weights_dir"]).resolve(): "weights"}
+        for folder, what in folders.items():
+            locks.enter_context(checkpoint.FolderLock(folder, what))
         print(f"data: {data_dir} ({source}); device: {runtime.device_description(device)}, {params['threads']} "
               f"threads; data pipeline: {speed.pipeline}\nthis run: {logs_dir.parent} (tensorboard --logdir "
               f"{logs_dir.parent.parent})")

@@ -4,6 +4,7 @@ import errno
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,16 +219,17 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_how_much_was_needed(
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no partial .tmp left
 
 
-def test_an_output_folder_that_is_a_file_or_read_only_is_one_clear_line(phantom_dir, tmp_path):
+def test_an_output_folder_that_is_a_file_or_read_only_is_one_clear_line(phantom_dir, tmp_path, monkeypatch):
     (tmp_path / "weights").write_text("not a folder")
-    with pytest.raises(checkpoint.OutputError, match="weights: cannot be the output folder, a file of that name"):
+    with pytest.raises(checkpoint.OutputError, match="weights: cannot be the weights folder, a file of that name"):
         train.train(data_path=str(phantom_dir), weights_dir=str(tmp_path / "weights"),
                     logs_dir=str(tmp_path / "l"), **TINY)
-    if os.geteuid() != 0:  # root writes anywhere
-        read_only = tmp_path / "read-only"
-        read_only.mkdir(mode=0o500)
-        with pytest.raises(checkpoint.OutputError, match="read-only"):
-            checkpoint.make_folder(read_only)
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o500)
+    real_access = os.access  # root may write anywhere: the folder is made to look read-only to this process too
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != read_only and real_access(path, mode))
+    with pytest.raises(checkpoint.OutputError, match="read-only: the logs folder is read-only; choose a writable"):
+        train.train(data_path=str(phantom_dir), weights_dir=str(tmp_path / "w"), logs_dir=str(read_only), **TINY)
 
 
 # ---------------------------------------------------------------- weights that are not weights
