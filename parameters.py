@@ -42,8 +42,8 @@ TRAIN = dict(
     device=("auto", '"auto": the GPU if there is one, else the CPU; or "cpu", "cuda", "cuda:0", "mps"'),
     workers=("auto", 'data loader processes; 0: load in the training process; "auto": one fewer than the CPU '
                      'cores, at most 4'),
-    threads=("auto", 'torch\'s CPU threads; "auto": the CPU cores that other processes leave idle at the start '
-                     '(1-minute load average), at least 1'),
+    threads=("auto", 'torch\'s CPU threads; "auto": the CPU cores that other processes leave idle at the start, '
+                     'at least 1'),
     data_pipeline=("auto", '"reference": CPU workers; "device": slices and augmentation on the GPU; '
                            '"auto": device on a GPU'),
     amp=("auto", '"bf16", "fp16", "off"; "auto": bf16 on a GPU that has it, else off'),

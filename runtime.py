@@ -5,6 +5,7 @@ import os
 import platform
 import random
 import subprocess
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -52,9 +53,9 @@ class SpeedOptions:
 def cpu_settings(params):
     """params with workers and threads made numbers for this machine.
 
-    On 2 cores, two processes of 2 threads each run 3.5x slower per step than one alone: each parallel region
-    waits for a thread the other process holds (results/threads-cpu.md). So "auto" threads take only the
-    cores that others leave idle, judged by the 1-minute load average at the start.
+    On 2 cores, a 2-thread training beside another busy process runs 3.3x slower per step than alone, and a
+    1-thread one 2.5x (results/threads-cpu.md): each parallel region waits for a thread the other process
+    holds. So "auto" threads take only the cores that others leave idle at the start.
     """
     cores = os.cpu_count() or 1
     workers = params["workers"]
@@ -62,9 +63,30 @@ def cpu_settings(params):
         workers = min(4, cores - 1)
     threads = params["threads"]
     if threads == "auto":
-        busy = load_average() or 0.0
-        threads = max(1, min(cores, cores - int(round(busy))))
+        threads = max(1, min(cores, round(idle_cores(cores))))
     return dict(params, workers=workers, threads=threads)
+
+
+def _cpu_times():
+    """(idle, total) jiffies of all CPUs from /proc/stat, or None off Linux."""
+    try:
+        with open("/proc/stat") as handle:
+            values = [int(value) for value in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return values[3] + values[4], sum(values)  # idle + iowait
+
+
+def idle_cores(cores, seconds=0.5):
+    """How many cores other processes leave idle now: /proc/stat sampled over `seconds` (the load average lags
+    a minute behind a process that has just stopped), else the 1-minute load average."""
+    before = _cpu_times()
+    if before is not None:
+        time.sleep(seconds)
+        after = _cpu_times()
+        if after[1] > before[1]:
+            return cores * (after[0] - before[0]) / (after[1] - before[1])
+    return cores - (load_average() or 0.0)
 
 
 def seed_everything(seed, deterministic=False):

@@ -62,6 +62,7 @@ def test_inference_takes_the_latest_runs_weights_and_writes_beside_them(tmp_path
 def test_auto_threads_take_the_idle_cores_and_auto_workers_leave_one(cores, load, threads, workers, monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     monkeypatch.setattr(os, "getloadavg", lambda: (load, 0.0, 0.0))
+    monkeypatch.setattr(runtime, "_cpu_times", lambda: None)  # off Linux: the load average
     chosen = runtime.cpu_settings(dict(train.DEFAULTS))
     assert (chosen["threads"], chosen["workers"]) == (threads, workers)
     assert runtime.cpu_settings(dict(train.DEFAULTS, threads=3, workers=0))["threads"] == 3
@@ -74,3 +75,10 @@ def test_a_training_records_its_run_folder_and_threads(phantom_dir, tmp_path):
     assert results["params"]["threads"] == 1 and results["params"]["logs_dir"] == str(tmp_path / "tiny" / "logs")
     assert isinstance(checkpoint.load_weights(tmp_path / "tiny" / "weights" / "unet.pt")[0], UNet)
     assert results["data_source"] == "synthetic phantom data"
+
+
+def test_idle_cores_come_from_the_cpu_times_of_the_last_moment(monkeypatch):
+    samples = iter([(1000, 4000), (1150, 4200)])  # 150 of 200 jiffies idle: three quarters of the machine
+    monkeypatch.setattr(runtime, "_cpu_times", lambda: next(samples))
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 2.0, 2.0))  # a lagging load average is not used
+    assert runtime.idle_cores(4, seconds=0) == 3.0
