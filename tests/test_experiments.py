@@ -251,3 +251,55 @@ def test_real_runs_below_the_reference_settings_are_flagged_as_not_comparable(tm
 def test_report_without_runs_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results.json under it; run experiments.py first"):
         report.write_report(tmp_path, tmp_path / "REPORT.md", tmp_path / "f")
+
+
+def test_paired_comparison_hand_computed():
+    baseline = dict(a=0.5, b=0.6, c=0.7, only_here=0.9)
+    better = dict(a=0.6, b=0.7, c=0.8, only_there=0.1)
+    result = report.paired_comparison(baseline, better)
+    assert result["patients"] == 3 and (result["improved"], result["worse"], result["tied"]) == (3, 0, 0)
+    assert result["mean_difference"] == pytest.approx(0.1)
+    assert (result["low"], result["high"]) == pytest.approx((0.1, 0.1))  # every resample's mean is 0.1
+    # differences +1 and -1: a resample of two has mean -1, 0 or +1 with chances 1/4, 1/2, 1/4
+    split = report.paired_comparison(dict(a=0.0, b=1.0), dict(a=1.0, b=0.0))
+    assert split["mean_difference"] == 0.0 and (split["low"], split["high"]) == (-1.0, 1.0)
+    assert (split["improved"], split["worse"]) == (1, 1)
+    assert report.paired_comparison(dict(a=0.5), dict(b=0.5)) is None
+
+
+def write_metrics(folder, scores):
+    (folder / "predictions").mkdir(parents=True)
+    (folder / "predictions" / "metrics.csv").write_text(
+        "patient,dsc,iou,precision,recall,hd95,predicted_voxels,true_voxels,dsc_preprocessed\n"
+        + "".join(f"{patient},{value},0,1,{value},2.0,10,10,{value}\n" for patient, value in scores.items()))
+
+
+def test_paired_rows_compare_every_recipe_with_the_reference_recipe_on_the_same_patients(tmp_path):
+    runs = []
+    for name, recipe, offset in (("unet-dice", {}, 0.0), ("modern", {"loss": "bce_dice"}, 0.05)):
+        for fold, patients in enumerate((("a", "b"), ("c", "d"))):
+            folder = tmp_path / name / f"fold-{fold}"
+            grid = {patient: 0.5 + offset for patient in patients}
+            results = hand_made_results(1, [grid], folds=2, fold=fold, recipe=recipe)
+            write_metrics(folder, {patient: 0.6 + offset + 0.01 * index for index, patient in enumerate(patients)})
+            runs.append(report.Run(name, fold, folder, results))
+    rows = report.paired_rows(runs, report.cross_validation(runs))
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["experiment"], row["baseline"], row["patients"]) == ("modern", "unet-dice, 2-fold pooled", 4)
+    assert row["mean_difference"] == pytest.approx(0.05) and row["counts"] == "4 / 0 / 0"
+    assert row["interval"] == "+0.0500 to +0.0500"
+    # a recipe whose folds have no inference yet is compared on the grid, with the reference recipe on the grid too
+    (tmp_path / "modern" / "fold-0" / "predictions" / "metrics.csv").unlink()
+    (tmp_path / "modern" / "fold-1" / "predictions" / "metrics.csv").unlink()
+    assert report.paired_rows(runs, report.cross_validation(runs))[0]["mean_difference"] == pytest.approx(0.05)
+
+
+def test_the_report_scores_each_fold_model_on_its_own_fold_at_the_original_geometry(runs, tmp_path):
+    runs_dir, _, folds = runs
+    report.write_report(runs_dir, tmp_path / "REPORT.md", tmp_path / "figures")
+    for fold, results in enumerate(folds):
+        scored = report.native_scores(runs_dir / "unet-bce_dice" / f"fold-{fold}")
+        assert sorted(scored) == sorted(results["validation_patients"])
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "| unet-bce_dice | 2 of 2 |" in text and "| 8 |" in text  # 8 patients at 256x256, pooled
