@@ -31,7 +31,7 @@ import parameters
 import runs
 from checkpoint import load_weights, make_folder
 from runtime import resolve_device
-from unet import probabilities
+from unet import fused_for_inference, probabilities
 from utils import binarise, dsc, overlay, plot_dsc, segmentation_metrics, split_by_patient
 
 DEFAULTS = parameters.defaults(parameters.INFERENCE)
@@ -41,16 +41,21 @@ METRIC_COLUMNS = (
 )
 
 
-def predict(model, data, device, batch_size=32, tta=False, workers=0):
-    """Probabilities for every slice of a non-sampling dataset, per patient.
+def predict(model, data, device, batch_size=32, tta=False, workers=0, fuse=False, precision="float32"):
+    """Probabilities for every slice of a non-sampling dataset, per patient; with fuse, batch norm folded into
+    the convolutions (unet.fused_for_inference); with precision "bf16", under bfloat16 autocast.
 
     Returns {patient: (inputs (Z, 3, S, S), probabilities (Z, S, S), truths (Z, S, S))}.
     """
     loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers)
+    memory_format = torch.contiguous_format
+    if fuse:
+        model, memory_format = fused_for_inference(model), torch.channels_last
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
     inputs, probs, truths = [], [], []
-    with torch.no_grad():
+    with torch.inference_mode(), autocast:
         for x, y_true in tqdm(loader, desc="predicting", unit="batch"):
-            y_pred = probabilities(model, x.to(device), tta)
+            y_pred = probabilities(model, x.to(device).contiguous(memory_format=memory_format), tta)
             inputs.extend(x.numpy())
             probs.extend(y_pred[:, 0].cpu().numpy())
             truths.extend(y_true[:, 0].numpy())
@@ -206,7 +211,8 @@ def run(**overrides):
         require_masks=False,
     )
     warn_trained_on(data.patients, split, params["weights"])
-    predictions = predict(model, data, device, params["batch_size"], params["tta"])
+    predictions = predict(model, data, device, params["batch_size"], params["tta"], fuse=params["fuse"],
+                          precision=params["precision"])
     rows, reference_dsc, gifs, telling_slice = [], {}, [], {}
     for index, (patient, (inputs, probs, truths)) in enumerate(
         tqdm(predictions.items(), desc="writing", unit="patient")

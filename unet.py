@@ -10,6 +10,7 @@ test-time augmentation) where probabilities are needed, at validation and
 inference. The reference's forward() returned the sigmoid itself.
 """
 
+import copy
 from collections import OrderedDict
 from pathlib import Path
 
@@ -290,6 +291,24 @@ def probabilities(model, x, tta=False, logits=None):
     if tta:
         y_pred = (y_pred + torch.sigmoid(model(x.flip(-1)).float()).flip(-1)) / 2
     return y_pred
+
+
+def fused_for_inference(model):
+    """A copy of an eval-mode model with every BatchNorm that follows a convolution in a Sequential folded into
+    that convolution's weights and bias (the BatchNorm becomes an identity), in channels_last: the same
+    probabilities within float32 rounding, with less work and memory traffic per slice on a CPU."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fused = copy.deepcopy(model).eval()
+    for module in fused.modules():
+        if isinstance(module, nn.Sequential):
+            names = list(module._modules)
+            for first, second in zip(names, names[1:]):
+                conv, norm = module._modules[first], module._modules[second]
+                if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                    module._modules[first] = fuse_conv_bn_eval(conv, norm)
+                    module._modules[second] = nn.Identity()
+    return fused.to(memory_format=torch.channels_last)
 
 
 def build_model(name="unet", **kwargs):

@@ -8,7 +8,8 @@ import dataset
 import train
 from optimizers import build_optimizer, lr_factor
 from loss import LOSSES, build_loss
-from unet import MODELS, AttentionUNet, NestedUNet, ResNet34Encoder, ResNet34UNet, UNet, build_model
+from unet import (MODELS, AttentionUNet, NestedUNet, ResNet34Encoder, ResNet34UNet, UNet, build_model,
+                  fused_for_inference, probabilities)
 
 SMALL = {"unet": 4, "attention_unet": 4, "resnet34_unet": 4, "unet++": 4}
 
@@ -211,3 +212,32 @@ def test_weights_of_one_network_do_not_load_as_another(tmp_path):
 def test_cosine_factor_a_third_of_the_way():
     # (1 + cos(pi / 3)) / 2 = (1 + 1/2) / 2
     assert lr_factor(1, 3, 0, "cosine") == pytest.approx(0.75)
+
+
+def trained_looking(model):
+    """Batch norm statistics and affine parameters away from their initial 0/1, so that folding them matters."""
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            shape = module.running_mean.shape
+            module.running_mean.copy_(torch.randn(shape, generator=generator) * 0.5)
+            module.running_var.copy_(torch.rand(shape, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(shape, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(shape, generator=generator) * 0.2)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_inference_fusion_gives_the_same_probabilities_and_bf16_stays_close(name):
+    torch.manual_seed(0)
+    model = trained_looking(build_model(name, init_features=SMALL[name]))
+    fused = fused_for_inference(model)
+    folded = [m for m in fused.modules() if isinstance(m, torch.nn.Identity)]
+    assert len(folded) >= 10  # the batch norms after convolutions are gone
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        plain = probabilities(model, x)
+        assert (plain - probabilities(fused, x.contiguous(memory_format=torch.channels_last))).abs().max() < 1e-5
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = probabilities(fused, x.contiguous(memory_format=torch.channels_last))
+    assert low.dtype == torch.float32 and (plain - low).abs().max() < 1e-2
