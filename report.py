@@ -375,6 +375,13 @@ def kept_analysis(out):
     return DEFAULT_ANALYSIS
 
 
+def load_note(results):
+    """The machine's mean 1-minute load over the run's epochs, where it was recorded: above the core count, the
+    times were taken beside other work and are no speed figures."""
+    loads = [entry["load_average"] for entry in results["history"] if entry.get("load_average") is not None]
+    return f", mean load {np.mean(loads):.1f}" if loads else ""
+
+
 def provenance_lines(runs):
     lines = []
     for run in runs:
@@ -384,7 +391,7 @@ def provenance_lines(runs):
             f"- {where}: commit {results['commit']}, {results['device']}, split: {results.get('split', '?')}, "
             f"{len(results['history'])} epochs at {run.params['image_size']} px, "
             f"batch {run.params['batch_size']}, train {results['train_seconds']:.0f} s, "
-            f"wall {results.get('wall_seconds', 0):.0f} s, data {results['data_dir']}"
+            f"wall {results.get('wall_seconds', 0):.0f} s, data {results['data_dir']}" + load_note(results)
         )
     return lines
 
@@ -402,9 +409,9 @@ def write_report(runs_dir="runs", out="REPORT.md", figures_dir="report", inferen
 
     reference_runs = [run for run in runs if run.fold is None]
     best, best_pictures = best_run(runs), False
-    if inference:  # every run gets its scores and pictures (a later run may beat today's best); a fold its own
+    if inference:  # every finished run gets its scores and pictures (a later run may beat today's best)
         for run in runs:
-            if (run.folder / "weights" / "unet.pt").exists():
+            if run.finished and (run.folder / "weights" / "unet.pt").exists():
                 predicted = predict_run(run, device)
                 example_figure(predicted, run.folder / "predictions", run.folder / "predictions" / "examples.png")
     if reference_runs:
