@@ -25,6 +25,7 @@ import tifffile
 import torch
 from scipy import ndimage
 from skimage.exposure import rescale_intensity
+from skimage.transform import resize
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
@@ -357,6 +358,30 @@ def preprocess(volume, mask, image_size):
     volume, mask = pad_to_square(volume, mask)
     volume, mask = resize_volume(volume, mask, image_size)
     return normalize_volume(volume).astype(np.float32), mask.astype(np.float32)
+
+
+def restore_geometry(probs, geometry):
+    """Probabilities on the preprocessed grid (Z, S, S) -> the original volume (slices, height, width).
+
+    Undoes the resize (bilinear), the padding to a square and the crop; slices
+    outside the crop (the dropped first and last among them) get 0.
+    """
+    slices, z0, z1, y0, y1, x0, x1, height, width = (int(value) for value in geometry)
+    crop_h, crop_w = y1 - y0, x1 - x0
+    side = max(crop_h, crop_w)
+    square = resize(
+        np.asarray(probs, dtype=np.float64), (probs.shape[0], side, side),
+        order=1, mode="edge", anti_aliasing=False,
+    )
+    top, left = (side - crop_h) // 2, (side - crop_w) // 2
+    out = np.zeros((slices, height, width))
+    out[z0:z1, y0:y1, x0:x1] = square[:, top : top + crop_h, left : left + crop_w]
+    return out
+
+
+def original_truth(slice_files):
+    """The truth masks of a patient's original slices, as booleans (slices, height, width)."""
+    return np.stack([read_mask(mask) for _, _, mask in slice_files]) > 0
 
 
 # ---------------------------------------------------------------- cache

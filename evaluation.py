@@ -1,5 +1,6 @@
-"""Validation and the end of each epoch: per-patient DSC, TensorBoard scalars and overlays, best weights,
-checkpoint and results file."""
+"""Validation and the end of each epoch: per-patient DSC (on the preprocessed grid, as the reference, and at
+the original 256x256 geometry, as inference scores), TensorBoard scalars and overlays, best weights,
+checkpoint and results file. Model selection stays on the grid DSC, as the reference's."""
 
 from pathlib import Path
 
@@ -7,8 +8,9 @@ import numpy as np
 import torch
 
 import checkpoint
+import dataset
 from unet import probabilities
-from utils import binarise, dsc_per_volume, overlay
+from utils import binarise, dsc, dsc_per_volume, overlay, split_by_patient
 
 WEIGHTS_NAME = "unet.pt"
 
@@ -59,6 +61,15 @@ class EpochEnd:
     def __init__(self, results, logger, valid_set, params, model_args, checkpoint_path):
         self.results, self.logger, self.valid_set = results, logger, valid_set
         self.params, self.model_args, self.checkpoint_path = params, model_args, Path(checkpoint_path)
+        # the truths at the original geometry, read once: each epoch is scored there too (native_dsc)
+        self.native_truths = [dataset.original_truth(valid_set.files[patient]) for patient in valid_set.patients]
+
+    def native_dsc(self, probs):
+        """Per-patient DSC at the original geometry: the probabilities put back through the inverse of the
+        preprocessing, then thresholded and reduced to the 3-D largest connected component, as inference."""
+        volumes = split_by_patient(probs, self.valid_set.patient_slice_index)
+        return [dsc(dataset.restore_geometry(volume, geometry), truth)
+                for volume, geometry, truth in zip(volumes, self.valid_set.geometries, self.native_truths)]
 
     def __call__(self, entry, seconds, val_loss, probs, trues, examples, snapshot):
         """entry: the epoch's history line so far; seconds: train_seconds and wall_seconds at the epoch's end;
@@ -78,8 +89,14 @@ class EpochEnd:
             checkpoint.save_weights(snapshot["model"], Path(params["weights_dir"]) / WEIGHTS_NAME,
                                     params["image_size"], self.model_args, params["model"],
                                     split=split_record(params, self.valid_set, results["train_patients"]))
+        native = self.native_dsc(probs)
+        self.logger.scalar_summary("val_dsc_256", float(np.mean(native)), step)
         entry.update(val_loss=val_loss, val_dsc=mean_dsc,
-                     val_dsc_per_patient=dict(zip(self.valid_set.patients, per_patient)))
+                     val_dsc_per_patient=dict(zip(self.valid_set.patients, per_patient)),
+                     val_dsc_native=float(np.mean(native)),
+                     val_dsc_native_per_patient=dict(zip(self.valid_set.patients, native)),
+                     train_seconds=seconds["train_seconds"],
+                     images=step * params["batch_size"], pixels=step * params["batch_size"] * params["image_size"] ** 2)
         results.update(seconds)
         results["history"].append(entry)
         checkpoint.save_atomic(dict(snapshot, results=results), self.checkpoint_path)

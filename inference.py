@@ -22,7 +22,6 @@ import imageio.v3 as iio
 import numpy as np
 import tifffile
 import torch
-from skimage.transform import resize
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -63,25 +62,6 @@ def predict(model, data, device, batch_size=32, tta=False, workers=0, fuse=False
     return {patient: tuple(part[p] for part in grouped) for p, patient in enumerate(data.patients)}
 
 
-def restore_geometry(probs, geometry):
-    """Probabilities on the preprocessed grid (Z, S, S) -> the original volume (slices, height, width).
-
-    Undoes the resize (bilinear), the padding to a square and the crop; slices
-    outside the crop (the dropped first and last among them) get 0.
-    """
-    slices, z0, z1, y0, y1, x0, x1, height, width = (int(value) for value in geometry)
-    crop_h, crop_w = y1 - y0, x1 - x0
-    side = max(crop_h, crop_w)
-    square = resize(
-        np.asarray(probs, dtype=np.float64), (probs.shape[0], side, side),
-        order=1, mode="edge", anti_aliasing=False,
-    )
-    top, left = (side - crop_h) // 2, (side - crop_w) // 2
-    out = np.zeros((slices, height, width))
-    out[z0:z1, y0:y1, x0:x1] = square[:, top : top + crop_h, left : left + crop_w]
-    return out
-
-
 def write_mask_tiffs(mask, patient, slice_files, folder, copy_images=True):
     """One <patient>_<n>_mask.tif (uint8 0/255) per original slice, optionally with its image beside it."""
     folder = Path(folder) / patient
@@ -91,10 +71,6 @@ def write_mask_tiffs(mask, patient, slice_files, folder, copy_images=True):
         if copy_images:
             shutil.copyfile(image_path, folder / f"{patient}_{number}.tif")
     return folder
-
-
-def original_truth(slice_files):
-    return np.stack([dataset.read_mask(mask) for _, _, mask in slice_files]) > 0
 
 
 def patient_overlays(inputs, pred, true):
@@ -222,13 +198,13 @@ def run(**overrides):
         telling_slice[patient] = int(np.argmax((truths if has_mask else pred).sum(axis=(1, 2))))
         gifs.append(save_pictures(patient, patient_overlays(inputs, pred, truths if has_mask else None),
                                   out_dir, params["gif_fps"]))
-        original = binarise(restore_geometry(probs, data.geometries[index]), params["threshold"],
+        original = binarise(dataset.restore_geometry(probs, data.geometries[index]), params["threshold"],
                             params["lcc"])
         if params["write_masks"]:
             write_mask_tiffs(original, patient, data.files[patient], out_dir / "masks", params["copy_images"])
         if has_mask:
             reference_dsc[patient] = dsc(pred, truths, lcc=False)
-            metrics = segmentation_metrics(original, original_truth(data.files[patient]))
+            metrics = segmentation_metrics(original, dataset.original_truth(data.files[patient]))
             rows.append(dict(patient=patient, **metrics, dsc_preprocessed=reference_dsc[patient]))
     if rows:
         write_metrics(rows, out_dir / "metrics.csv")

@@ -40,8 +40,8 @@ def test_restore_geometry_undoes_crop_pad_and_resize(phantom_dir):
     patient = "TCGA_SY_0004_20000101"
     files = dataset.list_patients(phantom_dir)[patient]
     image, mask, geometry = dataset.load_volumes({patient: files}, 64, cache_dir=None, progress=False)[patient]
-    restored = inference.restore_geometry(mask, geometry) > 0.5
-    truth = inference.original_truth(files)
+    restored = dataset.restore_geometry(mask, geometry) > 0.5
+    truth = dataset.original_truth(files)
     assert restored.shape == truth.shape == (8, 256, 256)
     assert not restored[0].any() and not restored[-1].any()  # dropped slices stay empty
     assert segmentation_metrics(restored, truth)["dsc"] > 0.95
@@ -53,7 +53,7 @@ def test_restore_geometry_places_a_hand_made_crop():
     square = np.zeros((3, 4, 4))
     square[:, :, 1:3] = 1.0  # the 2 real columns sit after 1 padding column
     square[:, :, 0] = square[:, :, 3] = 7.0  # padding must be cut away
-    out = inference.restore_geometry(square, geometry)
+    out = dataset.restore_geometry(square, geometry)
     assert out.shape == (5, 6, 8)
     assert np.all(out[1:4, 1:5, 2:4] == 1.0)
     assert out.sum() == 3 * 4 * 2
@@ -136,7 +136,7 @@ def test_run_with_masks_writes_metrics_figure_masks_and_gifs(phantom_dir, weight
     assert float(summary["mean"]["dsc"]) == pytest.approx(np.mean([float(row["dsc"]) for row in rows]), abs=1e-6)
     # threshold 0 predicts everything inside the crop: recall 1
     assert all(float(row["recall"]) == 1.0 for row in rows)
-    truth = inference.original_truth(dataset.list_patients(phantom_dir)["TCGA_SY_0002_20000101"])
+    truth = dataset.original_truth(dataset.list_patients(phantom_dir)["TCGA_SY_0002_20000101"])
     assert int(rows[0]["true_voxels"]) == truth.sum()
     assert (tmp_path / "dsc.png").exists() and len(out["gifs"]) == 3
     assert len(list((tmp_path / "p" / "masks" / "TCGA_SY_0001_20000101").glob("*_mask.tif"))) == 8

@@ -3,6 +3,7 @@ import os
 import shutil
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 
 import checkpoint
@@ -47,6 +48,21 @@ def test_training_writes_logs_results_and_loadable_best_weights(phantom_dir, tmp
         assert picture.shape == (32, 32, 3)
         has_truth = valid_set.volumes[0][1][index].any()
         assert (picture == utils.GREEN).all(axis=-1).any() == has_truth, tag
+
+
+def test_each_epoch_is_scored_at_the_original_geometry_as_inference_scores_it(phantom_dir, tmp_path):
+    import inference
+
+    results = train.train(data_path=phantom_dir, epochs=1, vis_images=0, weights_dir=tmp_path / "w",
+                          logs_dir=tmp_path / "l", cache_dir=tmp_path / "c", **TINY)
+    entry = results["history"][0]
+    scored = inference.run(weights=tmp_path / "w" / "unet.pt", data_path=phantom_dir, cache_dir=tmp_path / "c",
+                           predictions_dir=tmp_path / "p", workers=0, fuse=False, write_masks=False)
+    assert {row["patient"]: row["dsc"] for row in scored["metrics"]} == pytest.approx(
+        entry["val_dsc_native_per_patient"], abs=1e-9)
+    assert entry["val_dsc_native"] == pytest.approx(np.mean(list(entry["val_dsc_native_per_patient"].values())))
+    assert entry["images"] == entry["step"] * 4 and entry["pixels"] == entry["images"] * 32 * 32
+    assert 0 < entry["train_seconds"] <= results["train_seconds"]
 
 
 def test_training_loss_goes_down_on_the_phantom(phantom_dir, tmp_path):

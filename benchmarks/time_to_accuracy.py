@@ -1,0 +1,70 @@
+"""Time to accuracy: the training time and the images x pixels each recipe needs to reach a validation DSC at
+the original 256x256 geometry on the reference split, against the reference recipe, trained one after the
+other in one run on this machine.
+
+    python -m benchmarks.time_to_accuracy --data kaggle_3m --runs-dir runs-tta \\
+        [--recipes unet-dice unet-bce_dice-adamw-cosine] [--epochs 12] [--image-size 64] [--targets 0.85 0.88 0.90]
+
+The first recipe is the baseline of the ratios. Each trains through experiments.py, so a stopped benchmark
+resumes; times are only comparable when the runs had the machine to themselves, so each run's mean load is
+printed beside it. Every epoch is scored at the original geometry (history's val_dsc_native), and the training
+time and images x pixels up to that epoch are in the history too.
+"""
+
+import argparse
+
+import numpy as np
+
+import experiments
+
+
+def reach(history, target):
+    """The first epoch whose DSC at the original geometry is >= target: (epoch, train seconds, pixels), or None."""
+    for entry in history:
+        if entry.get("val_dsc_native", -1.0) >= target:
+            return entry["epoch"], entry["train_seconds"], entry["pixels"]
+    return None
+
+
+def table(runs, targets):
+    """Lines of text: per recipe and target, when it got there and how much sooner than the first recipe."""
+    baseline_name = next(iter(runs))
+    lines = []
+    for name, results in runs.items():
+        loads = [entry.get("load_average") for entry in results["history"] if entry.get("load_average") is not None]
+        best = max((entry.get("val_dsc_native", float("nan")) for entry in results["history"]), default=float("nan"))
+        lines.append(f"{name}: best DSC at 256x256 {best:.4f}; commit {results['commit']}, mean load "
+                     f"{np.mean(loads) if loads else float('nan'):.1f}")
+        for target in targets:
+            got, base = reach(results["history"], target), reach(runs[baseline_name]["history"], target)
+            if got is None:
+                lines.append(f"  {target:.2f}: not reached in {len(results['history'])} epochs")
+                continue
+            epoch, seconds, pixels = got
+            ratio = "" if base is None or name == baseline_name else \
+                f"; {base[1] / seconds:.1f}x sooner, {base[2] / pixels:.1f}x fewer pixels than {baseline_name}"
+            if base is None and name != baseline_name:
+                ratio = f"; {baseline_name} did not reach it"
+            lines.append(f"  {target:.2f}: epoch {epoch}, {seconds / 60:.1f} min, {pixels / 1e9:.2f} Gpx{ratio}")
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--runs-dir", default="runs-time-to-accuracy")
+    parser.add_argument("--recipes", nargs="+", default=["unet-dice", "unet-bce_dice-adamw-cosine"])
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--targets", type=float, nargs="+", default=[0.85, 0.88, 0.90])
+    args = parser.parse_args(argv)
+    overrides = dict(epochs=args.epochs, image_size=args.image_size, batch_size=16, data_pipeline="device",
+                     workers=0)
+    runs = {name: experiments.run(name, args.runs_dir, args.data, overrides, executor="python")
+            for name in args.recipes}
+    print("\n".join(table(runs, args.targets)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
