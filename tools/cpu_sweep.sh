@@ -12,10 +12,11 @@
 #          modern recipe, and the reference recipe.
 # A stop (Ctrl-C, kill, end of session) loses at most the epoch under way: run the same command to go on;
 # finished runs are skipped. Each run's log is RUNS/<name>[/fold-<k>]/run.log.
-# Settings (environment): PYTHON (python), CACHE (data/cache-cpu-sweep), EPOCHS (12), SIZE (64).
+# Settings (environment): PYTHON (python), CACHE (data/cache-cpu-sweep), EPOCHS (12), SIZE (64),
+#   THREADS (auto: the cores idle when each run starts; 2 keeps both cores when other work comes and goes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ $# -lt 2 ]; then sed -n '2,14p' "$0"; exit 2; fi
+if [ $# -lt 2 ]; then sed -n '2,15p' "$0"; exit 2; fi
 DATA=$1
 RUNS=$2
 STEP=${3:-all}
@@ -27,7 +28,8 @@ SPLIT=(attention_unet-bce_dice-adamw-cosine resnet34_unet-bce_dice-adamw-cosine 
        unet-soft_iou-adamw-cosine unet-lovasz-adamw-cosine unet-focal-adamw-cosine unet-focal_tversky-adamw-cosine
        unet++-bce_dice-adamw-cosine unet-dice unet-bce_dice-adamw-cosine)
 COMMON=(--executor python --data-path "$DATA" --runs-dir "$RUNS" --epochs "${EPOCHS:-12}" --set "image_size=${SIZE:-64}"
-        --set batch_size=16 --set data_pipeline=device --set workers=0 --set "cache_dir=$CACHE")
+        --set batch_size=16 --set data_pipeline=device --set workers=0 --set "cache_dir=$CACHE"
+        --set "threads=${THREADS:-auto}")
 export PYTHONUNBUFFERED=1
 failed=0
 
@@ -41,7 +43,7 @@ one() {  # one run, its output kept in its own run.log
     echo "FAILED: $name $* (see $folder/run.log)"; failed=1; }
 }
 
-case "$STEP" in folds | split | all) ;; *) sed -n '2,14p' "$0"; exit 2 ;; esac
+case "$STEP" in folds | split | all) ;; *) sed -n '2,15p' "$0"; exit 2 ;; esac
 if [ "$STEP" != split ]; then
   for fold in 0 1 2 3 4; do
     one "$REFERENCE" --folds 5 --only-fold "$fold"
