@@ -192,6 +192,8 @@ def resume(run, results, checkpoint_path):
     run.restore(saved)
     results.update({key: saved["results"][key] for key in ("history", "best_val_dsc", "best_epoch", "train_seconds")})
     results["resumed_after_epochs"] = saved["results"].get("resumed_after_epochs", []) + [saved["epoch"] + 1]
+    earlier = saved["results"].get("earlier_commits", []) + [saved["results"]["commit"]]
+    results["earlier_commits"] = list(dict.fromkeys(earlier))  # the code that trained the epochs before
     print(f"resuming after epoch {saved['epoch'] + 1} of {params['epochs']} from {checkpoint_path}")
     return saved["epoch"] + 1
 

@@ -198,6 +198,7 @@ def test_resume_with_other_settings_is_refused_naming_what_changed(phantom_dir, 
     # what may change: where files are, the device, the workers, the overlays
     results = train.train(data_path=str(phantom_dir), resume=True, **folders, **dict(TINY, vis_freq=3))
     assert results["resumed_after_epochs"] == [1] and len(results["history"]) == 1
+    assert results["earlier_commits"] == [results["commit"]]  # the commit that trained the first epoch
 
 
 # ---------------------------------------------------------------- files that cannot be written

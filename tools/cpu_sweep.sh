@@ -11,12 +11,14 @@
 #   split: the reference split, one question a row: each loss at the modern optimiser, each network at the
 #          modern recipe, and the reference recipe.
 # A stop (Ctrl-C, kill, end of session) loses at most the epoch under way: run the same command to go on;
-# finished runs are skipped. Each run's log is RUNS/<name>[/fold-<k>]/run.log.
+# finished runs are skipped. Each run's log is RUNS/<name>[/fold-<k>]/run.log. A sweep started in the
+# background ignores SIGINT: stop it with `pkill -f tools/cpu_sweep.sh; pkill -f experiments.py`. A stopped
+# run's lock is stale and taken over when it resumes; its results.json lists earlier_commits.
 # Settings (environment): PYTHON (python), CACHE (data/cache-cpu-sweep), EPOCHS (12), SIZE (64),
 #   THREADS (auto: the cores idle when each run starts; 2 keeps both cores when other work comes and goes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ $# -lt 2 ]; then sed -n '2,15p' "$0"; exit 2; fi
+if [ $# -lt 2 ]; then sed -n '2,17p' "$0"; exit 2; fi
 DATA=$1
 RUNS=$2
 STEP=${3:-all}
@@ -43,7 +45,7 @@ one() {  # one run, its output kept in its own run.log
     echo "FAILED: $name $* (see $folder/run.log)"; failed=1; }
 }
 
-case "$STEP" in folds | split | all) ;; *) sed -n '2,15p' "$0"; exit 2 ;; esac
+case "$STEP" in folds | split | all) ;; *) sed -n '2,17p' "$0"; exit 2 ;; esac
 if [ "$STEP" != split ]; then
   for fold in 0 1 2 3 4; do
     one "$REFERENCE" --folds 5 --only-fold "$fold"
