@@ -18,7 +18,7 @@
 #   THREADS (auto: the cores idle when each run starts; 2 keeps both cores when other work comes and goes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ $# -lt 2 ]; then sed -n '2,17p' "$0"; exit 2; fi
+if [ $# -lt 2 ]; then sed -n '2,18p' "$0"; exit 2; fi
 DATA=$1
 RUNS=$2
 STEP=${3:-all}
@@ -45,7 +45,7 @@ one() {  # one run, its output kept in its own run.log
     echo "FAILED: $name $* (see $folder/run.log)"; failed=1; }
 }
 
-case "$STEP" in folds | split | all) ;; *) sed -n '2,17p' "$0"; exit 2 ;; esac
+case "$STEP" in folds | split | all) ;; *) sed -n '2,18p' "$0"; exit 2 ;; esac
 if [ "$STEP" != split ]; then
   for fold in 0 1 2 3 4; do
     one "$REFERENCE" --folds 5 --only-fold "$fold"
