@@ -1,8 +1,10 @@
 """Where training and validation batches come from, on either data path: "reference" (CPU loader workers,
 scikit-image augmentation per slice) or "device" (slices held on the GPU, augmentation per batch there:
-device_data.py). Both draw slices with the reference's mask-weighted sampling."""
+device_data.py). Both draw slices with the reference's mask-weighted sampling, and both can train (and validate)
+the first epochs on smaller slices (progressive resizing: training_size)."""
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 import dataset
@@ -48,6 +50,28 @@ def data_loaders(train_set, valid_set, params, device, generator):
     return train_loader, valid_loader
 
 
+def training_size(params, epoch):
+    """The side of the slices trained on in epoch (0-based): progressive_size for the first progressive_epochs."""
+    if params["progressive_size"] and epoch < params["progressive_epochs"]:
+        return params["progressive_size"]
+    return params["image_size"]
+
+
+def trained_pixels(params, epochs, images_per_epoch):
+    """The image pixels the first `epochs` epochs of images_per_epoch slices each train on."""
+    return images_per_epoch * sum(training_size(params, epoch) ** 2 for epoch in range(epochs))
+
+
+def shrink(images, masks, size):
+    """A batch at size x size: images averaged over each block (as an anti-aliased resize), masks where the
+    block is mostly abnormal."""
+    if images.shape[-1] == size:
+        return images, masks
+    images = F.interpolate(images, size=(size, size), mode="area")
+    masks = (F.interpolate(masks, size=(size, size), mode="area") > 0.5).to(masks.dtype)
+    return images, masks
+
+
 class Batches:
     """Training batches (an epoch's worth: len(train_set) // batch_size) and validation batches, on device."""
 
@@ -65,21 +89,27 @@ class Batches:
             self.augment = DeviceAugment(params["aug_scale"], params["aug_angle"], params["flip_prob"])
             self.device_generator = torch.Generator(device=device).manual_seed(params["seed"])
 
-    def train(self):
+    def train(self, epoch=0):
+        """epoch's training batches, at training_size(params, epoch)."""
+        size = training_size(self.params, epoch)
         if self.pipeline == "reference":
             for x, y in self.train_loader:
-                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                yield shrink(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), size)
         else:
-            yield from self.train_slices.sample_batches(
+            for x, y in self.train_slices.sample_batches(
                 self.params["batch_size"], self.steps, self.device_generator, self.augment
-            )
+            ):
+                yield shrink(x, y, size)
 
-    def validation(self):
+    def validation(self, epoch=0):
+        """The validation slices in order, at the size epoch trained at."""
+        size = training_size(self.params, epoch)
         if self.pipeline == "reference":
             for x, y in self.valid_loader:
-                yield x.to(self.device), y.to(self.device)
+                yield shrink(x.to(self.device), y.to(self.device), size)
         else:
-            yield from self.valid_slices.ordered_batches(max(64, self.params["batch_size"]))
+            for x, y in self.valid_slices.ordered_batches(max(64, self.params["batch_size"])):
+                yield shrink(x, y, size)
 
     def state(self):
         state = dict(loader=self.loader_generator.get_state())

@@ -87,7 +87,7 @@ class EpochEnd:
         if results["best_epoch"] is None or mean_dsc > results["best_val_dsc"]:  # weights even at DSC 0
             results.update(best_val_dsc=mean_dsc, best_epoch=entry["epoch"])
             checkpoint.save_weights(snapshot["model"], Path(params["weights_dir"]) / WEIGHTS_NAME,
-                                    params["image_size"], self.model_args, params["model"],
+                                    entry["image_size"], self.model_args, params["model"],
                                     split=split_record(params, self.valid_set, results["train_patients"]))
         native = self.native_dsc(probs)
         self.logger.scalar_summary("val_dsc_256", float(np.mean(native)), step)
@@ -95,8 +95,7 @@ class EpochEnd:
                      val_dsc_per_patient=dict(zip(self.valid_set.patients, per_patient)),
                      val_dsc_native=float(np.mean(native)),
                      val_dsc_native_per_patient=dict(zip(self.valid_set.patients, native)),
-                     train_seconds=seconds["train_seconds"],
-                     images=step * params["batch_size"], pixels=step * params["batch_size"] * params["image_size"] ** 2)
+                     train_seconds=seconds["train_seconds"])
         results.update(seconds)
         results["history"].append(entry)
         checkpoint.save_atomic(dict(snapshot, results=results), self.checkpoint_path)

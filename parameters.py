@@ -19,6 +19,9 @@ CACHE_DIR = "data/cache"
 TRAIN = dict(
     data_path=(None, "kaggle_3m folder; None: look in the usual places, else the synthetic phantom default"),
     image_size=(256, "side of the square slices the network sees (a multiple of 16)"),
+    progressive_size=(None, "progressive resizing: train and validate the first progressive_epochs epochs at "
+                            "this smaller size (a multiple of 16) ..."),
+    progressive_epochs=(0, "... then at image_size; the best weights record the size they were trained at"),
     model=("unet", "unet, attention_unet, resnet34_unet, unet++"),
     model_args=(None, 'more constructor arguments: {"pretrained": True} (resnet34_unet), '
                       '{"deep_supervision": True} (unet++)'),
@@ -221,6 +224,14 @@ def check_train(params):
              "use a positive multiple of 16 (the U-Net halves it four times), e.g. 64 or 256")
     _require(isinstance(params["epochs"], int) and params["epochs"] >= 1, "epochs", params["epochs"],
              "use 1 or more")
+    small = params["progressive_size"]
+    _require(small is None or _is_size(small) and small < params["image_size"], "progressive_size", small,
+             f"use None or a multiple of 16 below image_size={params['image_size']}")
+    _require(isinstance(params["progressive_epochs"], int) and 0 <= params["progressive_epochs"] < params["epochs"],
+             "progressive_epochs", params["progressive_epochs"],
+             f"use 0 .. {params['epochs'] - 1}: the last epochs train at image_size")
+    _require(small is not None or params["progressive_epochs"] == 0, "progressive_epochs",
+             params["progressive_epochs"], "set progressive_size too, or use 0")
     _require(isinstance(params["vis_freq"], int) and params["vis_freq"] >= 1, "vis_freq", params["vis_freq"],
              "use 1 or more (overlays every vis_freq epochs)")
     _require(isinstance(params["vis_images"], int) and params["vis_images"] >= 0, "vis_images",

@@ -21,7 +21,7 @@ import parameters
 import runtime
 import runs
 from background import BackgroundWork
-from batches import Batches, datasets
+from batches import Batches, datasets, trained_pixels, training_size
 from evaluation import WEIGHTS_NAME, EpochEnd, validate
 from logger import Logger
 from loss import build_loss
@@ -92,7 +92,7 @@ class Run:
         """One epoch of optimiser steps; returns its mean loss. The loss goes to TensorBoard every 10 steps."""
         self.step_model.train()
         losses = []
-        for x, y_true in tqdm(self.batches.train(), total=self.batches.steps, desc=f"epoch {epoch + 1}",
+        for x, y_true in tqdm(self.batches.train(epoch), total=self.batches.steps, desc=f"epoch {epoch + 1}",
                               leave=False, unit="batch"):
             self.step += 1
             self.optimizer.zero_grad(set_to_none=True)
@@ -228,11 +228,16 @@ def train(**overrides):
                               initial=first_epoch, total=params["epochs"]):
                 loss = run.train_epoch(epoch, logger)
                 visualise = epoch % params["vis_freq"] == 0 or epoch == params["epochs"] - 1
+                validation_started = time.perf_counter()
                 val_loss, probs, trues, examples = validate(
-                    run.step_model, run.batches.validation(), run.loss_fn, speed,
+                    run.step_model, run.batches.validation(epoch), run.loss_fn, speed,
                     keep_images=params["vis_images"] if visualise else 0, tta=params["tta"],
                 )
+                validation_seconds = time.perf_counter() - validation_started
+                per_epoch = run.batches.steps * params["batch_size"]
                 entry = dict(epoch=epoch + 1, step=run.step, loss=loss, lr=run.optimizer.param_groups[0]["lr"],
+                             image_size=training_size(params, epoch), images=per_epoch * (epoch + 1),
+                             pixels=trained_pixels(params, epoch + 1, per_epoch), validation_seconds=validation_seconds,
                              load_average=runtime.load_average())
                 seconds = dict(train_seconds=time.perf_counter() - train_started,
                                wall_seconds=time.perf_counter() - started)

@@ -77,7 +77,7 @@ def time_epochs(end, model, optimizer, inputs, epochs, vis_freq, operations, wor
     started = time.perf_counter()
     for epoch in range(epochs):
         training_like_work(operations)
-        entry = dict(epoch=epoch + 1, step=epoch + 1, loss=0.5, lr=1e-4)
+        entry = dict(epoch=epoch + 1, step=epoch + 1, loss=0.5, lr=1e-4, image_size=end.params["image_size"])
         snapshot = checkpoint.to_cpu(dict(epoch=epoch, step=epoch + 1, model=model.state_dict(),
                                           optimizer=optimizer.state_dict(), rng=checkpoint.rng_state()))
         shown = examples if epoch % vis_freq == 0 else []

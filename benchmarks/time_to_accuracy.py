@@ -2,20 +2,26 @@
 the original 256x256 geometry on the reference split, against the reference recipe, trained one after the
 other in one run on this machine.
 
-    python -m benchmarks.time_to_accuracy --data kaggle_3m --runs-dir runs-tta \\
-        [--recipes unet-dice unet-bce_dice-adamw-cosine] [--epochs 12] [--image-size 64] [--targets 0.85 0.88 0.90]
+    python -m benchmarks.time_to_accuracy --data kaggle_3m --runs-dir runs-tta --out results/time-to-accuracy.md \\
+        [--recipes unet-dice unet-bce_dice-fast] [--epochs 12] [--image-size 64] [--targets 0.85 0.88 0.90]
 
-The first recipe is the baseline of the ratios. Each trains through experiments.py, so a stopped benchmark
-resumes; times are only comparable when the runs had the machine to themselves, so each run's mean load is
-printed beside it. Every epoch is scored at the original geometry (history's val_dsc_native), and the training
-time and images x pixels up to that epoch are in the history too.
+The first recipe is the baseline of the ratios; --epochs and --image-size apply to the recipes that do not set
+their own (the fast recipe does). Each trains through experiments.py, so a stopped benchmark resumes; times are
+only comparable when the runs had the machine to themselves, so each run's mean load is printed beside it.
+Every epoch is scored at the original geometry (history's val_dsc_native), and the training time (validation
+included) and images x pixels up to that epoch are in the history too.
 """
 
 import argparse
+import shlex
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 
 import experiments
+import runtime
 
 
 def reach(history, target):
@@ -33,7 +39,9 @@ def table(runs, targets):
     for name, results in runs.items():
         loads = [entry.get("load_average") for entry in results["history"] if entry.get("load_average") is not None]
         best = max((entry.get("val_dsc_native", float("nan")) for entry in results["history"]), default=float("nan"))
-        lines.append(f"{name}: best DSC at 256x256 {best:.4f}; commit {results['commit']}, mean load "
+        history = results["history"]
+        lines.append(f"{name}: best DSC at 256x256 {best:.4f}; {len(history)} epochs in "
+                     f"{history[-1]['train_seconds'] / 60:.1f} min; commit {results['commit']}, mean load "
                      f"{np.mean(loads) if loads else float('nan'):.1f}")
         for target in targets:
             got, base = reach(results["history"], target), reach(runs[baseline_name]["history"], target)
@@ -53,17 +61,33 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None)
     parser.add_argument("--runs-dir", default="runs-time-to-accuracy")
-    parser.add_argument("--recipes", nargs="+", default=["unet-dice", "unet-bce_dice-adamw-cosine"])
+    parser.add_argument("--recipes", nargs="+", default=["unet-dice", "unet-bce_dice-fast"])
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--targets", type=float, nargs="+", default=[0.85, 0.88, 0.90])
+    parser.add_argument("--cache-dir", default="data/cache")
+    parser.add_argument("--out", help="also write the table with its provenance to this markdown file")
     args = parser.parse_args(argv)
     overrides = dict(epochs=args.epochs, image_size=args.image_size, batch_size=16, data_pipeline="device",
-                     workers=0)
+                     workers=0, cache_dir=args.cache_dir)
     runs = {name: experiments.run(name, args.runs_dir, args.data, overrides, executor="python")
             for name in args.recipes}
-    print("\n".join(table(runs, args.targets)))
+    lines = table(runs, args.targets)
+    print("\n".join(lines))
+    if args.out:
+        text = provenance(runs, argv if argv is not None else sys.argv[1:]) + "\n".join(lines) + "\n```\n"
+        Path(args.out).write_text(text)
     return 0
+
+
+def provenance(runs, argv):
+    first = next(iter(runs.values()))
+    return (f"# Time to accuracy on the reference split\n\n"
+            f"- Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `python -m benchmarks.time_to_accuracy "
+            f"{shlex.join(argv)}`\n- Device: {first['device']}; commit(s): "
+            f"{', '.join(sorted({results['commit'] for results in runs.values()}))}; split: {first['split']}\n"
+            f"- Load average now: {runtime.load_average()} (each run's mean load is below: a run alone on 2 "
+            f"threads shows about 2, more means it shared the cores)\n\n```\n")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,18 @@ def test_parameters_are_the_recipe_then_overrides_then_the_run_folder(tmp_path):
         experiments.parameters("unet-dise", tmp_path)
 
 
+def test_the_fast_recipe_keeps_its_own_epochs_and_sizes_and_says_so(tmp_path, capsys):
+    params = experiments.parameters("unet-bce_dice-fast", tmp_path, overrides=dict(epochs=12, image_size=64,
+                                                                                     batch_size=16))
+    assert (params["epochs"], params["image_size"], params["progressive_size"], params["progressive_epochs"]) == \
+        (14, 128, 64, 10)
+    assert params["batch_size"] == 16 and params["amp"] == "bf16" and params["warmup_epochs"] == 1
+    assert "unet-bce_dice-fast keeps its own epochs=14, image_size=128 (ignored: {'epochs': 12, 'image_size': 64})" \
+        in capsys.readouterr().out
+    train.parameters.check_train(train.parameters.settings(train.DEFAULTS, **{
+        key: value for key, value in params.items() if key in train.DEFAULTS}))
+
+
 def test_every_recipe_names_a_known_model_and_loss():
     for name, recipe in experiments.EXPERIMENTS.items():
         assert set(recipe) <= set(train.DEFAULTS), name

@@ -15,10 +15,10 @@ def test_the_first_epoch_at_the_target_and_the_ratios_to_the_baseline():
     assert time_to_accuracy.reach(runs["reference"]["history"], 0.90) is None
     lines = time_to_accuracy.table(runs, [0.85, 0.90])
     assert lines == [
-        "reference: best DSC at 256x256 0.8900; commit abc, mean load 1.0",
+        "reference: best DSC at 256x256 0.8900; 4 epochs in 4.0 min; commit abc, mean load 1.0",
         "  0.85: epoch 3, 3.0 min, 3.00 Gpx",
         "  0.90: not reached in 4 epochs",
-        "fast: best DSC at 256x256 0.9100; commit abc, mean load 1.0",
+        "fast: best DSC at 256x256 0.9100; 3 epochs in 1.5 min; commit abc, mean load 1.0",
         "  0.85: epoch 1, 0.5 min, 0.50 Gpx; 6.0x sooner, 6.0x fewer pixels than reference",
         "  0.90: epoch 3, 1.5 min, 1.50 Gpx; reference did not reach it",
     ]

@@ -8,8 +8,9 @@
 # validation DSC as the reference. Scores at the original 256x256 geometry come from report.py's inference.
 #   folds: patient-level 5-fold cross-validation of the reference recipe and the best recipe, fold by fold
 #          (both recipes on fold k before fold k + 1, so a stopped sweep still has paired folds);
-#   split: the reference split, one question a row: each loss at the modern optimiser, each network at the
-#          modern recipe, and the reference recipe.
+#   split: the reference split, one question a row: the fast recipe (its own sizes and epochs: 64 then 128 px,
+#          14 epochs, bfloat16), each loss at the modern optimiser, each network at the modern recipe, and the
+#          reference recipe.
 # A stop (Ctrl-C, kill, end of session) loses at most the epoch under way: run the same command to go on;
 # finished runs are skipped. Each run's log is RUNS/<name>[/fold-<k>]/run.log. A sweep started in the
 # background ignores SIGINT: stop it with `pkill -f tools/cpu_sweep.sh; pkill -f experiments.py`. A stopped
@@ -18,7 +19,7 @@
 #   THREADS (auto: the cores idle when each run starts; 2 keeps both cores when other work comes and goes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ $# -lt 2 ]; then sed -n '2,18p' "$0"; exit 2; fi
+if [ $# -lt 2 ]; then sed -n '2,19p' "$0"; exit 2; fi
 DATA=$1
 RUNS=$2
 STEP=${3:-all}
@@ -26,7 +27,7 @@ PYTHON=${PYTHON:-python}
 CACHE=${CACHE:-data/cache-cpu-sweep}
 REFERENCE=unet-dice
 BEST=unet-bce_dice-adamw-cosine
-SPLIT=(attention_unet-bce_dice-adamw-cosine resnet34_unet-bce_dice-adamw-cosine unet-dice-adamw-cosine
+SPLIT=(unet-bce_dice-fast attention_unet-bce_dice-adamw-cosine resnet34_unet-bce_dice-adamw-cosine unet-dice-adamw-cosine
        unet-soft_iou-adamw-cosine unet-lovasz-adamw-cosine unet-focal-adamw-cosine unet-focal_tversky-adamw-cosine
        unet++-bce_dice-adamw-cosine unet-dice unet-bce_dice-adamw-cosine)
 COMMON=(--executor python --data-path "$DATA" --runs-dir "$RUNS" --epochs "${EPOCHS:-12}" --set "image_size=${SIZE:-64}"
@@ -45,7 +46,7 @@ one() {  # one run, its output kept in its own run.log
     echo "FAILED: $name $* (see $folder/run.log)"; failed=1; }
 }
 
-case "$STEP" in folds | split | all) ;; *) sed -n '2,18p' "$0"; exit 2 ;; esac
+case "$STEP" in folds | split | all) ;; *) sed -n '2,19p' "$0"; exit 2 ;; esac
 if [ "$STEP" != split ]; then
   for fold in 0 1 2 3 4; do
     one "$REFERENCE" --folds 5 --only-fold "$fold"

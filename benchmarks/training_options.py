@@ -1,0 +1,107 @@
+"""Seconds per training step of the U-Net under each compute option, side by side in one run: float32, channels_last,
+bfloat16 autocast (fast on CPUs with AVX512-BF16 or AMX, and on GPUs), both, and torch.compile of the best.
+
+    python -m benchmarks.training_options [--sizes 64 128] [--batch-size 16] [--steps 20] [--compile]
+
+Random batches (the arithmetic, not the data, is what a CPU spends its time on: results/training-speed-cpu.md),
+Adam, the BCE+Dice loss on float32 logits, as train.Run steps. The options run interleaved in rounds, so a change
+of machine load hits them all alike; the median round is printed. Run it on an idle machine.
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import runtime
+from loss import build_loss
+from unet import UNet
+
+OPTIONS = {  # name: (autocast dtype, memory format)
+    "float32": (None, torch.contiguous_format),
+    "channels_last": (None, torch.channels_last),
+    "bf16": (torch.bfloat16, torch.contiguous_format),
+    "bf16 + channels_last": (torch.bfloat16, torch.channels_last),
+}
+
+
+class Stepper:
+    """One model under one option, stepping on the given batch."""
+
+    def __init__(self, dtype, memory_format, compile_model, device, initial):
+        self.dtype, self.memory_format, self.device = dtype, memory_format, device
+        self.model = UNet().to(device, memory_format=memory_format)
+        self.model.load_state_dict(initial)
+        self.step_model = torch.compile(self.model) if compile_model else self.model
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
+        self.loss_fn = build_loss("bce_dice")
+
+    def step(self, x, y):
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            logits = self.step_model(x.contiguous(memory_format=self.memory_format))
+        loss = self.loss_fn(logits.float(), y)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+
+def measure(steppers, batch, steps, rounds, device):
+    """Median seconds per step of each stepper, over rounds in which each takes `steps` steps in turn."""
+    times = {name: [] for name in steppers}
+    for stepper in steppers.values():  # warm-up (and compilation) outside the timing
+        for _ in range(3):
+            stepper.step(*batch)
+    for _ in range(rounds):
+        for name, stepper in steppers.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
+            for _ in range(steps):
+                stepper.step(*batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times[name].append((time.perf_counter() - started) / steps)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=10, help="steps per option per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="also torch.compile the bf16 + channels_last model")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    device = runtime.resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"device: {runtime.device_description(device)}, {torch.get_num_threads()} threads; torch "
+          f"{torch.__version__}; batch {args.batch_size}; {args.steps} steps x {args.rounds} rounds per option; "
+          f"load average {runtime.load_average()}")
+    torch.manual_seed(0)
+    initial = UNet().state_dict()
+    options = dict(OPTIONS)
+    if args.compile:
+        options["bf16 + channels_last + compile"] = (torch.bfloat16, torch.channels_last)
+    for size in args.sizes:
+        generator = torch.Generator().manual_seed(size)
+        x = torch.randn(args.batch_size, 3, size, size, generator=generator).to(device)
+        y = (torch.rand(args.batch_size, 1, size, size, generator=generator) > 0.9).float().to(device)
+        steppers = {name: Stepper(dtype, memory_format, name.endswith("compile"), device, initial)
+                    for name, (dtype, memory_format) in options.items()}
+        seconds = measure(steppers, (x, y), args.steps, args.rounds, device)
+        base = seconds["float32"]
+        print(f"\n{size}x{size}:")
+        for name, value in seconds.items():
+            print(f"  {name:32s} {value * 1000:8.1f} ms/step  {args.batch_size / value:7.1f} images/s  "
+                  f"{base / value:5.2f}x float32")
+    print(f"\nload average at the end {runtime.load_average()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
