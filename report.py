@@ -94,6 +94,8 @@ def describe_optimiser(params):
     text = f"{params['optimizer']} {params['lr']:g}"
     if params.get("weight_decay"):
         text += f", wd {params['weight_decay']:g}"
+    if params.get("amp") in ("bf16", "fp16"):
+        text += f", {params['amp']}"
     return text
 
 
@@ -106,6 +108,14 @@ def describe_schedule(params):
     if params.get("tta"):
         text += ", flip TTA"
     return text
+
+
+def describe_size(params):
+    """The training image size: "64 -> 128 (10 + 4 epochs)" for progressive resizing."""
+    small, epochs = params.get("progressive_size"), params.get("progressive_epochs", 0)
+    if not small or not epochs:
+        return params["image_size"]
+    return f"{small} -> {params['image_size']} ({epochs} + {params['epochs'] - epochs} epochs)"
 
 
 def describe_model(params):
@@ -165,7 +175,8 @@ def summary(run):
     native = list(native_scores(run.folder).values())
     reference = results.get("recipe") == {}
     return dict(
-        experiment=run.name + (" (reference recipe)" if reference else ""),
+        experiment=run.name + (" (reference recipe)" if reference else "")
+        + (" (best epoch chosen at 256x256)" if results.get("selected_on") == "original geometry" else ""),
         name=run.name,
         model=describe_model(params),
         loss=params.get("loss", "dice"),
@@ -173,7 +184,7 @@ def summary(run):
         schedule=describe_schedule(params),
         epochs=len(results["history"]) if run.finished else
         f"{len(results['history'])} of {params['epochs']}, unfinished",
-        image_px=params["image_size"],
+        image_px=describe_size(params),
         best_dsc=results["best_val_dsc"],
         median_dsc=float(np.median(per_patient)) if per_patient else None,
         best_epoch=results["best_epoch"],
@@ -389,7 +400,7 @@ def provenance_lines(runs):
         where = run.name if run.fold is None else f"{run.name} fold {run.fold}"
         lines.append(
             f"- {where}: commit {results['commit']}, {results['device']}, split: {results.get('split', '?')}, "
-            f"{len(results['history'])} epochs at {run.params['image_size']} px, "
+            f"{len(results['history'])} epochs at {describe_size(run.params)} px, "
             f"batch {run.params['batch_size']}, train {results['train_seconds']:.0f} s, "
             f"wall {results.get('wall_seconds', 0):.0f} s, data {results['data_dir']}" + load_note(results)
         )

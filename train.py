@@ -22,7 +22,7 @@ import runtime
 import runs
 from background import BackgroundWork
 from batches import Batches, datasets, trained_pixels, training_size
-from evaluation import WEIGHTS_NAME, EpochEnd, validate
+from evaluation import WEIGHTS_NAME, EpochEnd, selects_at_original_geometry, validate
 from logger import Logger
 from loss import build_loss
 from optimizers import build_optimizer, build_scheduler
@@ -159,6 +159,7 @@ def new_results(params, data_dir, source, device, speed, train_set, valid_set):
         train_patients=train_set.patients, validation_patients=valid_set.patients, history=[],
         best_val_dsc=0.0, best_epoch=None, weights=str(Path(params["weights_dir"]) / WEIGHTS_NAME),
         train_seconds=0.0,
+        selected_on="original geometry" if selects_at_original_geometry(params) else "grid",
     )
 
 
@@ -242,5 +243,6 @@ def train(**overrides):
                 seconds = dict(train_seconds=time.perf_counter() - train_started,
                                wall_seconds=time.perf_counter() - started)
                 background.submit(epoch_end, entry, seconds, val_loss, probs, trues, examples, run.snapshot(epoch))
-    print(f"Best validation mean DSC: {results['best_val_dsc']:4f}")
+    at = " (at the original geometry: a progressive run)" if results["selected_on"] != "grid" else ""
+    print(f"Best validation mean DSC{at}: {results['best_val_dsc']:4f}")
     return results

@@ -315,3 +315,10 @@ def test_the_report_scores_each_fold_model_on_its_own_fold_at_the_original_geome
         assert sorted(scored) == sorted(results["validation_patients"])
     text = (tmp_path / "REPORT.md").read_text()
     assert "| unet-bce_dice | 2 of 2 |" in text and "| 8 |" in text  # 8 patients at 256x256, pooled
+
+
+def test_progressive_runs_show_both_sizes_and_bf16_in_the_table():
+    fast = experiments.parameters("unet-bce_dice-fast", "runs/x")
+    assert report.describe_size(fast) == "64 -> 128 (10 + 4 epochs)"
+    assert report.describe_size(dict(image_size=64)) == 64
+    assert report.describe_optimiser(fast) == "adamw 0.001, wd 0.0001, bf16"

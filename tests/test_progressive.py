@@ -62,6 +62,8 @@ def test_a_progressive_run_records_each_epochs_size_and_pixels(phantom_dir, tmp_
     assert (first["pixels"], second["pixels"]) == (per_epoch * 16 * 16, per_epoch * (16 * 16 + 32 * 32))
     assert 0 < first["validation_seconds"] < first["train_seconds"]
     best = results["history"][results["best_epoch"] - 1]
+    assert results["selected_on"] == "original geometry"
+    assert results["best_val_dsc"] == max(entry["val_dsc_native"] for entry in results["history"])
     assert torch.load(tmp_path / "w" / "unet.pt", weights_only=False)["image_size"] == best["image_size"]
     # so inference preprocesses at the size the best epoch was validated at, and scores what training scored
     scored = inference.run(weights=tmp_path / "w" / "unet.pt", data_path=phantom_dir, cache_dir=tmp_path / "c",
@@ -101,3 +103,28 @@ def test_the_best_weights_record_the_size_their_epoch_was_trained_and_validated_
             small.astype(np.uint8), [], dict(model=UNet(init_features=4).state_dict()))
     assert results["best_epoch"] == 1
     assert torch.load(tmp_path / "w" / "unet.pt", weights_only=False)["image_size"] == 16
+
+
+@pytest.mark.parametrize("progressive, best_epoch", [(dict(), 1), (dict(progressive_size=16, progressive_epochs=1), 2)])
+def test_a_progressive_run_chooses_its_best_epoch_at_the_original_geometry(phantom_dir, tmp_path, monkeypatch,
+                                                                          progressive, best_epoch):
+    import numpy as np
+
+    import evaluation
+    from logger import Logger
+    from unet import UNet
+
+    params = settings(image_size=32, epochs=2, validation_cases=3, workers=0, cache_dir=str(tmp_path / "cache"),
+                      weights_dir=str(tmp_path / "w"), **progressive)
+    _, valid_set = datasets(params, phantom_dir)
+    grid_scores, native_scores = iter([[0.9] * 3, [0.5] * 3]), iter([[0.5] * 3, [0.9] * 3])  # epochs 1, 2
+    monkeypatch.setattr(evaluation, "dsc_per_volume", lambda *args: next(grid_scores))
+    monkeypatch.setattr(evaluation.EpochEnd, "native_dsc", lambda self, probs: next(native_scores))
+    results = dict(history=[], best_val_dsc=0.0, best_epoch=None, train_patients=[])
+    with Logger(tmp_path / "logs") as logger:
+        end = evaluation.EpochEnd(results, logger, valid_set, params, dict(init_features=4), tmp_path / "ckpt.pt")
+        probs = np.zeros((len(valid_set), 32, 32), dtype=np.float32)
+        for epoch in (1, 2):
+            end(dict(epoch=epoch, step=epoch, image_size=32), dict(train_seconds=1.0, wall_seconds=1.0), 0.5, probs,
+                probs.astype(np.uint8), [], dict(model=UNet(init_features=4).state_dict()))
+    assert results["best_epoch"] == best_epoch and results["best_val_dsc"] == pytest.approx(0.9)
