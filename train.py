@@ -73,9 +73,9 @@ class Run:
     """The model and what steps it (loss, optimiser, schedule, gradient scaler, batches), saved and restored
     whole at every epoch's end."""
 
-    def __init__(self, params, train_set, valid_set, device, speed):
+    def __init__(self, params, train_set, valid_set, device, speed, small_sets=None):
         self.params, self.speed, self.step, self.recent_losses = params, speed, 0, []
-        self.batches = Batches(speed.pipeline, train_set, valid_set, params, device)
+        self.batches = Batches(speed.pipeline, train_set, valid_set, params, device, small_sets)
         build_args, self.model_args = model_arguments(params, train_set.in_channels, train_set.out_channels)
         model = build_model(params["model"], **build_args)
         if hasattr(model, "pretrained_message"):
@@ -218,8 +218,12 @@ def train(**overrides):
         print(f"data: {data_dir} ({source}); device: {runtime.device_description(device)}, {params['threads']} "
               f"threads; data pipeline: {speed.pipeline}\nthis run: {logs_dir.parent} (tensorboard --logdir "
               f"{logs_dir.parent.parent})")
-        train_set, valid_set = datasets(params, data_dir, augment_on_cpu=speed.pipeline == "reference")
-        run = Run(params, train_set, valid_set, device, speed)
+        on_cpu = speed.pipeline == "reference"
+        train_set, valid_set = datasets(params, data_dir, augment_on_cpu=on_cpu)
+        small_sets = None
+        if params["progressive_size"] and params["progressive_epochs"]:  # preprocessed at that size, as inference
+            small_sets = datasets(dict(params, image_size=params["progressive_size"]), data_dir, augment_on_cpu=on_cpu)
+        run = Run(params, train_set, valid_set, device, speed, small_sets)
         results = new_results(params, data_dir, source, device, speed, train_set, valid_set)
         first_epoch = resume(run, results, checkpoint_path)
         with Logger(logs_dir) as logger, BackgroundWork() as background:
