@@ -1,10 +1,10 @@
 """Where training and validation batches come from, on either data path: "reference" (CPU loader workers,
 scikit-image augmentation per slice) or "device" (slices held on the GPU, augmentation per batch there:
 device_data.py). Both draw slices with the reference's mask-weighted sampling, and both can train (and validate)
-the first epochs on smaller slices (progressive resizing: training_size), preprocessed at that size as
-inference preprocesses them."""
+the first epochs on smaller slices (progressive resizing: training_size)."""
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 import dataset
@@ -62,47 +62,54 @@ def trained_pixels(params, epochs, images_per_epoch):
     return images_per_epoch * sum(training_size(params, epoch) ** 2 for epoch in range(epochs))
 
 
+def shrink(images, masks, size):
+    """A batch at size x size: images averaged over each block (as an anti-aliased resize), masks where the
+    block is mostly abnormal."""
+    if images.shape[-1] == size:
+        return images, masks
+    images = F.interpolate(images, size=(size, size), mode="area")
+    masks = (F.interpolate(masks, size=(size, size), mode="area") > 0.5).to(masks.dtype)
+    return images, masks
+
+
 class Batches:
-    """Training batches (an epoch's worth: len(train_set) // batch_size) and validation batches, on device.
+    """Training batches (an epoch's worth: len(train_set) // batch_size) and validation batches, on device."""
 
-    small_sets: (train_set, valid_set) preprocessed at progressive_size, for the epochs trained at that size.
-    """
-
-    def __init__(self, pipeline, train_set, valid_set, params, device, small_sets=None):
+    def __init__(self, pipeline, train_set, valid_set, params, device):
         self.pipeline, self.device, self.params = pipeline, device, params
         self.loader_generator = torch.Generator().manual_seed(params["seed"])
         self.steps = len(train_set) // params["batch_size"]
-        sets = {params["image_size"]: (train_set, valid_set)}
-        if small_sets is not None:
-            sets[params["progressive_size"]] = small_sets
         if pipeline == "reference":
-            self.sources = {size: data_loaders(*pair, params, device, self.loader_generator)
-                            for size, pair in sets.items()}
+            self.train_loader, self.valid_loader = data_loaders(
+                train_set, valid_set, params, device, self.loader_generator
+            )
         else:
-            self.sources = {size: (DeviceSlices(train, device), DeviceSlices(valid, device))
-                            for size, (train, valid) in sets.items()}
+            self.train_slices = DeviceSlices(train_set, device)
+            self.valid_slices = DeviceSlices(valid_set, device)
             self.augment = DeviceAugment(params["aug_scale"], params["aug_angle"], params["flip_prob"])
             self.device_generator = torch.Generator(device=device).manual_seed(params["seed"])
 
     def train(self, epoch=0):
         """epoch's training batches, at training_size(params, epoch)."""
-        train_source, _ = self.sources[training_size(self.params, epoch)]
+        size = training_size(self.params, epoch)
         if self.pipeline == "reference":
-            for x, y in train_source:
-                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            for x, y in self.train_loader:
+                yield shrink(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), size)
         else:
-            yield from train_source.sample_batches(
+            for x, y in self.train_slices.sample_batches(
                 self.params["batch_size"], self.steps, self.device_generator, self.augment
-            )
+            ):
+                yield shrink(x, y, size)
 
     def validation(self, epoch=0):
         """The validation slices in order, at the size epoch trained at."""
-        _, valid_source = self.sources[training_size(self.params, epoch)]
+        size = training_size(self.params, epoch)
         if self.pipeline == "reference":
-            for x, y in valid_source:
-                yield x.to(self.device), y.to(self.device)
+            for x, y in self.valid_loader:
+                yield shrink(x.to(self.device), y.to(self.device), size)
         else:
-            yield from valid_source.ordered_batches(max(64, self.params["batch_size"]))
+            for x, y in self.valid_slices.ordered_batches(max(64, self.params["batch_size"])):
+                yield shrink(x, y, size)
 
     def state(self):
         state = dict(loader=self.loader_generator.get_state())

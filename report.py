@@ -175,8 +175,7 @@ def summary(run):
     native = list(native_scores(run.folder).values())
     reference = results.get("recipe") == {}
     return dict(
-        experiment=run.name + (" (reference recipe)" if reference else "")
-        + (" (best epoch chosen at 256x256)" if results.get("selected_on") == "original geometry" else ""),
+        experiment=run.name + (" (reference recipe)" if reference else ""),
         name=run.name,
         model=describe_model(params),
         loss=params.get("loss", "dice"),

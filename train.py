@@ -22,7 +22,7 @@ import runtime
 import runs
 from background import BackgroundWork
 from batches import Batches, datasets, trained_pixels, training_size
-from evaluation import WEIGHTS_NAME, EpochEnd, selects_at_original_geometry, validate
+from evaluation import WEIGHTS_NAME, EpochEnd, validate
 from logger import Logger
 from loss import build_loss
 from optimizers import build_optimizer, build_scheduler
@@ -73,9 +73,9 @@ class Run:
     """The model and what steps it (loss, optimiser, schedule, gradient scaler, batches), saved and restored
     whole at every epoch's end."""
 
-    def __init__(self, params, train_set, valid_set, device, speed, small_sets=None):
+    def __init__(self, params, train_set, valid_set, device, speed):
         self.params, self.speed, self.step, self.recent_losses = params, speed, 0, []
-        self.batches = Batches(speed.pipeline, train_set, valid_set, params, device, small_sets)
+        self.batches = Batches(speed.pipeline, train_set, valid_set, params, device)
         build_args, self.model_args = model_arguments(params, train_set.in_channels, train_set.out_channels)
         model = build_model(params["model"], **build_args)
         if hasattr(model, "pretrained_message"):
@@ -159,7 +159,6 @@ def new_results(params, data_dir, source, device, speed, train_set, valid_set):
         train_patients=train_set.patients, validation_patients=valid_set.patients, history=[],
         best_val_dsc=0.0, best_epoch=None, weights=str(Path(params["weights_dir"]) / WEIGHTS_NAME),
         train_seconds=0.0,
-        selected_on="original geometry" if selects_at_original_geometry(params) else "grid",
     )
 
 
@@ -218,12 +217,8 @@ def train(**overrides):
         print(f"data: {data_dir} ({source}); device: {runtime.device_description(device)}, {params['threads']} "
               f"threads; data pipeline: {speed.pipeline}\nthis run: {logs_dir.parent} (tensorboard --logdir "
               f"{logs_dir.parent.parent})")
-        on_cpu = speed.pipeline == "reference"
-        train_set, valid_set = datasets(params, data_dir, augment_on_cpu=on_cpu)
-        small_sets = None
-        if params["progressive_size"] and params["progressive_epochs"]:  # preprocessed at that size, as inference
-            small_sets = datasets(dict(params, image_size=params["progressive_size"]), data_dir, augment_on_cpu=on_cpu)
-        run = Run(params, train_set, valid_set, device, speed, small_sets)
+        train_set, valid_set = datasets(params, data_dir, augment_on_cpu=speed.pipeline == "reference")
+        run = Run(params, train_set, valid_set, device, speed)
         results = new_results(params, data_dir, source, device, speed, train_set, valid_set)
         first_epoch = resume(run, results, checkpoint_path)
         with Logger(logs_dir) as logger, BackgroundWork() as background:
@@ -247,6 +242,5 @@ def train(**overrides):
                 seconds = dict(train_seconds=time.perf_counter() - train_started,
                                wall_seconds=time.perf_counter() - started)
                 background.submit(epoch_end, entry, seconds, val_loss, probs, trues, examples, run.snapshot(epoch))
-    at = " (at the original geometry: a progressive run)" if results["selected_on"] != "grid" else ""
-    print(f"Best validation mean DSC{at}: {results['best_val_dsc']:4f}")
+    print(f"Best validation mean DSC: {results['best_val_dsc']:4f}")
     return results
