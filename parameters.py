@@ -19,9 +19,9 @@ CACHE_DIR = "data/cache"
 TRAIN = dict(
     data_path=(None, "kaggle_3m folder; None: look in the usual places, else the synthetic phantom default"),
     image_size=(256, "side of the square slices the network sees (a multiple of 16)"),
-    progressive_size=(None, "progressive resizing: train and validate the first progressive_epochs epochs at "
-                            "this smaller size (a multiple of 16) ..."),
-    progressive_epochs=(0, "... then at image_size; the best weights record the size they were trained at"),
+    progressive_size=(None, "progressive resizing: train and validate the first progressive_epochs epochs on "
+                            "the slices averaged down to this smaller size (a multiple of 16) ..."),
+    progressive_epochs=(0, "... then at image_size; only epochs at image_size can give the best weights"),
     model=("unet", "unet, attention_unet, resnet34_unet, unet++"),
     model_args=(None, 'more constructor arguments: {"pretrained": True} (resnet34_unet), '
                       '{"deep_supervision": True} (unet++)'),
