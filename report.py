@@ -392,13 +392,20 @@ def load_note(results):
     return f", mean load {np.mean(loads):.1f}" if loads else ""
 
 
+def earlier_note(results):
+    """A resumed run's earlier epochs may have been trained by other code: name those commits."""
+    earlier = [commit for commit in results.get("earlier_commits", []) if commit != results["commit"]]
+    return f" (earlier epochs at {', '.join(earlier)})" if earlier else ""
+
+
 def provenance_lines(runs):
     lines = []
     for run in runs:
         results = run.results
         where = run.name if run.fold is None else f"{run.name} fold {run.fold}"
         lines.append(
-            f"- {where}: commit {results['commit']}, {results['device']}, split: {results.get('split', '?')}, "
+            f"- {where}: commit {results['commit']}{earlier_note(results)}, {results['device']}, "
+            f"split: {results.get('split', '?')}, "
             f"{len(results['history'])} epochs at {describe_size(run.params)} px, "
             f"batch {run.params['batch_size']}, train {results['train_seconds']:.0f} s, "
             f"wall {results.get('wall_seconds', 0):.0f} s, data {results['data_dir']}" + load_note(results)

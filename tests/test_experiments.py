@@ -322,3 +322,9 @@ def test_progressive_runs_show_both_sizes_and_bf16_in_the_table():
     assert report.describe_size(fast) == "64 -> 128 (10 + 4 epochs)"
     assert report.describe_size(dict(image_size=64)) == 64
     assert report.describe_optimiser(fast) == "adamw 0.001, wd 0.0001, bf16"
+
+
+def test_provenance_names_the_commits_of_a_resumed_runs_earlier_epochs():
+    assert report.earlier_note(dict(commit="b", earlier_commits=["a", "b"])) == " (earlier epochs at a)"
+    assert report.earlier_note(dict(commit="b", earlier_commits=["b"])) == ""
+    assert report.earlier_note(dict(commit="b")) == ""
