@@ -85,8 +85,6 @@ class EpochEnd:
         size = params["batch_size"]
         for index in range(0, len(overlays), size):  # grouped per batch as the reference's image/<i> tags
             self.logger.image_list_summary(f"image/{index // size}", overlays[index : index + size], step)
-        native = self.native_dsc(probs)
-        self.logger.scalar_summary("val_dsc_256", float(np.mean(native)), step)
         # A progressive run's smaller epochs train and validate on the image_size preprocessing averaged down,
         # which is not what inference gives a smaller model (the small size's own preprocessing: on the
         # reference split 0.884 at 256x256 instead of 0.893), and their grid is another grid: only epochs at
@@ -97,6 +95,8 @@ class EpochEnd:
             checkpoint.save_weights(snapshot["model"], Path(params["weights_dir"]) / WEIGHTS_NAME,
                                     params["image_size"], self.model_args, params["model"],
                                     split=split_record(params, self.valid_set, results["train_patients"]))
+        native = self.native_dsc(probs)
+        self.logger.scalar_summary("val_dsc_256", float(np.mean(native)), step)
         entry.update(val_loss=val_loss, val_dsc=mean_dsc,
                      val_dsc_per_patient=dict(zip(self.valid_set.patients, per_patient)),
                      val_dsc_native=float(np.mean(native)),

@@ -23,6 +23,12 @@ def resolve_device(name="auto"):
     return device
 
 
+def synchronize(device):
+    """Wait for the device's queued work (a GPU's), so that a timing covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class SpeedOptions:
     """The data pipeline, autocast dtype (None: off) and memory format that params ask for on device."""
 

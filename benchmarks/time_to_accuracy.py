@@ -37,16 +37,16 @@ def table(runs, targets):
     baseline_name = next(iter(runs))
     lines = []
     for name, results in runs.items():
-        loads = [entry.get("load_average") for entry in results["history"] if entry.get("load_average") is not None]
-        best = max((entry.get("val_dsc_native", float("nan")) for entry in results["history"]), default=float("nan"))
         history = results["history"]
+        loads = [entry.get("load_average") for entry in history if entry.get("load_average") is not None]
+        best = max((entry.get("val_dsc_native", float("nan")) for entry in history), default=float("nan"))
         lines.append(f"{name}: best DSC at 256x256 {best:.4f}; {len(history)} epochs in "
                      f"{history[-1]['train_seconds'] / 60:.1f} min; commit {results['commit']}, mean load "
                      f"{np.mean(loads) if loads else float('nan'):.1f}")
         for target in targets:
-            got, base = reach(results["history"], target), reach(runs[baseline_name]["history"], target)
+            got, base = reach(history, target), reach(runs[baseline_name]["history"], target)
             if got is None:
-                lines.append(f"  {target:.2f}: not reached in {len(results['history'])} epochs")
+                lines.append(f"  {target:.2f}: not reached in {len(history)} epochs")
                 continue
             epoch, seconds, pixels = got
             ratio = "" if base is None or name == baseline_name else \

@@ -55,13 +55,11 @@ def measure(steppers, batch, steps, rounds, device):
             stepper.step(*batch)
     for _ in range(rounds):
         for name, stepper in steppers.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            runtime.synchronize(device)
             started = time.perf_counter()
             for _ in range(steps):
                 stepper.step(*batch)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            runtime.synchronize(device)
             times[name].append((time.perf_counter() - started) / steps)
     return {name: statistics.median(values) for name, values in times.items()}
 

@@ -28,11 +28,6 @@ from loss import build_loss
 from unet import UNet
 
 
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_epoch(model, batches, steps, device, autocast_dtype, memory_format, warmup=3):
     """Seconds for `steps` training steps, after `warmup` untimed ones."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -52,11 +47,11 @@ def time_epoch(model, batches, steps, device, autocast_dtype, memory_format, war
 
     for _ in range(warmup):
         one_step()
-    synchronize(device)
+    runtime.synchronize(device)
     started = time.perf_counter()
     for _ in range(steps):
         one_step()
-    synchronize(device)
+    runtime.synchronize(device)
     return time.perf_counter() - started
 
 
