@@ -118,6 +118,8 @@ def seed_worker(worker_id):
 
 
 def git_commit():
+    """The checkout's short commit (with -dirty for uncommitted changes); where no git repository came along (a
+    copy of the tree on a lent machine), the SOURCE_COMMIT environment variable, else "unknown"."""
     try:
         here = Path(__file__).resolve().parent
         commit = subprocess.run(
@@ -126,7 +128,7 @@ def git_commit():
         dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True).stdout
         return commit + ("-dirty" if dirty.strip() else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("SOURCE_COMMIT", "unknown")
 
 
 def device_description(device):

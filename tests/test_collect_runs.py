@@ -1,6 +1,11 @@
 """tools/collect_runs.py: the small files of finished runs, nothing large, nothing unfinished."""
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
 
 from tools import collect_runs
 
@@ -34,3 +39,19 @@ def test_only_the_small_files_of_finished_runs_are_copied(tmp_path):
                      "recipe/fold-1/run-tail.log"]
     tail = (out / "finished" / "run-tail.log").read_text().splitlines()
     assert tail[0] == "start" and tail[-2:] == ["epoch 1: 100%", "done"] and len(tail) == 13
+
+
+def test_git_keeps_what_collect_writes_under_results():
+    """The collected files are the report's provenance: git must not ignore them (an unanchored `runs/` or
+    `predictions/` pattern in .gitignore once dropped every collected run from the commits)."""
+    repo = Path(__file__).resolve().parent.parent
+    if shutil.which("git") is None or not (repo / ".git").exists():
+        pytest.skip("not a git checkout")
+    collected = ["results/real-data-gpu/runs/unet-dice/results.json",
+                 "results/real-data-cpu/runs/unet-dice/fold-1/predictions/metrics.csv",
+                 "results/real-data-cpu/runs/unet-dice/predictions/dsc.png"]
+    scratch = ["runs/unet-dice/weights/unet.pt", "weights/unet.pt", "logs/results.json", "predictions/dsc.png",
+               "data/cache/x.npz"]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *collected, *scratch], cwd=repo,
+                             capture_output=True, text=True).stdout.split()
+    assert ignored == scratch

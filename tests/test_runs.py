@@ -82,3 +82,14 @@ def test_idle_cores_come_from_the_cpu_times_of_the_last_moment(monkeypatch):
     monkeypatch.setattr(runtime, "_cpu_times", lambda: next(samples))
     monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 2.0, 2.0))  # a lagging load average is not used
     assert runtime.idle_cores(4, seconds=0) == 3.0
+
+
+def test_the_commit_comes_from_the_environment_where_no_git_repository_came_along(tmp_path, monkeypatch):
+    def no_git(*args, **kwargs):
+        raise OSError("git: not found")
+
+    monkeypatch.setattr(runtime.subprocess, "run", no_git)
+    monkeypatch.delenv("SOURCE_COMMIT", raising=False)
+    assert runtime.git_commit() == "unknown"
+    monkeypatch.setenv("SOURCE_COMMIT", "abc1234")
+    assert runtime.git_commit() == "abc1234"
