@@ -118,8 +118,11 @@ def seed_worker(worker_id):
 
 
 def git_commit():
-    """The checkout's short commit (with -dirty for uncommitted changes); where no git repository came along (a
-    copy of the tree on a lent machine), the SOURCE_COMMIT environment variable, else "unknown"."""
+    """SOURCE_COMMIT where set (a copy of the tree on a lent machine carries a stale or no git repository, so the
+    caller names the commit it sent), else the checkout's short commit (with -dirty for uncommitted changes), else
+    "unknown"."""
+    if os.environ.get("SOURCE_COMMIT"):
+        return os.environ["SOURCE_COMMIT"]
     try:
         here = Path(__file__).resolve().parent
         commit = subprocess.run(
@@ -128,7 +131,7 @@ def git_commit():
         dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True).stdout
         return commit + ("-dirty" if dirty.strip() else "")
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("SOURCE_COMMIT", "unknown")
+        return "unknown"
 
 
 def device_description(device):

@@ -2,21 +2,26 @@
 # The steps of real runs on a lent GPU machine (the device tool), in the repo root there.
 # The machine keeps its files only while warm (about 30 s after a call): make the calls back to back.
 #
-# Here, once:   python -m tools.pack_data pack <kaggle_3m> lgg-packed --chunk-mib 60   (about 10 min; 5 chunks)
+# Here, once:   python -m tools.pack_data pack <kaggle_3m> lgg-packed --chunk-mib 62.5   (about 10 min; 4 chunks
+#               of 58-62 MiB and one of 2 MiB, which travels with the first)
 #               pip wheel --no-deps -w .whl medpy        (HD95 there; the GPU image lacks medpy)
-#               echo /lgg-packed/ >> .git/info/exclude
+#               commit, then start every command with  export SOURCE_COMMIT=<git rev-parse --short HEAD here>;
+#               (the tree's .git there is the session's first checkout: without it the runs name a stale commit)
 # There, one call per chunk, steps joined with && where they fit in a call's 10 minutes:
 #   bash tools/gpu_session.sh receive          carry lgg-packed/kaggle_3m.part-00K.tar (and .whl): one chunk a call
-#   bash tools/gpu_session.sh unpack           after the last chunk: the TIFFs, then the preprocessing cache
+#   bash tools/gpu_session.sh unpack           after the last chunk: the TIFFs, then the preprocessing cache (64 s)
 #   bash tools/gpu_session.sh bench            speed benchmarks at 256 px (data paths, with torch.compile too;
 #                                              epoch end), their text into $OUT
 #   bash tools/gpu_session.sh train ARGS...    experiments.py ARGS on the real data, stopped in time, then collect
-#   bash tools/gpu_session.sh report           report.py (with inference, HD95) over the runs, then collect
+#   bash tools/gpu_session.sh report           report.py (with inference, HD95) over the runs, then collect (1 min)
+# Seen on an H100 (results/gpu-session-2026-11-23.md): a U-Net run of 100 epochs at 256 px takes about 6 minutes
+# alone, two at once about 10; the five chunks, unpacking and two such runs fit in one session's 30 minutes.
 # What comes back: $OUT/runs.tar.xz (results, logs, metrics, figures; no weights), the benchmarks' text.
-# Here:         tar -xJf <files_at>/runs.tar.xz -C /tmp/back && cp -r /tmp/back/runs/. results/runs/
-#               python report.py --runs-dir results/runs --no-inference   then commit results/runs, REPORT.md, report/
+# Here:         tar -xJf <files_at>/runs.tar.xz -C /tmp/back && cp -r /tmp/back/runs/. results/real-data-gpu/runs/
+#               python report.py --runs-dir results/real-data-gpu/runs --figures-dir results/real-data-gpu/figures \
+#                   --no-inference      then commit results/real-data-gpu and REPORT.md
 # Settings (environment): STORE (/root/lgg), INCOMING (lgg-packed), CACHE (data/cache), LIMIT (540 s), OUT,
-#                         PYTHON (the interpreter: python, else python3).
+#                         PYTHON (the interpreter: python, else python3), SOURCE_COMMIT (the commit sent).
 # Exit status: a failed step fails the script (a training stopped at LIMIT is no failure: rerun to resume).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,9 +35,10 @@ OUT=${OUT:-$STORE/out}
 PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 case "${1:-}" in
   receive | unpack | bench | train | report | collect) ;;
-  *) sed -n '2,19p' "$0"; exit 2 ;;
+  *) sed -n '2,25p' "$0"; exit 2 ;;
 esac
 mkdir -p "$STORE/packed" "$RUNS" "$OUT"
+[ -n "${SOURCE_COMMIT:-}" ] || echo "warning: SOURCE_COMMIT is not set: the runs will name the commit of this copy's .git" >&2
 export PYTHONUNBUFFERED=1
 if compgen -G ".whl/*.whl" >/dev/null; then
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$STORE/site" .whl/*.whl
