@@ -16,6 +16,8 @@
 #   bash tools/gpu_session.sh report           report.py (with inference, HD95) over the runs, then collect (1 min)
 # Seen on an H100 (results/gpu-session-2026-11-23.md): a U-Net run of 100 epochs at 256 px takes about 6 minutes
 # alone, two at once about 10; the five chunks, unpacking and two such runs fit in one session's 30 minutes.
+# A run unfinished when the machine goes back is lost with it (its checkpoint stays there): plan runs that end
+# within the session, and the report step before the device time runs out.
 # What comes back: $OUT/runs.tar.xz (results, logs, metrics, figures; no weights), the benchmarks' text.
 # Here:         tar -xJf <files_at>/runs.tar.xz -C /tmp/back && cp -r /tmp/back/runs/. results/real-data-gpu/runs/
 #               python report.py --runs-dir results/real-data-gpu/runs --figures-dir results/real-data-gpu/figures \
@@ -35,7 +37,7 @@ OUT=${OUT:-$STORE/out}
 PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 case "${1:-}" in
   receive | unpack | bench | train | report | collect) ;;
-  *) sed -n '2,25p' "$0"; exit 2 ;;
+  *) sed -n '2,27p' "$0"; exit 2 ;;
 esac
 mkdir -p "$STORE/packed" "$RUNS" "$OUT"
 [ -n "${SOURCE_COMMIT:-}" ] || echo "warning: SOURCE_COMMIT is not set: the runs will name the commit of this copy's .git" >&2
