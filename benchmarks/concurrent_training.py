@@ -22,7 +22,7 @@ from unet import UNet
 
 
 def random_batches(batch_size, image_size, device, generator):
-    """Endless batches of normal images and blob-free random binary masks (never zeros: timing on zeros flatters)."""
+    """Endless batches of normal images and random binary masks, 10% foreground (never zeros: they flatter timings)."""
     while True:
         images = torch.randn(batch_size, 3, image_size, image_size, device=device, generator=generator)
         masks = (torch.rand(batch_size, 1, image_size, image_size, device=device, generator=generator) < 0.1)

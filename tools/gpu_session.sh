@@ -40,7 +40,9 @@ case "${1:-}" in
   *) sed -n '2,27p' "$0"; exit 2 ;;
 esac
 mkdir -p "$STORE/packed" "$RUNS" "$OUT"
-[ -n "${SOURCE_COMMIT:-}" ] || echo "warning: SOURCE_COMMIT is not set: the runs will name the commit of this copy's .git" >&2
+if [ -z "${SOURCE_COMMIT:-}" ]; then
+  echo "warning: SOURCE_COMMIT is not set: the runs will name the commit of this copy's .git" >&2
+fi
 export PYTHONUNBUFFERED=1
 if compgen -G ".whl/*.whl" >/dev/null; then
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$STORE/site" .whl/*.whl
