@@ -16,7 +16,9 @@ import time
 
 import torch
 
+import parameters
 import runtime
+import train
 from benchmarks.training_speed import time_epoch
 from unet import UNet
 
@@ -35,7 +37,7 @@ def worker(args):
     runtime.seed_everything(0)  # as train.py: cuDNN picks its fastest kernels
     model = UNet().to(device, memory_format=torch.channels_last)
     generator = torch.Generator(device=device).manual_seed(0)
-    amp = torch.bfloat16 if device.type == "cuda" or args.amp == "bf16" else None
+    amp = runtime.SpeedOptions(parameters.settings(train.DEFAULTS, amp=args.amp), device).amp_dtype
     batches = random_batches(args.batch_size, args.image_size, device, generator)
     time_epoch(model, batches, 5, device, amp, torch.channels_last)  # start-up and warm-up
     time.sleep(max(0.0, args.start_at - time.time()))  # every worker starts timing together
@@ -69,7 +71,8 @@ def main():
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--amp", default="auto", help='"bf16" also on a CPU; on a GPU always bf16')
+    parser.add_argument("--amp", default="auto", help='as train.py: "auto" (bf16 on a GPU that has it), "bf16", '
+                        '"fp16", "off"')
     parser.add_argument("--start-delay", type=float, default=30.0, help="seconds for the workers' start-up")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
