@@ -67,10 +67,13 @@ class EpochEnd:
 
     def native_dsc(self, probs):
         """Per-patient DSC at the original geometry: the probabilities put back through the inverse of the
-        preprocessing, then thresholded and reduced to the 3-D largest connected component, as inference."""
+        preprocessing, then thresholded and reduced to the 3-D largest connected component, as inference; and
+        without that component (what it threw away: a patient whose tumour is not the largest component scores 0)."""
         volumes = split_by_patient(probs, self.valid_set.patient_slice_index)
-        return [dsc(dataset.restore_geometry(volume, geometry), truth)
-                for volume, geometry, truth in zip(volumes, self.valid_set.geometries, self.native_truths)]
+        restored = [dataset.restore_geometry(volume, geometry)
+                    for volume, geometry in zip(volumes, self.valid_set.geometries)]
+        return ([dsc(volume, truth) for volume, truth in zip(restored, self.native_truths)],
+                [dsc(volume, truth, lcc=False) for volume, truth in zip(restored, self.native_truths)])
 
     def __call__(self, entry, seconds, val_loss, probs, trues, examples, snapshot):
         """entry: the epoch's history line so far; seconds: train_seconds and wall_seconds at the epoch's end;
@@ -95,12 +98,14 @@ class EpochEnd:
             checkpoint.save_weights(snapshot["model"], Path(params["weights_dir"]) / WEIGHTS_NAME,
                                     params["image_size"], self.model_args, params["model"],
                                     split=split_record(params, self.valid_set, results["train_patients"]))
-        native = self.native_dsc(probs)
+        native, without_lcc = self.native_dsc(probs)
         self.logger.scalar_summary("val_dsc_256", float(np.mean(native)), step)
         entry.update(val_loss=val_loss, val_dsc=mean_dsc,
                      val_dsc_per_patient=dict(zip(self.valid_set.patients, per_patient)),
                      val_dsc_native=float(np.mean(native)),
                      val_dsc_native_per_patient=dict(zip(self.valid_set.patients, native)),
+                     val_dsc_native_without_lcc=float(np.mean(without_lcc)),
+                     val_dsc_native_without_lcc_per_patient=dict(zip(self.valid_set.patients, without_lcc)),
                      train_seconds=seconds["train_seconds"])
         results.update(seconds)
         results["history"].append(entry)

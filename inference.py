@@ -9,7 +9,9 @@ then per patient:
   the original geometry: the crop, padding and resize are undone, and the
   slices the preprocessing dropped get empty masks;
 - where masks exist: metrics.csv (DSC, IoU, precision, recall, HD95, volumes,
-  at the original geometry, and the reference's DSC on the preprocessed grid),
+  at the original geometry, and the reference's DSC on the preprocessed grid;
+  then what the 3-D largest connected component did: the DSC without it and
+  how many components the thresholded prediction had),
   metrics-summary.csv (their mean and median) and dsc.png (the reference's
   DSC, mean red, median green).
 """
@@ -31,12 +33,14 @@ import runs
 from checkpoint import load_weights, make_folder
 from runtime import resolve_device
 from unet import fused_for_inference, probabilities
-from utils import binarise, dsc, overlay, plot_dsc, segmentation_metrics, split_by_patient
+from utils import (binarise, count_components, dsc, largest_connected_component, overlay, plot_dsc,
+                   segmentation_metrics, split_by_patient)
 
 DEFAULTS = parameters.defaults(parameters.INFERENCE)
 
 METRIC_COLUMNS = (
     "patient", "dsc", "iou", "precision", "recall", "hd95", "predicted_voxels", "true_voxels", "dsc_preprocessed",
+    "dsc_without_lcc", "components",
 )
 
 
@@ -60,6 +64,19 @@ def predict(model, data, device, batch_size=32, tta=False, workers=0, fuse=False
             truths.extend(y_true[:, 0].numpy())
     grouped = [split_by_patient(part, data.patient_slice_index) for part in (inputs, probs, truths)]
     return {patient: tuple(part[p] for part in grouped) for p, patient in enumerate(data.patients)}
+
+
+def patient_metrics(patient, restored, truth, threshold, lcc, dsc_preprocessed):
+    """The metrics.csv row of a patient: restored, the probabilities at the original geometry; truth, its mask.
+
+    The scores are of the post-processed prediction (lcc: its 3-D largest connected component alone, as the
+    reference); dsc_without_lcc and components say what that post-processing did: a patient scoring 0 with a
+    high dsc_without_lcc had its tumour in a smaller component than a false one.
+    """
+    thresholded = binarise(restored, threshold, lcc=False)
+    pred = largest_connected_component(thresholded) if lcc else thresholded
+    return dict(patient=patient, **segmentation_metrics(pred, truth), dsc_preprocessed=dsc_preprocessed,
+                dsc_without_lcc=dsc(thresholded, truth, lcc=False), components=count_components(thresholded))
 
 
 def write_mask_tiffs(mask, patient, slice_files, folder, copy_images=True):
@@ -198,14 +215,14 @@ def run(**overrides):
         telling_slice[patient] = int(np.argmax((truths if has_mask else pred).sum(axis=(1, 2))))
         gifs.append(save_pictures(patient, patient_overlays(inputs, pred, truths if has_mask else None),
                                   out_dir, params["gif_fps"]))
-        original = binarise(dataset.restore_geometry(probs, data.geometries[index]), params["threshold"],
-                            params["lcc"])
+        restored = dataset.restore_geometry(probs, data.geometries[index])
         if params["write_masks"]:
-            write_mask_tiffs(original, patient, data.files[patient], out_dir / "masks", params["copy_images"])
+            write_mask_tiffs(binarise(restored, params["threshold"], params["lcc"]), patient, data.files[patient],
+                             out_dir / "masks", params["copy_images"])
         if has_mask:
             reference_dsc[patient] = dsc(pred, truths, lcc=False)
-            metrics = segmentation_metrics(original, dataset.original_truth(data.files[patient]))
-            rows.append(dict(patient=patient, **metrics, dsc_preprocessed=reference_dsc[patient]))
+            rows.append(patient_metrics(patient, restored, dataset.original_truth(data.files[patient]),
+                                        params["threshold"], params["lcc"], reference_dsc[patient]))
     if rows:
         write_metrics(rows, out_dir / "metrics.csv")
         summary = metrics_summary(rows)

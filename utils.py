@@ -22,6 +22,12 @@ def largest_connected_component(binary):
     return labels == (np.argmax(sizes) + 1)
 
 
+def count_components(binary):
+    """How many face-connected components a binary volume holds (the connectivity largest_connected_component
+    uses)."""
+    return int(ndimage.label(np.asarray(binary).astype(bool))[1])
+
+
 def binarise(probabilities, threshold=0.5, lcc=True):
     """The post-processing of every prediction: above threshold is abnormal (at 0.5, the reference's np.round:
     exactly 0.5 is background), then with lcc the 3-D largest connected component alone."""

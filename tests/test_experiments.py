@@ -307,6 +307,54 @@ def test_paired_rows_compare_every_recipe_with_the_reference_recipe_on_the_same_
     assert report.paired_rows(runs, report.cross_validation(runs))[0]["mean_difference"] == pytest.approx(0.05)
 
 
+def test_on_the_split_a_one_change_run_is_paired_with_the_modern_recipe_as_well_as_the_reference(tmp_path):
+    from experiments import MODERN
+
+    runs = []
+    for name, recipe, scores in (("unet-dice", {}, dict(a=0.5, b=0.6)),
+                                 ("unet-bce_dice-adamw-cosine", dict(MODERN), dict(a=0.7, b=0.7)),
+                                 ("unet-lovasz-adamw-cosine", dict(MODERN, loss="lovasz"), dict(a=0.8, b=0.6))):
+        write_metrics(tmp_path / name, scores)
+        runs.append(report.Run(name, None, tmp_path / name, hand_made_results(1, [scores], recipe=recipe)))
+    rows = {(row["experiment"], row["baseline"]): row for row in report.paired_rows(runs, {})}
+    assert sorted(rows) == [
+        ("unet-bce_dice-adamw-cosine", "unet-dice, reference split"),
+        ("unet-lovasz-adamw-cosine", "unet-bce_dice-adamw-cosine, reference split"),
+        ("unet-lovasz-adamw-cosine", "unet-dice, reference split"),
+    ]
+    # lovasz: +0.1 and -0.1 against the modern recipe, +0.3 and 0 against the reference
+    against_modern = rows[("unet-lovasz-adamw-cosine", "unet-bce_dice-adamw-cosine, reference split")]
+    assert against_modern["mean_difference"] == pytest.approx(0.0) and against_modern["counts"] == "1 / 1 / 0"
+    against_reference = rows[("unet-lovasz-adamw-cosine", "unet-dice, reference split")]
+    assert against_reference["mean_difference"] == pytest.approx(0.15) and against_reference["counts"] == "1 / 0 / 1"
+
+
+def test_the_report_shows_what_the_largest_connected_component_changed(tmp_path):
+    folder = tmp_path / "unet-dice"
+    (folder / "predictions").mkdir(parents=True)
+    (folder / "predictions" / "metrics.csv").write_text(
+        "patient,dsc,iou,precision,recall,hd95,predicted_voxels,true_voxels,dsc_preprocessed,dsc_without_lcc,"
+        "components\n"
+        "a,0.0,0,0,0,,8,4,0.0,0.5,2\n"
+        "b,0.9,0.8,1,0.8,2.0,8,10,0.9,0.905,3\n")
+    results = hand_made_results(1, [dict(a=0.0, b=0.9)], recipe={})
+    runs = [report.Run("unet-dice", None, folder, results)]
+    assert report.lcc_effect(folder) == dict(a=(0.0, 0.5, 2), b=(0.9, 0.905, 3))
+    (row,) = report.lcc_rows(runs)
+    assert row["dsc"] == pytest.approx(0.45) and row["without"] == pytest.approx(0.7025)
+    assert row["changed"] == "a 0.000 (without 0.500, 2 components)"  # b moved by 0.005 only
+    assert [(r["patient"], r["components"]) for r in report.best_patients(runs[0])] == [("a", 2), ("b", 3)]
+    write_metrics(tmp_path / "older", dict(a=0.5))  # a metrics.csv from before the columns: no row
+    assert report.lcc_rows([report.Run("older", None, tmp_path / "older", results)]) == []
+    (tmp_path / "runs" / "unet-dice").mkdir(parents=True)
+    (tmp_path / "runs" / "unet-dice" / "results.json").write_text(json.dumps(results))
+    shutil.copytree(folder / "predictions", tmp_path / "runs" / "unet-dice" / "predictions")
+    report.write_report(tmp_path / "runs", tmp_path / "REPORT.md", tmp_path / "figures", inference=False)
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "## What the 3-D largest connected component does" in text
+    assert "| unet-dice | 0.4500 | 0.7025 | a 0.000 (without 0.500, 2 components) |" in text
+
+
 def test_the_report_scores_each_fold_model_on_its_own_fold_at_the_original_geometry(runs, tmp_path):
     runs_dir, _, folds = runs
     report.write_report(runs_dir, tmp_path / "REPORT.md", tmp_path / "figures")

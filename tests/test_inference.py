@@ -92,6 +92,21 @@ def test_flip_tta_averages_with_the_mirrored_prediction(phantom_dir):
     assert np.all(averaged[patient][1] == 0.5)
 
 
+def test_patient_metrics_say_what_the_largest_component_threw_away():
+    """A false blob of 8 voxels beside a true tumour of 4 predicted exactly: the 3-D largest connected component
+    keeps the false blob, so DSC 0 where the prediction without it scores 2*4 / (12 + 4) = 0.5."""
+    truth = np.zeros((4, 6, 6), dtype=np.uint8)
+    truth[0, 0, 0:4] = 1
+    probs = truth * 0.9
+    probs[2:4, 3:5, 3:5] = 0.8  # 2x2x2, not touching the tumour
+    row = inference.patient_metrics("p", probs, truth, threshold=0.5, lcc=True, dsc_preprocessed=0.25)
+    assert row["dsc"] == 0.0 and row["predicted_voxels"] == 8 and row["true_voxels"] == 4
+    assert row["dsc_without_lcc"] == pytest.approx(0.5) and row["components"] == 2
+    assert row["dsc_preprocessed"] == 0.25 and list(row) == list(inference.METRIC_COLUMNS)
+    plain = inference.patient_metrics("p", probs, truth, threshold=0.5, lcc=False, dsc_preprocessed=0.25)
+    assert plain["dsc"] == plain["dsc_without_lcc"] == pytest.approx(0.5) and plain["predicted_voxels"] == 12
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     torch.manual_seed(0)
@@ -103,15 +118,16 @@ def weights(tmp_path_factory):
 def test_metrics_summary_hand_computed(tmp_path):
     nan = float("nan")
     rows = [dict(patient="a", dsc=0.9, iou=0.8, precision=1.0, recall=0.5, hd95=2.0, predicted_voxels=10,
-                 true_voxels=20, dsc_preprocessed=0.7),
+                 true_voxels=20, dsc_preprocessed=0.7, dsc_without_lcc=0.9, components=1),
             dict(patient="b", dsc=0.0, iou=0.0, precision=0.0, recall=0.0, hd95=nan, predicted_voxels=0,
-                 true_voxels=5, dsc_preprocessed=0.0),
+                 true_voxels=5, dsc_preprocessed=0.0, dsc_without_lcc=0.3, components=3),
             dict(patient="c", dsc=0.6, iou=0.5, precision=0.5, recall=1.0, hd95=6.0, predicted_voxels=4,
-                 true_voxels=2, dsc_preprocessed=0.5)]
+                 true_voxels=2, dsc_preprocessed=0.5, dsc_without_lcc=0.6, components=2)]
     summary = inference.metrics_summary(rows)
     assert summary["mean"]["dsc"] == pytest.approx(0.5) and summary["median"]["dsc"] == pytest.approx(0.6)
     assert summary["mean"]["hd95"] == pytest.approx(4.0) and summary["median"]["hd95"] == pytest.approx(4.0)
     assert summary["mean"]["true_voxels"] == pytest.approx(9.0) and summary["median"]["predicted_voxels"] == 4.0
+    assert summary["mean"]["dsc_without_lcc"] == pytest.approx(0.6) and summary["median"]["components"] == 2.0
     inference.write_metrics_summary(summary, tmp_path / "summary.csv")
     with open(tmp_path / "summary.csv") as handle:
         written = list(csv.DictReader(handle))

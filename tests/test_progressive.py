@@ -67,8 +67,10 @@ def test_a_progressive_run_records_each_epochs_size_and_pixels(phantom_dir, tmp_
     # so inference preprocesses at image_size, as that epoch was validated, and scores what training scored
     scored = inference.run(weights=tmp_path / "w" / "unet.pt", data_path=phantom_dir, cache_dir=tmp_path / "c",
                            predictions_dir=tmp_path / "p", workers=0, fuse=False, write_masks=False)
+    # to 1e-5, not exactly: batches of other sizes take other float kernels on some CPUs, and this untrained
+    # model's probabilities near 0.5 flip a voxel (seen 2.5e-7 apart); predicting at 16 or 48 px is 1e-4 apart
     assert {row["patient"]: row["dsc"] for row in scored["metrics"]} == pytest.approx(
-        best["val_dsc_native_per_patient"], abs=1e-9)
+        best["val_dsc_native_per_patient"], abs=1e-5)
 
 
 @pytest.mark.parametrize("overrides, message", [

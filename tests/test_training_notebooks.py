@@ -60,6 +60,8 @@ def test_each_epoch_is_scored_at_the_original_geometry_as_inference_scores_it(ph
                            predictions_dir=tmp_path / "p", workers=0, fuse=False, write_masks=False)
     assert {row["patient"]: row["dsc"] for row in scored["metrics"]} == pytest.approx(
         entry["val_dsc_native_per_patient"], abs=1e-9)
+    assert {row["patient"]: row["dsc_without_lcc"] for row in scored["metrics"]} == pytest.approx(
+        entry["val_dsc_native_without_lcc_per_patient"], abs=1e-9)
     assert entry["val_dsc_native"] == pytest.approx(np.mean(list(entry["val_dsc_native_per_patient"].values())))
     assert entry["images"] == entry["step"] * 4 and entry["pixels"] == entry["images"] * 32 * 32
     assert 0 < entry["train_seconds"] <= results["train_seconds"]
