@@ -343,6 +343,7 @@ def test_the_report_shows_what_the_largest_connected_component_changed(tmp_path)
     (row,) = report.lcc_rows(runs)
     assert row["dsc"] == pytest.approx(0.45) and row["without"] == pytest.approx(0.7025)
     assert row["changed"] == "a 0.000 (without 0.500, 2 components)"  # b moved by 0.005 only
+    assert report.lcc_rows([report.Run("unet-dice", 3, folder, results)])[0]["experiment"] == "unet-dice fold 3"
     assert [(r["patient"], r["components"]) for r in report.best_patients(runs[0])] == [("a", 2), ("b", 3)]
     write_metrics(tmp_path / "older", dict(a=0.5))  # a metrics.csv from before the columns: no row
     assert report.lcc_rows([report.Run("older", None, tmp_path / "older", results)]) == []
@@ -353,6 +354,13 @@ def test_the_report_shows_what_the_largest_connected_component_changed(tmp_path)
     text = (tmp_path / "REPORT.md").read_text()
     assert "## What the 3-D largest connected component does" in text
     assert "| unet-dice | 0.4500 | 0.7025 | a 0.000 (without 0.500, 2 components) |" in text
+    assert "| patient | DSC | precision | recall | HD95 (px) | true voxels | DSC without LCC | components |" in text
+    (tmp_path / "runs" / "unet-dice" / "predictions" / "metrics.csv").write_text(
+        (tmp_path / "older" / "predictions" / "metrics.csv").read_text())
+    report.write_report(tmp_path / "runs", tmp_path / "REPORT.md", tmp_path / "figures", inference=False)
+    text = (tmp_path / "REPORT.md").read_text()  # a run scored before the columns: no empty ones, no LCC section
+    assert "| patient | DSC | precision | recall | HD95 (px) | true voxels |\n" in text
+    assert "## What the 3-D largest connected component does" not in text
 
 
 def test_the_report_scores_each_fold_model_on_its_own_fold_at_the_original_geometry(runs, tmp_path):
