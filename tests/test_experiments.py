@@ -260,6 +260,32 @@ def test_real_runs_below_the_reference_settings_are_flagged_as_not_comparable(tm
     assert "| 1 of 100, unfinished | 64 |" in report_of(image_size=64)
 
 
+def test_several_runs_folders_give_a_section_each_with_its_own_figures_and_one_analysis(tmp_path):
+    for protocol, size, epochs, value in (("gpu", 256, 100, 0.9), ("cpu", 64, 12, 0.8)):
+        results = hand_made_results(1, [dict(a=value, b=value)], recipe={}, epochs=epochs)
+        results["params"].update(image_size=size)
+        results["history"] *= epochs
+        (tmp_path / protocol / "unet-dice").mkdir(parents=True)
+        (tmp_path / protocol / "unet-dice" / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "REPORT.md"
+    argv = ["--out", str(out), "--no-inference"]
+    for protocol in ("gpu", "cpu"):
+        argv += ["--runs-dir", str(tmp_path / protocol), "--figures-dir", str(tmp_path / f"{protocol}-figures")]
+    assert report.main(argv) == 0
+    text = out.read_text()
+    gpu, cpu = text.index(f"## `{tmp_path / 'gpu'}/`: 256 px, 100 epochs, batch 16, test device"), \
+        text.index(f"## `{tmp_path / 'cpu'}/`: 64 px, 12 epochs, batch 16, test device")
+    assert gpu < cpu and text.count("### Every run on the reference split") == 2
+    assert "| 0.9000 |" in text[gpu:cpu] and "| 0.8000 |" in text[cpu:]
+    assert "**Reduced settings.**" in text[cpu:] and "**Reduced settings.**" not in text[:cpu]  # the cpu section's
+    assert "](gpu-figures/val_dsc_curves.png)" in text and "](cpu-figures/val_dsc_curves.png)" in text
+    assert (tmp_path / "gpu-figures" / "val_dsc_curves.png").exists()
+    assert (tmp_path / "cpu-figures" / "val_dsc_curves.png").exists()
+    assert text.count(report.ANALYSIS_START) == 1 and text.count("- unet-dice: commit abc1234") == 2
+    with pytest.raises(ValueError, match="2 runs folders and 1 figures folders"):
+        report.write_report([tmp_path / "gpu", tmp_path / "cpu"], out, tmp_path / "f", inference=False)
+
+
 def test_report_without_runs_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results.json under it; run experiments.py first"):
         report.write_report(tmp_path, tmp_path / "REPORT.md", tmp_path / "f")

@@ -20,6 +20,7 @@ def session(step, *args, env):
 def test_usage_without_a_step():
     finished = session("", env=dict(os.environ, STORE="/nonexistent/store"))
     assert finished.returncode == 2 and "receive" in finished.stdout and "unpack" in finished.stdout
+    assert finished.stdout.rstrip().endswith("(a training stopped at LIMIT is no failure: rerun to resume).")
 
 
 def test_receive_unpack_train_report_and_collect(phantom_dir, tmp_path):

@@ -21,7 +21,8 @@
 # What comes back: $OUT/runs.tar.xz (results, logs, metrics, figures; no weights), the benchmarks' text.
 # Here:         tar -xJf <files_at>/runs.tar.xz -C /tmp/back && cp -r /tmp/back/runs/. results/real-data-gpu/runs/
 #               python report.py --runs-dir results/real-data-gpu/runs --figures-dir results/real-data-gpu/figures \
-#                   --no-inference      then commit results/real-data-gpu and REPORT.md
+#                   --runs-dir results/real-data-cpu/runs --figures-dir results/real-data-cpu/figures --no-inference
+#               (REPORT.md: a section per protocol), then commit results/real-data-gpu and REPORT.md
 # Settings (environment): STORE (/root/lgg), INCOMING (lgg-packed), CACHE (data/cache), LIMIT (540 s), OUT,
 #                         PYTHON (the interpreter: python, else python3), SOURCE_COMMIT (the commit sent).
 # Exit status: a failed step fails the script (a training stopped at LIMIT is no failure: rerun to resume).
@@ -37,7 +38,7 @@ OUT=${OUT:-$STORE/out}
 PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 case "${1:-}" in
   receive | unpack | bench | train | report | collect) ;;
-  *) sed -n '2,27p' "$0"; exit 2 ;;
+  *) sed -n '2,28p' "$0"; exit 2 ;;
 esac
 mkdir -p "$STORE/packed" "$RUNS" "$OUT"
 if [ -z "${SOURCE_COMMIT:-}" ]; then
