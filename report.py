@@ -391,7 +391,7 @@ def is_modern_recipe(run):
 
 def paired_rows(runs, cv):
     """A row per recipe against the reference recipe: on the reference split, and pooled over the folds; on the
-    split, each run that changes one thing of the modern recipe (its loss, its network) against that recipe too."""
+    split, every other run against the modern recipe too (a loss or a network row changes one thing of it)."""
     rows = []
 
     def compare(name, baseline, other, where):
@@ -538,10 +538,10 @@ def section_lines(runs, figures_dir, relative, heading, inference, device):
         lines += [
             f"{heading} Paired comparisons on the same patients",
             "",
-            "Each recipe against the reference recipe (and each run that changes one thing of the modern recipe "
-            "against that recipe), patient by patient, at the original 256x256 geometry where "
-            "inference has run (else on the preprocessed grid at the best epoch): the mean of the per-patient "
-            "differences, its 95% interval from 10,000 bootstrap resamples of the patients, and how many patients "
+            "Each recipe against the reference recipe, and on the reference split against the modern recipe too "
+            "(each loss and network row changes one thing of it), patient by patient, at the original 256x256 "
+            "geometry where inference has run (else on the preprocessed grid at the best epoch): the mean of the "
+            "per-patient differences, its 95% interval from 10,000 bootstrap resamples of the patients, and how many patients "
             "improve. On the reference split there are only 10 patients: an interval that spans 0 there says the "
             "split cannot tell the two apart.",
             "",
