@@ -66,15 +66,20 @@ def predict(model, data, device, batch_size=32, tta=False, workers=0, fuse=False
     return {patient: tuple(part[p] for part in grouped) for p, patient in enumerate(data.patients)}
 
 
-def patient_metrics(patient, restored, truth, threshold, lcc, dsc_preprocessed):
-    """The metrics.csv row of a patient: restored, the probabilities at the original geometry; truth, its mask.
-
-    The scores are of the post-processed prediction (lcc: its 3-D largest connected component alone, as the
-    reference); dsc_without_lcc and components say what that post-processing did: a patient scoring 0 with a
-    high dsc_without_lcc had its tumour in a smaller component than a false one.
-    """
+def post_process(restored, threshold, lcc):
+    """(thresholded, prediction) of the probabilities at the original geometry: the prediction is, with lcc, the
+    thresholded volume's 3-D largest connected component alone, as the reference; else the thresholded volume."""
     thresholded = binarise(restored, threshold, lcc=False)
-    pred = largest_connected_component(thresholded) if lcc else thresholded
+    return thresholded, largest_connected_component(thresholded) if lcc else thresholded
+
+
+def patient_metrics(patient, thresholded, pred, truth, dsc_preprocessed):
+    """The metrics.csv row of a patient from post_process's two volumes and the truth mask.
+
+    The scores are of the post-processed prediction; dsc_without_lcc and components say what that
+    post-processing did: a patient scoring 0 with a high dsc_without_lcc had its tumour in a smaller component
+    than a false one.
+    """
     return dict(patient=patient, **segmentation_metrics(pred, truth), dsc_preprocessed=dsc_preprocessed,
                 dsc_without_lcc=dsc(thresholded, truth, lcc=False), components=count_components(thresholded))
 
@@ -215,14 +220,14 @@ def run(**overrides):
         telling_slice[patient] = int(np.argmax((truths if has_mask else pred).sum(axis=(1, 2))))
         gifs.append(save_pictures(patient, patient_overlays(inputs, pred, truths if has_mask else None),
                                   out_dir, params["gif_fps"]))
-        restored = dataset.restore_geometry(probs, data.geometries[index])
+        thresholded, original = post_process(dataset.restore_geometry(probs, data.geometries[index]),
+                                             params["threshold"], params["lcc"])
         if params["write_masks"]:
-            write_mask_tiffs(binarise(restored, params["threshold"], params["lcc"]), patient, data.files[patient],
-                             out_dir / "masks", params["copy_images"])
+            write_mask_tiffs(original, patient, data.files[patient], out_dir / "masks", params["copy_images"])
         if has_mask:
             reference_dsc[patient] = dsc(pred, truths, lcc=False)
-            rows.append(patient_metrics(patient, restored, dataset.original_truth(data.files[patient]),
-                                        params["threshold"], params["lcc"], reference_dsc[patient]))
+            rows.append(patient_metrics(patient, thresholded, original, dataset.original_truth(data.files[patient]),
+                                        reference_dsc[patient]))
     if rows:
         write_metrics(rows, out_dir / "metrics.csv")
         summary = metrics_summary(rows)

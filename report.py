@@ -133,25 +133,26 @@ def describe_model(params):
     return text
 
 
-def mean_hd95(folder):
-    """Mean HD95 over the patients of folder/predictions/metrics.csv (empty values skipped), or None."""
+def metrics_rows(folder):
+    """The rows of folder/predictions/metrics.csv (inference with the run's best weights) as strings, or []."""
     path = Path(folder) / "predictions" / "metrics.csv"
     if not path.exists():
-        return None
+        return []
     with open(path) as handle:
-        values = [float(row["hd95"]) for row in csv.DictReader(handle) if row["hd95"] not in ("", "nan")]
+        return list(csv.DictReader(handle))
+
+
+def mean_hd95(folder):
+    """Mean HD95 over the patients of folder/predictions/metrics.csv (empty values skipped), or None."""
+    values = [float(row["hd95"]) for row in metrics_rows(folder) if row["hd95"] not in ("", "nan")]
     return float(np.mean(values)) if values else None
 
 
 def lcc_effect(folder):
     """{patient: (DSC, DSC without the 3-D largest connected component, components)} at the original geometry,
     from a metrics.csv that has them (inference since they were added), else {}."""
-    path = Path(folder) / "predictions" / "metrics.csv"
-    if not path.exists():
-        return {}
-    with open(path) as handle:
-        rows = [row for row in csv.DictReader(handle) if row.get("dsc_without_lcc") not in (None, "")]
-    return {row["patient"]: (float(row["dsc"]), float(row["dsc_without_lcc"]), int(row["components"])) for row in rows}
+    return {row["patient"]: (float(row["dsc"]), float(row["dsc_without_lcc"]), int(row["components"]))
+            for row in metrics_rows(folder) if row.get("dsc_without_lcc") not in (None, "")}
 
 
 def lcc_rows(runs, threshold=0.01):
@@ -176,11 +177,7 @@ def lcc_rows(runs, threshold=0.01):
 def native_scores(folder):
     """{patient: DSC at the original 256x256 geometry} from folder/predictions/metrics.csv (inference with the
     run's best weights, after the 3-D largest connected component), or {} before inference."""
-    path = Path(folder) / "predictions" / "metrics.csv"
-    if not path.exists():
-        return {}
-    with open(path) as handle:
-        return {row["patient"]: float(row["dsc"]) for row in csv.DictReader(handle)}
+    return {row["patient"]: float(row["dsc"]) for row in metrics_rows(folder)}
 
 
 def paired_comparison(baseline, other, resamples=10_000, seed=0):
@@ -366,12 +363,8 @@ PATIENT_COLUMNS = [("patient", "patient"), ("DSC", "dsc", ".3f"), ("precision", 
 
 def best_patients(run):
     """The best run's metrics.csv rows, worst DSC first."""
-    path = run.folder / "predictions" / "metrics.csv"
-    if not path.exists():
-        return []
-    with open(path) as handle:
-        rows = [{key: float(value) if key != "patient" and value not in ("", "nan") else (value or None)
-                 for key, value in row.items()} for row in csv.DictReader(handle)]
+    rows = [{key: float(value) if key != "patient" and value not in ("", "nan") else (value or None)
+             for key, value in row.items()} for row in metrics_rows(run.folder)]
     for row in rows:
         for count in ("true_voxels", "components"):
             if row.get(count) is not None:
@@ -410,7 +403,9 @@ def paired_rows(runs, cv):
     reference = next((run for run in split_runs if is_reference_recipe(run)), None)
     modern = next((run for run in split_runs if is_modern_recipe(run)), None)
     for baseline, skipped in ((reference, ()), (modern, (reference,))):
-        for run in split_runs if baseline is not None else ():
+        if baseline is None:
+            continue
+        for run in split_runs:
             if run is not baseline and run not in skipped:
                 compare(run.name, *both(native_scores(baseline.folder), native_scores(run.folder),
                                         baseline.per_patient_at_best, run.per_patient_at_best),

@@ -99,11 +99,11 @@ def test_patient_metrics_say_what_the_largest_component_threw_away():
     truth[0, 0, 0:4] = 1
     probs = truth * 0.9
     probs[2:4, 3:5, 3:5] = 0.8  # 2x2x2, not touching the tumour
-    row = inference.patient_metrics("p", probs, truth, threshold=0.5, lcc=True, dsc_preprocessed=0.25)
+    row = inference.patient_metrics("p", *inference.post_process(probs, threshold=0.5, lcc=True), truth, 0.25)
     assert row["dsc"] == 0.0 and row["predicted_voxels"] == 8 and row["true_voxels"] == 4
     assert row["dsc_without_lcc"] == pytest.approx(0.5) and row["components"] == 2
     assert row["dsc_preprocessed"] == 0.25 and list(row) == list(inference.METRIC_COLUMNS)
-    plain = inference.patient_metrics("p", probs, truth, threshold=0.5, lcc=False, dsc_preprocessed=0.25)
+    plain = inference.patient_metrics("p", *inference.post_process(probs, threshold=0.5, lcc=False), truth, 0.25)
     assert plain["dsc"] == plain["dsc_without_lcc"] == pytest.approx(0.5) and plain["predicted_voxels"] == 12
 
 
