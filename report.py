@@ -383,40 +383,38 @@ def is_modern_recipe(run):
 
 
 def paired_rows(runs, cv):
-    """A row per recipe against the reference recipe: on the reference split, and pooled over the folds; on the
-    split, every other run against the modern recipe too (a loss or a network row changes one thing of it)."""
+    """A row per recipe against the reference recipe, on the reference split and pooled over the folds; every
+    other recipe against the modern recipe too (a loss or a network row changes one thing of it, and a k-fold
+    recipe that claims to beat it must do so on the same patients)."""
     rows = []
 
     def compare(name, baseline, other, where):
-        result = paired_comparison(baseline, other)
+        """baseline and other: (native-geometry scores, grid scores); native when both sides have it, else both
+        on the grid: never one of each."""
+        (native, grid), (other_native, other_grid) = baseline, other
+        result = paired_comparison(*((native, other_native) if native and other_native else (grid, other_grid)))
         if result:
             rows.append(dict(experiment=name, baseline=where, patients=result["patients"],
                              mean_difference=result["mean_difference"],
                              interval=f"{result['low']:+.4f} to {result['high']:+.4f}",
                              counts=f"{result['improved']} / {result['worse']} / {result['tied']}"))
 
-    def both(native, other_native, grid, other_grid):
-        """Native-geometry scores when both sides have them, else both on the grid: never one of each."""
-        return (native, other_native) if native and other_native else (grid, other_grid)
+    def against_baselines(scores, candidates, where):
+        """scores: {recipe name: (native, grid)}; candidates: the runs that may name the two baselines."""
+        reference = next((run.name for run in candidates if is_reference_recipe(run)), None)
+        modern = next((run.name for run in candidates if is_modern_recipe(run)), None)
+        for baseline, skipped in ((reference, ()), (modern, (reference,))):
+            if baseline in scores:
+                for name in scores:
+                    if name != baseline and name not in skipped:
+                        compare(name, scores[baseline], scores[name], where(baseline, name))
 
     split_runs = [run for run in runs if run.fold is None]
-    reference = next((run for run in split_runs if is_reference_recipe(run)), None)
-    modern = next((run for run in split_runs if is_modern_recipe(run)), None)
-    for baseline, skipped in ((reference, ()), (modern, (reference,))):
-        if baseline is None:
-            continue
-        for run in split_runs:
-            if run is not baseline and run not in skipped:
-                compare(run.name, *both(native_scores(baseline.folder), native_scores(run.folder),
-                                        baseline.per_patient_at_best, run.per_patient_at_best),
-                        f"{baseline.name}, reference split")
-    baseline_name = next((run.name for run in runs if run.fold is not None and is_reference_recipe(run)), None)
-    if baseline_name in cv:
-        base = cv[baseline_name]
-        for name, entry in sorted(cv.items()):
-            if name != baseline_name:
-                compare(name, *both(base["native"], entry["native"], base["patients"], entry["patients"]),
-                        f"{baseline_name}, {len(entry['fold_dsc'])}-fold pooled")
+    against_baselines({run.name: (native_scores(run.folder), run.per_patient_at_best) for run in split_runs},
+                      split_runs, lambda baseline, name: f"{baseline}, reference split")
+    against_baselines({name: (entry["native"], entry["patients"]) for name, entry in sorted(cv.items())},
+                      [run for run in runs if run.fold is not None],
+                      lambda baseline, name: f"{baseline}, {len(cv[name]['fold_dsc'])}-fold pooled")
     return rows
 
 

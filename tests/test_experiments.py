@@ -333,6 +333,31 @@ def test_paired_rows_compare_every_recipe_with_the_reference_recipe_on_the_same_
     assert report.paired_rows(runs, report.cross_validation(runs))[0]["mean_difference"] == pytest.approx(0.05)
 
 
+def test_pooled_over_folds_a_third_recipe_is_paired_with_the_modern_recipe_as_well_as_the_reference(tmp_path):
+    from experiments import FAST, MODERN
+
+    runs = []
+    # per patient at 256x256: reference 0.5 0.6 | 0.7 0.8, modern +0.1 each, fast +0.2 on fold 0 and +0.0 on fold 1
+    for name, recipe, offsets in (("unet-dice", {}, (0.0, 0.0)), ("unet-bce_dice-adamw-cosine", MODERN, (0.1, 0.1)),
+                                  ("unet-bce_dice-fast", FAST, (0.2, 0.0))):
+        for fold, patients in enumerate((dict(a=0.5, b=0.6), dict(c=0.7, d=0.8))):
+            folder = tmp_path / name / f"fold-{fold}"
+            write_metrics(folder, {patient: value + offsets[fold] for patient, value in patients.items()})
+            results = hand_made_results(1, [dict.fromkeys(patients, 0.5)], folds=2, fold=fold, recipe=dict(recipe))
+            runs.append(report.Run(name, fold, folder, results))
+    paired = report.paired_rows(runs, report.cross_validation(runs))
+    rows = {(row["experiment"], row["baseline"]): row for row in paired}
+    assert sorted(rows) == [
+        ("unet-bce_dice-adamw-cosine", "unet-dice, 2-fold pooled"),
+        ("unet-bce_dice-fast", "unet-bce_dice-adamw-cosine, 2-fold pooled"),
+        ("unet-bce_dice-fast", "unet-dice, 2-fold pooled"),
+    ]
+    against_modern = rows[("unet-bce_dice-fast", "unet-bce_dice-adamw-cosine, 2-fold pooled")]
+    assert against_modern["mean_difference"] == pytest.approx(0.0) and against_modern["counts"] == "2 / 2 / 0"
+    against_reference = rows[("unet-bce_dice-fast", "unet-dice, 2-fold pooled")]
+    assert against_reference["mean_difference"] == pytest.approx(0.1) and against_reference["counts"] == "2 / 0 / 2"
+
+
 def test_on_the_split_a_one_change_run_is_paired_with_the_modern_recipe_as_well_as_the_reference(tmp_path):
     from experiments import MODERN
 
