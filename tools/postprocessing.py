@@ -8,16 +8,12 @@ validation patients. Prints a markdown table: per run and rule, the mean DSC and
 """
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-import dataset
-import inference
-from checkpoint import load_weights
+from tools.run_predictions import native_probabilities
 from utils import dsc
 
 
@@ -57,18 +53,9 @@ def apply_rules(probabilities, threshold=0.5):
 
 def score_run(folder, cache_dir=None, device="cpu"):
     """{rule: [DSC per validation patient at the original geometry]} with the run's best weights."""
-    folder = Path(folder)
-    results = json.loads((folder / "results.json").read_text())
-    model, metadata = load_weights(folder / "weights" / "unet.pt", device)
-    data = dataset.BrainSegmentationDataset(
-        results["data_dir"], subset="all", patients=list(results["validation_patients"]),
-        image_size=metadata["image_size"], random_sampling=False, require_masks=True,
-        cache_dir=cache_dir or results["params"].get("cache_dir"))
-    predictions = inference.predict(model, data, device, tta=results["params"].get("tta", False))
     scores = {rule: [] for rule in RULES}
-    for index, (patient, (_, probs, _)) in enumerate(predictions.items()):
-        truth = dataset.original_truth(data.files[patient])
-        for rule, mask in apply_rules(dataset.restore_geometry(probs, data.geometries[index])).items():
+    for _, probabilities, truth in native_probabilities(folder, cache_dir, device):
+        for rule, mask in apply_rules(probabilities).items():
             scores[rule].append(dsc(mask, truth, lcc=False))
     return scores
 

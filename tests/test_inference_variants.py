@@ -1,0 +1,100 @@
+"""tools/inference_variants.py: flip TTA and ensembles scored as inference scores, hand-computed."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import checkpoint
+import inference
+from tools import inference_variants
+from unet import UNet
+
+
+def volume(*regions):
+    """A (1, 4, 4) probability volume: each region (row, first column, last column + 1, probability)."""
+    probabilities = np.zeros((1, 4, 4))
+    for row, start, stop, value in regions:
+        probabilities[0, row, start:stop] = value
+    return probabilities
+
+
+TRUTH = volume((0, 0, 2, 1)) > 0  # 2 voxels
+PREDICTIONS = {  # (run, tta): probabilities of patient a
+    ("r1", False): volume((0, 0, 2, 0.9), (3, 3, 4, 0.9)),  # the truth, and a 1-voxel blob the component drops
+    ("r1", True): volume((0, 0, 4, 0.9)),  # 4 voxels over 2 true: DSC 2 * 2 / (4 + 2)
+    ("r2", False): volume((0, 0, 2, 0.2), (3, 0, 3, 0.9)),  # misses: DSC 0
+    ("r2", True): volume((0, 0, 2, 0.2), (3, 0, 3, 0.9)),
+}
+
+
+def make_runs(tmp_path, patients_of):
+    folders = []
+    for name, patients in patients_of.items():
+        folder = tmp_path / name
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps(dict(validation_patients=patients)))
+        folders.append(folder)
+    return folders
+
+
+def stand_in(folder, cache_dir, device, tta):
+    yield "a", PREDICTIONS[(folder.name, tta)], TRUTH
+
+
+def test_each_run_with_and_without_tta_and_their_ensemble_hand_computed(tmp_path):
+    folders = make_runs(tmp_path, dict(r1=["a"], r2=["a"]))
+    scores = inference_variants.score_variants(folders, ensemble=True, predict=stand_in)
+    expected = {
+        "r1": 1.0,  # the blob is not the largest component
+        "r1 + flip TTA": 2 / 3,
+        "r2": 0.0,
+        "r2 + flip TTA": 0.0,
+        "ensemble of 2": 1.0,  # (0.9 + 0.2) / 2 = 0.55 on the truth, 0.45 on r2's false row
+        "ensemble of 2 + flip TTA": 1.0,  # 0.55 on the truth, 0.45 beside it and on the false row
+    }
+    assert {variant: per_patient["a"] for variant, per_patient in scores.items()} == pytest.approx(expected)
+    lines = inference_variants.table(scores, "r1")
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in lines[2:]}
+    assert rows["r1 + flip TTA"][4:7] == ["r1", "-0.3333", "-0.3333 to -0.3333"]
+    assert rows["ensemble of 2"][4:6] == ["r1", "+0.0000"] and rows["r1"][4] == ""
+
+
+def test_the_folds_of_an_experiment_pool_into_one_row(tmp_path):
+    def per_fold(folder, cache_dir, device, tta):
+        patient = dict(zip(("fold-0", "fold-1"), "ab"))[folder.name]
+        yield patient, PREDICTIONS[("r1", tta)], TRUTH
+
+    folders = make_runs(tmp_path, {"modern/fold-0": ["a"], "modern/fold-1": ["b"]})
+    scores = inference_variants.score_variants(folders, predict=per_fold)
+    assert sorted(scores) == ["modern", "modern + flip TTA"]
+    assert scores["modern"] == {"a": 1.0, "b": 1.0}
+
+
+def test_an_ensemble_of_runs_on_other_patients_is_refused(tmp_path, capsys):
+    folders = make_runs(tmp_path, dict(r1=["a"], r2=["b"]))
+    with pytest.raises(ValueError, match="r2: its validation patients differ from those of .*r1"):
+        inference_variants.score_variants(folders, ensemble=True, predict=stand_in)
+    with pytest.raises(SystemExit) as exit:
+        inference_variants.main([str(folder) for folder in folders] + ["--ensemble"])
+    assert exit.value.code == 2 and "leave out --ensemble" in capsys.readouterr().err
+
+
+def test_plain_and_tta_score_what_inference_scores(phantom_dir, tmp_path):
+    torch.manual_seed(0)
+    folder = tmp_path / "run"
+    model = UNet(init_features=4)
+    with torch.no_grad():  # a random model predicts nothing above 0.5: move its logits so that it predicts blobs
+        model.conv.bias -= torch.quantile(model(torch.rand(2, 3, 32, 32)), 0.7)
+    checkpoint.save_weights(model, folder / "weights" / "unet.pt", 32, dict(init_features=4))
+    patients = ["TCGA_SY_0001_20000101", "TCGA_SY_0003_20000101"]
+    (folder / "results.json").write_text(json.dumps(dict(data_dir=str(phantom_dir), validation_patients=patients,
+                                                         params=dict(cache_dir=None))))
+    scores = inference_variants.score_variants([folder])
+    for tta, variant in ((False, "run"), (True, "run + flip TTA")):
+        scored = inference.run(weights=folder / "weights" / "unet.pt", data_path=phantom_dir, patients=patients,
+                               cache_dir=None, predictions_dir=tmp_path / f"p{tta}", workers=0, write_masks=False,
+                               fuse=False, tta=tta)
+        assert list(scores[variant].values()) == pytest.approx([row["dsc"] for row in scored["metrics"]], abs=1e-9)
+    assert scores["run"] != scores["run + flip TTA"]

@@ -1,0 +1,27 @@
+"""A trained run's probabilities at the original geometry, patient by patient: what the tools that compare
+post-processing rules and inference variants score."""
+
+import json
+from pathlib import Path
+
+import dataset
+import inference
+from checkpoint import load_weights
+
+
+def native_probabilities(folder, cache_dir=None, device="cpu", tta=None):
+    """Yields (patient, probabilities at the original geometry, truth) for each validation patient of the run in
+    folder (results.json, weights/unet.pt), with its best weights; tta None: as the run was trained to infer."""
+    folder = Path(folder)
+    results = json.loads((folder / "results.json").read_text())
+    model, metadata = load_weights(folder / "weights" / "unet.pt", device)
+    data = dataset.BrainSegmentationDataset(
+        results["data_dir"], subset="all", patients=list(results["validation_patients"]),
+        image_size=metadata["image_size"], random_sampling=False, require_masks=True,
+        cache_dir=cache_dir or results["params"].get("cache_dir"))
+    if tta is None:
+        tta = results["params"].get("tta", False)
+    predictions = inference.predict(model, data, device, tta=tta)
+    for index, (patient, (_, probs, _)) in enumerate(predictions.items()):
+        yield (patient, dataset.restore_geometry(probs, data.geometries[index]),
+               dataset.original_truth(data.files[patient]))
