@@ -121,13 +121,16 @@ def describe_size(params):
     return f"{small} -> {params['image_size']} ({epochs} + {params['epochs'] - epochs} epochs)"
 
 
-def describe_model(params):
+def describe_model(params, results=None):
+    """The network, with what is not its default; an encoder whose ImageNet weights were asked for says whether
+    it had them (results' encoder_weights; older runs did not record it: "ImageNet asked")."""
     text = params.get("model", "unet")
     if params.get("init_features", 32) != 32:
         text += f" ({params['init_features']} features)"
     args = params.get("model_args") or {}
     if args.get("pretrained") or args.get("pretrained_path"):
-        text += " (ImageNet asked)"
+        text += {"ImageNet": " (ImageNet encoder)", "random": " (random init: no ImageNet file)"}.get(
+            (results or {}).get("encoder_weights"), " (ImageNet asked)")
     if args.get("deep_supervision"):
         text += " (deep sup.)"
     return text
@@ -207,7 +210,7 @@ def summary(run):
     return dict(
         experiment=run.name + (" (reference recipe)" if reference else ""),
         name=run.name,
-        model=describe_model(params),
+        model=describe_model(params, results),
         loss=params.get("loss", "dice"),
         optimiser=describe_optimiser(params),
         schedule=describe_schedule(params),

@@ -80,6 +80,7 @@ class Run:
         model = build_model(params["model"], **build_args)
         if hasattr(model, "pretrained_message"):
             print(model.pretrained_message)
+        self.encoder_weights = getattr(model, "encoder_weights", None)  # "ImageNet" or "random" where it has one
         self.model = model.to(device, memory_format=speed.memory_format)
         self.step_model = torch.compile(self.model) if params["compile"] else self.model
         self.loss_fn = build_loss(params["loss"], deep_supervision_weights=params["deep_supervision_weights"],
@@ -190,7 +191,9 @@ def resume(run, results, checkpoint_path):
             + "; resume with the run's own settings, or start a new run in other weights_dir and logs_dir"
         )
     run.restore(saved)
-    results.update({key: saved["results"][key] for key in ("history", "best_val_dsc", "best_epoch", "train_seconds")})
+    results.pop("encoder_weights", None)  # what the run's first start found, not this one
+    results.update({key: saved["results"][key] for key in ("history", "best_val_dsc", "best_epoch", "train_seconds",
+                                                          "encoder_weights") if key in saved["results"]})
     results["resumed_after_epochs"] = saved["results"].get("resumed_after_epochs", []) + [saved["epoch"] + 1]
     earlier = saved["results"].get("earlier_commits", []) + [saved["results"]["commit"]]
     results["earlier_commits"] = list(dict.fromkeys(earlier))  # the code that trained the epochs before
@@ -220,6 +223,8 @@ def train(**overrides):
         train_set, valid_set = datasets(params, data_dir, augment_on_cpu=speed.pipeline == "reference")
         run = Run(params, train_set, valid_set, device, speed)
         results = new_results(params, data_dir, source, device, speed, train_set, valid_set)
+        if run.encoder_weights:
+            results["encoder_weights"] = run.encoder_weights
         first_epoch = resume(run, results, checkpoint_path)
         with Logger(logs_dir) as logger, BackgroundWork() as background:
             epoch_end = EpochEnd(results, logger, valid_set, params, run.model_args, checkpoint_path)

@@ -168,7 +168,8 @@ class ResNet34Encoder(nn.Module):
 
 
 def load_imagenet_encoder(encoder, path=None):
-    """Load torchvision-format ResNet-34 ImageNet weights into encoder; returns a line saying what happened.
+    """Load torchvision-format ResNet-34 ImageNet weights into encoder; returns (the file loaded, or None when
+    none was found, and a line saying what happened).
 
     path: a local .pth state_dict (e.g. torchvision's resnet34-b627a593.pth). Without one,
     torchvision's cached weights are tried when torchvision is installed; nothing is downloaded.
@@ -188,28 +189,29 @@ def load_imagenet_encoder(encoder, path=None):
         except ImportError:
             pass
     if state is None:
-        return "ResNet-34 encoder: no ImageNet weights file found, random initialisation"
+        return None, "ResNet-34 encoder: no ImageNet weights file found, random initialisation"
     state = {key: value for key, value in state.items() if not key.startswith("fc.")}
     if encoder.conv1.weight.shape[1] != state["conv1.weight"].shape[1]:
         state.pop("conv1.weight")
     missing, unexpected = encoder.load_state_dict(state, strict=False)
-    return f"ResNet-34 encoder: ImageNet weights from {source} ({len(missing)} tensors left at random init)"
+    return source, f"ResNet-34 encoder: ImageNet weights from {source} ({len(missing)} tensors left at random init)"
 
 
 class ResNet34UNet(nn.Module):
     """U-Net decoder on a ResNet-34 encoder (skips at 1/2 ... 1/16), upsampled back to the input size.
 
     pretrained: load ImageNet weights into the encoder when a file is available (see load_imagenet_encoder);
-    what happened is in self.pretrained_message.
+    what happened is in self.pretrained_message, and self.encoder_weights says "ImageNet" or "random".
     """
 
     def __init__(self, in_channels=3, out_channels=1, init_features=32, pretrained=False, pretrained_path=None):
         super().__init__()
         self.encoder = ResNet34Encoder(in_channels)
-        self.pretrained_message = (
+        loaded, self.pretrained_message = (
             load_imagenet_encoder(self.encoder, pretrained_path) if pretrained or pretrained_path else
-            "ResNet-34 encoder: random initialisation (pretrained=False)"
+            (None, "ResNet-34 encoder: random initialisation (pretrained=False)")
         )
+        self.encoder_weights = "ImageNet" if loaded else "random"
         d = init_features  # decoder width at 1/2 scale, as the U-Net's first level
         self.up4 = nn.ConvTranspose2d(512, d * 8, 2, stride=2)
         self.dec4 = conv_block(d * 8 + 256, d * 8, "dec4")

@@ -190,8 +190,11 @@ def test_model_column_names_width_imagenet_and_deep_supervision():
     assert report.describe_model(dict(model="unet", init_features=32)) == "unet"
     assert report.describe_model(dict(model="unet", init_features=64)) == "unet (64 features)"
     assert report.describe_model(dict(model="unet++", model_args={"deep_supervision": True})) == "unet++ (deep sup.)"
-    assert report.describe_model(dict(model="resnet34_unet", model_args={"pretrained": True})) == \
-        "resnet34_unet (ImageNet asked)"
+    resnet = dict(model="resnet34_unet", model_args={"pretrained": True})
+    assert report.describe_model(resnet) == "resnet34_unet (ImageNet asked)"  # a run from before it was recorded
+    assert report.describe_model(resnet, dict(encoder_weights="random")) == \
+        "resnet34_unet (random init: no ImageNet file)"
+    assert report.describe_model(resnet, dict(encoder_weights="ImageNet")) == "resnet34_unet (ImageNet encoder)"
 
 
 def test_mean_hd95_skips_patients_without_one(tmp_path):

@@ -6,6 +6,7 @@ import torch
 import checkpoint
 import dataset
 import train
+import unet
 from optimizers import build_optimizer, lr_factor
 from loss import LOSSES, build_loss
 from unet import (MODELS, AttentionUNet, NestedUNet, ResNet34Encoder, ResNet34UNet, UNet, build_model,
@@ -83,9 +84,10 @@ def test_resnet34_unet_loads_a_local_imagenet_file_and_says_so(tmp_path):
     torch.save(state, path)
     model = ResNet34UNet(init_features=4, pretrained_path=path)
     assert str(path) in model.pretrained_message and "0 tensors left at random init" in model.pretrained_message
-    assert torch.all(model.encoder.layer4[2].conv2.weight == 0.5)
+    assert torch.all(model.encoder.layer4[2].conv2.weight == 0.5) and model.encoder_weights == "ImageNet"
     plain = ResNet34UNet(init_features=4, pretrained=False)
     assert plain.pretrained_message == "ResNet-34 encoder: random initialisation (pretrained=False)"
+    assert plain.encoder_weights == "random"
     one_channel = ResNet34UNet(in_channels=1, init_features=4, pretrained_path=path)
     assert "1 tensors left at random init" in one_channel.pretrained_message
 
@@ -186,14 +188,34 @@ def test_k_fold_training_validates_on_its_fold(phantom_dir, tmp_path):
 
 def test_resnet34_request_without_imagenet_file_says_random_init(phantom_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no cached torchvision weights there
-    train.train(
+    results = train.train(
         data_path=str(phantom_dir), weights_dir=str(tmp_path / "w"), logs_dir=str(tmp_path / "l"),
         cache_dir=str(tmp_path / "cache"),
         **dict(RECIPE, model="resnet34_unet", model_args={"pretrained": True}, epochs=1, tta=False),
     )
     assert "ResNet-34 encoder: no ImageNet weights file found, random initialisation" in capsys.readouterr().out
+    assert results["encoder_weights"] == "random"  # the report says so beside the model
     model, metadata = checkpoint.load_weights(tmp_path / "w" / "unet.pt")
     assert isinstance(model, ResNet34UNet) and "pretrained" not in metadata["model_args"]
+
+
+def test_a_resumed_run_reports_how_its_first_start_initialised_the_encoder(phantom_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no cached torchvision weights there
+    settings = dict(data_path=str(phantom_dir), weights_dir=str(tmp_path / "w"), logs_dir=str(tmp_path / "l"),
+                    cache_dir=str(tmp_path / "cache"),
+                    **dict(RECIPE, model="resnet34_unet", model_args={"pretrained": True}, epochs=1, tta=False))
+    assert train.train(**settings)["encoder_weights"] == "random"
+    # the ImageNet file appears before the resume: the weights that trained are still the random start's
+    monkeypatch.setattr(unet, "load_imagenet_encoder", lambda encoder, path=None: ("resnet34.pth", "loaded"))
+    assert ResNet34UNet(init_features=4, pretrained=True).encoder_weights == "ImageNet"
+    resumed = train.train(**dict(settings, resume=True))
+    assert resumed["resumed_after_epochs"] == [1] and resumed["encoder_weights"] == "random"
+    # a checkpoint from before encoder_weights was recorded: the resume does not guess it from its own start
+    path = tmp_path / "l" / train.CHECKPOINT_NAME
+    saved = checkpoint.load_training_checkpoint(path)
+    del saved["results"]["encoder_weights"]
+    checkpoint.save_atomic(saved, path)
+    assert "encoder_weights" not in train.train(**dict(settings, resume=True))
 
 
 def test_weights_of_one_network_do_not_load_as_another(tmp_path):
