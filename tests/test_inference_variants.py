@@ -4,12 +4,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-import checkpoint
 import inference
 from tools import inference_variants
-from unet import UNet
 
 
 def volume(*regions):
@@ -81,16 +78,8 @@ def test_an_ensemble_of_runs_on_other_patients_is_refused(tmp_path, capsys):
     assert exit.value.code == 2 and "leave out --ensemble" in capsys.readouterr().err
 
 
-def test_plain_and_tta_score_what_inference_scores(phantom_dir, tmp_path):
-    torch.manual_seed(0)
-    folder = tmp_path / "run"
-    model = UNet(init_features=4)
-    with torch.no_grad():  # a random model predicts nothing above 0.5: move its logits so that it predicts blobs
-        model.conv.bias -= torch.quantile(model(torch.rand(2, 3, 32, 32)), 0.7)
-    checkpoint.save_weights(model, folder / "weights" / "unet.pt", 32, dict(init_features=4))
-    patients = ["TCGA_SY_0001_20000101", "TCGA_SY_0003_20000101"]
-    (folder / "results.json").write_text(json.dumps(dict(data_dir=str(phantom_dir), validation_patients=patients,
-                                                         params=dict(cache_dir=None))))
+def test_plain_and_tta_score_what_inference_scores(phantom_dir, blob_run, tmp_path):
+    folder, patients = blob_run
     scores = inference_variants.score_variants([folder])
     for tta, variant in ((False, "run"), (True, "run + flip TTA")):
         scored = inference.run(weights=folder / "weights" / "unet.pt", data_path=phantom_dir, patients=patients,

@@ -1,15 +1,10 @@
 """tools/postprocessing.py: each rule keeps the components it says, and the reference's rule scores as inference."""
 
-import json
-
 import numpy as np
 import pytest
-import torch
 
-import checkpoint
 import inference
 from tools import postprocessing
-from unet import UNet
 
 
 def test_each_rule_keeps_the_components_it_names():
@@ -27,16 +22,8 @@ def test_each_rule_keeps_the_components_it_names():
     assert all(not mask.any() for mask in postprocessing.apply_rules(np.full((2, 3, 3), 0.5)).values())
 
 
-def test_the_reference_rule_scores_what_inference_scores(phantom_dir, tmp_path):
-    torch.manual_seed(0)
-    folder = tmp_path / "run"
-    model = UNet(init_features=4)
-    with torch.no_grad():  # a random model predicts nothing above 0.5: move its logits so that it predicts blobs
-        model.conv.bias -= torch.quantile(model(torch.rand(2, 3, 32, 32)), 0.7)
-    checkpoint.save_weights(model, folder / "weights" / "unet.pt", 32, dict(init_features=4))
-    patients = ["TCGA_SY_0001_20000101", "TCGA_SY_0003_20000101"]
-    (folder / "results.json").write_text(json.dumps(dict(data_dir=str(phantom_dir), validation_patients=patients,
-                                                         params=dict(cache_dir=None))))
+def test_the_reference_rule_scores_what_inference_scores(phantom_dir, blob_run, tmp_path):
+    folder, patients = blob_run
     scores = postprocessing.score_run(folder)
     scored = inference.run(weights=folder / "weights" / "unet.pt", data_path=phantom_dir, patients=patients,
                            cache_dir=None, predictions_dir=tmp_path / "p", workers=0, write_masks=False, fuse=False)
