@@ -58,6 +58,18 @@ def test_each_run_with_and_without_tta_and_their_ensemble_hand_computed(tmp_path
     assert rows["ensemble of 2"][4:6] == ["r1", "+0.0000"] and rows["r1"][4] == ""
 
 
+def test_other_thresholds_are_scored_against_the_same_variant_at_one_half(tmp_path):
+    folders = make_runs(tmp_path, dict(r1=["a"], r2=["a"]))
+    scores = inference_variants.score_variants(folders, ensemble=True, predict=stand_in, thresholds=(0.15, 0.5))
+    assert len(scores) == 12  # six variants, at 0.5 and at 0.15
+    # at 0.15 the ensemble keeps row 3 (0.45 x 3 and r1's blob beside it: 4 voxels) over the truth (2 voxels)
+    expected = {"r1 @ 0.15": 1.0, "r2 @ 0.15": 0.0, "ensemble of 2 @ 0.15": 0.0, "ensemble of 2": 1.0}
+    assert {variant: scores[variant]["a"] for variant in expected} == pytest.approx(expected)
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in inference_variants.table(scores, "r1")[2:]}
+    assert rows["ensemble of 2 @ 0.15"][4:6] == ["ensemble of 2", "-1.0000"]
+    assert rows["r1 + flip TTA @ 0.15"][4] == "r1 + flip TTA"
+
+
 def test_the_folds_of_an_experiment_pool_into_one_row(tmp_path):
     def per_fold(folder, cache_dir, device, tta):
         patient = dict(zip(("fold-0", "fold-1"), "ab"))[folder.name]
