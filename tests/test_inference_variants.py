@@ -77,8 +77,10 @@ def test_the_folds_of_an_experiment_pool_into_one_row(tmp_path):
 
     folders = make_runs(tmp_path, {"modern/fold-0": ["a"], "modern/fold-1": ["b"]})
     scores = inference_variants.score_variants(folders, predict=per_fold)
-    assert sorted(scores) == ["modern", "modern + flip TTA"]
-    assert scores["modern"] == {"a": 1.0, "b": 1.0}
+    assert sorted(scores) == ["modern (folds)", "modern (folds) + flip TTA"]
+    assert scores["modern (folds)"] == {"a": 1.0, "b": 1.0}
+    # the same experiment's run on the split is a row of its own, not pooled with its folds
+    assert inference_variants.experiment_of(tmp_path / "runs" / "modern") == "modern"
 
 
 def test_an_ensemble_of_runs_on_other_patients_is_refused(tmp_path, capsys):

@@ -37,9 +37,9 @@ def score(probabilities, truth, threshold=0.5):
 
 
 def experiment_of(folder):
-    """The experiment a run folder belongs to: a fold's parent (its folds pool), else the folder's name."""
+    """The row a run folder scores into: "<experiment> (folds)" for a fold (the folds pool), else its name."""
     folder = Path(folder)
-    return folder.parent.name if folder.name.startswith("fold-") else folder.name
+    return f"{folder.parent.name} (folds)" if folder.name.startswith("fold-") else folder.name
 
 
 def validation_patients(folder):
