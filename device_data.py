@@ -82,16 +82,33 @@ def affine_matrices(zoom, radians, flip):
 
 
 class DeviceAugment:
-    """Batch augmentation on the device with the reference's distribution."""
+    """Batch augmentation on the device with the reference's distribution; sequence_dropout as
+    transform.SequenceDropout (0: off, and nothing more drawn from the generator)."""
 
-    def __init__(self, scale=0.05, angle=15, flip_prob=0.5):
+    def __init__(self, scale=0.05, angle=15, flip_prob=0.5, sequence_dropout=0.0):
         self.scale, self.angle, self.flip_prob = scale or 0.0, angle or 0.0, flip_prob or 0.0
+        self.sequence_dropout = sequence_dropout or 0.0
 
     def __call__(self, images, masks, generator=None):
         zoom, radians, flip = affine_parameters(
             images.shape[0], self.scale, self.angle, self.flip_prob, generator, images.device
         )
-        return warp(images, masks, affine_matrices(zoom, radians, flip))
+        images, masks = warp(images, masks, affine_matrices(zoom, radians, flip))
+        if self.sequence_dropout:
+            images = drop_sequences(images, self.sequence_dropout, generator)
+        return images, masks
+
+
+def drop_sequences(images, prob, generator=None):
+    """A batch (N, 3, S, S) where, with probability prob per slice, its pre-contrast, post-contrast or both (one
+    of the three, equally likely) are replaced by its FLAIR (channel 1)."""
+    count, device = images.shape[0], images.device
+    dropped = torch.rand(count, generator=generator, device=device) < prob
+    pattern = torch.randint(0, 3, (count,), generator=generator, device=device)  # 0: pre, 1: post, 2: both
+    pre = (dropped & (pattern != 1))[:, None, None]
+    post = (dropped & (pattern != 0))[:, None, None]
+    flair = images[:, 1]
+    return torch.stack([torch.where(pre, flair, images[:, 0]), flair, torch.where(post, flair, images[:, 2])], 1)
 
 
 def warp(images, masks, theta):

@@ -40,6 +40,8 @@ TRAIN = dict(
     aug_scale=(0.05, "training augmentation: scale 1 +- aug_scale, ..."),
     aug_angle=(15, "... rotation +- aug_angle degrees, ..."),
     flip_prob=(0.5, "... horizontal flip with this probability"),
+    sequence_dropout=(0.0, "... and with this probability a slice's pre-contrast, post-contrast or both become "
+                           "copies of its FLAIR, as the dataset fills a missing sequence (0: off, the reference)"),
     epochs=(100, "epochs to train"),
     batch_size=(16, "slices per batch"),
     device=("auto", '"auto": the GPU if there is one, else the CPU; or "cpu", "cuda", "cuda:0", "mps"'),
@@ -237,6 +239,8 @@ def check_train(params):
     _require(isinstance(params["vis_images"], int) and params["vis_images"] >= 0, "vis_images",
              params["vis_images"], "use 0 or more")
     _require(isinstance(params["lr"], (int, float)) and params["lr"] > 0, "lr", params["lr"], "use a positive rate")
+    _require(isinstance(params["sequence_dropout"], (int, float)) and 0 <= params["sequence_dropout"] <= 1,
+             "sequence_dropout", params["sequence_dropout"], "use a probability between 0 and 1 (0: off)")
     _require(params["threads"] == "auto" or isinstance(params["threads"], int) and params["threads"] >= 1, "threads",
              params["threads"], 'use 1 or more, or "auto"')
     _require(isinstance(params["init_features"], int) and params["init_features"] >= 1, "init_features",

@@ -110,6 +110,8 @@ def describe_schedule(params):
         text += f", clip {params['grad_clip']:g}"
     if params.get("tta"):
         text += ", flip TTA"
+    if params.get("sequence_dropout"):
+        text += f", sequence dropout {params['sequence_dropout']:g}"
     return text
 
 

@@ -183,7 +183,9 @@ def resume(run, results, checkpoint_path):
     saved = checkpoint.load_training_checkpoint(checkpoint_path)
     before = dict(saved["results"]["params"], validation_patients=saved["results"]["validation_patients"])
     now = dict(params, validation_patients=results["validation_patients"])
-    changed = [name for name in now if name not in RESUMABLE_CHANGES and before.get(name) != now[name]]
+    # a setting newer than the checkpoint had its default then: new settings default to what the code did before
+    before = {name: before.get(name, DEFAULTS.get(name)) for name in now}
+    changed = [name for name in now if name not in RESUMABLE_CHANGES and before[name] != now[name]]
     if changed:
         raise parameters.ParameterError(
             f"{checkpoint_path}: cannot resume with other settings: "

@@ -17,9 +17,10 @@ class Compose:
         return sample
 
 
-def transforms(scale=None, angle=None, flip_prob=None):
-    """The reference's augmentation pipeline; a None argument leaves that step out."""
-    steps = []
+def transforms(scale=None, angle=None, flip_prob=None, sequence_dropout=0.0):
+    """The reference's augmentation pipeline; a None argument leaves that step out. sequence_dropout > 0 adds
+    SequenceDropout first (not in the reference)."""
+    steps = [SequenceDropout(sequence_dropout)] if sequence_dropout else []
     if scale is not None:
         steps.append(Scale(scale))
     if angle is not None:
@@ -78,3 +79,24 @@ class HorizontalFlip:
         if np.random.rand() > self.flip_prob:
             return image, mask
         return np.fliplr(image).copy(), np.fliplr(mask).copy()
+
+
+class SequenceDropout:
+    """With probability prob, the slice's pre-contrast, post-contrast or both (one of the three, equally likely)
+    become copies of its FLAIR: the dataset's own filling of a missing sequence, which 10 of its 110 patients
+    have (results/missing-sequences-cpu.md). Channels: pre-contrast, FLAIR, post-contrast."""
+
+    def __init__(self, prob):
+        self.prob = prob
+
+    def __call__(self, sample):
+        image, mask = sample
+        if np.random.rand() >= self.prob:
+            return image, mask
+        pattern = np.random.randint(3)  # 0: pre-contrast, 1: post-contrast, 2: both
+        image = image.copy()
+        if pattern != 1:
+            image[..., 0] = image[..., 1]
+        if pattern != 0:
+            image[..., 2] = image[..., 1]
+        return image, mask

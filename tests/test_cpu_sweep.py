@@ -27,12 +27,12 @@ def sweep(tmp_path, step, fail_on=None):
     return done.returncode, done.stdout, [line.split() for line in lines]
 
 
-def test_the_folds_step_runs_three_recipes_on_each_fold_before_the_next_fold(tmp_path):
+def test_the_folds_step_runs_four_recipes_on_each_fold_before_the_next_fold(tmp_path):
     status, _, calls = sweep(tmp_path, "folds")
     assert status == 0
     runs = [(args[1], args[args.index("--only-fold") + 1]) for args in calls]
-    assert runs == [(name, str(fold)) for fold in range(5)
-                    for name in ("unet-dice", "unet-bce_dice-adamw-cosine", "unet-bce_dice-fast")]
+    assert runs == [(name, str(fold)) for fold in range(5) for name in (
+        "unet-dice", "unet-bce_dice-adamw-cosine", "unet-bce_dice-fast", "unet-bce_dice-adamw-cosine-seqdrop")]
     assert all(args[args.index("--folds") + 1] == "5" for args in calls)
     # the protocol's settings reach every run
     for args in calls:
@@ -62,5 +62,5 @@ def test_an_unknown_step_prints_the_usage(tmp_path, step):
 
 def test_a_failed_run_does_not_stop_the_others_and_fails_the_sweep(tmp_path):
     status, out, calls = sweep(tmp_path, "folds", fail_on="unet-bce_dice-adamw-cosine")
-    assert status == 1 and len(calls) == 15
+    assert status == 1 and len(calls) == 20
     assert out.count("FAILED: unet-bce_dice-adamw-cosine --folds 5 --only-fold") == 5

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+import batches
 import dataset
 import parameters
 import runtime
 import train
 import transform
-from device_data import DeviceAugment, DeviceSlices, affine_matrices, affine_parameters, warp
+from device_data import DeviceAugment, DeviceSlices, affine_matrices, affine_parameters, drop_sequences, warp
 
 
 def batch(size=32):
@@ -81,6 +82,47 @@ def test_augmented_masks_stay_binary():
     out_images, out_masks = DeviceAugment()(images, masks, torch.Generator().manual_seed(2))
     assert set(out_masks.unique().tolist()) <= {0.0, 1.0}
     assert out_images.shape == images.shape
+
+
+def test_sequence_dropout_on_the_device_matches_the_cpu_transform():
+    generator = torch.Generator().manual_seed(3)
+    images = torch.arange(3.0).view(1, 3, 1, 1) + torch.rand(3000, 3, 4, 4, generator=generator)
+    out = drop_sequences(images, 1.0, generator)
+    torch.testing.assert_close(out[:, 1], images[:, 1])
+    pre = (out[:, 0] == images[:, 1]).flatten(1).all(1)
+    post = (out[:, 2] == images[:, 1]).flatten(1).all(1)
+    assert ((out[:, 0] == images[:, 0]).flatten(1).all(1) == ~pre).all()  # a channel is copied whole or kept
+    assert ((out[:, 2] == images[:, 2]).flatten(1).all(1) == ~post).all()
+    for share in ((pre & ~post).float().mean(), (post & ~pre).float().mean(), (pre & post).float().mean()):
+        assert abs(share.item() - 1 / 3) < 0.04  # pre, post or both, equally likely; never neither
+    assert not (~pre & ~post).any()
+    dropped = drop_sequences(images, 0.25, generator).ne(images).flatten(1).any(1).float().mean().item()
+    assert abs(dropped - 0.25) < 0.03
+
+
+def test_device_augmentation_without_sequence_dropout_draws_as_before():
+    images, masks = batch()
+    plain = DeviceAugment()(images, masks, torch.Generator().manual_seed(4))
+    off = DeviceAugment(sequence_dropout=0.0)(images, masks, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(plain, off, rtol=0, atol=0)
+    on_images, on_masks = DeviceAugment(sequence_dropout=1.0)(images, masks, torch.Generator().manual_seed(4))
+    torch.testing.assert_close((on_images[:, 1], on_masks), (plain[0][:, 1], plain[1]), rtol=0, atol=0)
+    for out in on_images:  # the same warp, then each slice's pre-contrast or post-contrast (or both) is its FLAIR
+        assert torch.equal(out[0], out[1]) or torch.equal(out[2], out[1])
+
+
+@pytest.mark.parametrize("pipeline", ["reference", "device"])
+def test_both_data_paths_train_on_slices_with_dropped_sequences(phantom_dir, tmp_path, pipeline):
+    params = parameters.settings(train.DEFAULTS, image_size=16, batch_size=4, validation_cases=3, workers=0,
+                                 cache_dir=str(tmp_path), sequence_dropout=1.0, aug_scale=0.0, aug_angle=0.0,
+                                 flip_prob=0.0)
+    train_set, valid_set = batches.datasets(params, phantom_dir, augment_on_cpu=pipeline == "reference")
+    images, _ = next(iter(batches.Batches(pipeline, train_set, valid_set, params, torch.device("cpu")).train()))
+    for image in images:  # every slice: its pre-contrast or post-contrast (or both) is its FLAIR
+        assert torch.allclose(image[0], image[1], atol=1e-6) or torch.allclose(image[2], image[1], atol=1e-6)
+    validation, _ = next(iter(batches.Batches(pipeline, train_set, valid_set, params, torch.device("cpu"))
+                              .validation()))
+    assert not any(torch.allclose(image[0], image[1]) for image in validation)  # validation is never augmented
 
 
 def test_sampling_matches_the_reference_patient_then_slice_weights(phantom_dir):

@@ -434,6 +434,13 @@ def test_progressive_runs_show_both_sizes_and_bf16_in_the_table():
     assert report.describe_optimiser(fast) == "adamw 0.001, wd 0.0001, bf16"
 
 
+def test_the_schedule_column_names_tta_and_sequence_dropout():
+    assert report.describe_schedule(experiments.parameters("unet-bce_dice-adamw-cosine-seqdrop", "runs/x",
+                                                           overrides=dict(epochs=100))) == \
+        "cosine, warm-up 3, clip 1, sequence dropout 0.2"
+    assert report.describe_schedule(dict(schedule="constant", tta=True)) == "constant, flip TTA"
+
+
 def test_provenance_names_the_commits_of_a_resumed_runs_earlier_epochs():
     assert report.earlier_note(dict(commit="b", earlier_commits=["a", "b"])) == " (earlier epochs at a)"
     assert report.earlier_note(dict(commit="b", earlier_commits=["b"])) == ""

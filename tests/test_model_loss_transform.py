@@ -96,6 +96,38 @@ def test_flip_mirrors_left_right():
     assert out_mask[8:20, 20:28].all() and not out_mask[8:20, 4:12].any()
 
 
+def distinct_channels(size=8):
+    """An image whose three channels differ everywhere: pre-contrast 1, FLAIR 2, post-contrast 3 (+ a ramp)."""
+    ramp = np.arange(size * size, dtype=np.float64).reshape(size, size, 1)
+    return ramp + np.array([1.0, 2.0, 3.0]), np.zeros((size, size, 1))
+
+
+def test_sequence_dropout_copies_the_flair_into_one_or_both_contrasts():
+    np.random.seed(0)
+    image, mask = distinct_channels()
+    drop = transform.SequenceDropout(1.0)
+    patterns = []
+    for _ in range(300):
+        out, out_mask = drop((image, mask))
+        np.testing.assert_array_equal(out[..., 1], image[..., 1])  # the FLAIR itself never changes
+        assert out_mask is mask
+        copied = tuple(np.array_equal(out[..., channel], image[..., 1]) for channel in (0, 2))
+        for channel, was_copied in zip((0, 2), copied):  # a contrast is the FLAIR whole, or itself whole
+            assert was_copied or np.array_equal(out[..., channel], image[..., channel])
+        patterns.append(copied)
+    counts = {pattern: patterns.count(pattern) for pattern in set(patterns)}
+    assert set(counts) == {(True, False), (False, True), (True, True)}  # pre, post, both; never neither
+    assert all(70 <= count <= 130 for count in counts.values())  # about a third each
+    np.testing.assert_array_equal(image[..., 0], distinct_channels()[0][..., 0])  # the input is not modified
+    kept = sum(transform.SequenceDropout(0.25)((image, mask))[0] is image for _ in range(2000))
+    assert 1400 <= kept <= 1600  # 75% of slices pass untouched
+    # off by default and at 0: the reference's pipeline, drawing nothing more from the generator
+    steps = transform.transforms(0.05, 15, 0.5).transforms
+    assert not any(isinstance(step, transform.SequenceDropout) for step in steps)
+    steps = transform.transforms(0.05, 15, 0.5, sequence_dropout=0.2).transforms
+    assert isinstance(steps[0], transform.SequenceDropout) and steps[0].prob == 0.2
+
+
 def test_scale_draws_within_range_and_zooms_about_the_centre(monkeypatch):
     drawn = {}
     monkeypatch.setattr(np.random, "uniform", lambda low, high: drawn.setdefault("range", (low, high)) and 2.0)

@@ -186,6 +186,19 @@ def test_resume_without_a_checkpoint_never_overwrites_best_weights(phantom_dir, 
     assert "resume=True: no checkpoint at" in capsys.readouterr().out
 
 
+def test_a_checkpoint_from_before_a_setting_existed_resumes_at_that_settings_default(phantom_dir, tmp_path):
+    folders = run_folders(tmp_path)
+    train.train(data_path=str(phantom_dir), **folders, **dict(TINY, epochs=1))
+    path = tmp_path / "l" / train.CHECKPOINT_NAME
+    saved = checkpoint.load_training_checkpoint(path)
+    del saved["results"]["params"]["sequence_dropout"]  # as written by the code before sequence_dropout
+    checkpoint.save_atomic(saved, path)
+    with pytest.raises(parameters.ParameterError, match=r"sequence_dropout 0\.0 -> 0\.3"):
+        train.train(data_path=str(phantom_dir), resume=True, sequence_dropout=0.3, **folders, **dict(TINY, epochs=1))
+    results = train.train(data_path=str(phantom_dir), resume=True, **folders, **dict(TINY, epochs=1))
+    assert results["resumed_after_epochs"] == [1]
+
+
 def test_resume_with_other_settings_is_refused_naming_what_changed(phantom_dir, tmp_path):
     folders = run_folders(tmp_path)
     train.train(data_path=str(phantom_dir), **folders, **dict(TINY, epochs=1))

@@ -6,8 +6,8 @@
 # Protocol: the full kaggle_3m at DATA, 64 px, 12 epochs, batch 16, seed 42, the slices held in memory with
 # batch augmentation (data_pipeline=device, workers=0: 1.21x the loader path on 2 cores), model selection on
 # validation DSC as the reference. Scores at the original 256x256 geometry come from report.py's inference.
-#   folds: patient-level 5-fold cross-validation of the reference recipe, the modern recipe and the fast recipe,
-#          fold by fold (every recipe on fold k before fold k + 1, so a stopped sweep still has paired folds);
+#   folds: patient-level 5-fold cross-validation of the reference recipe, the modern recipe, the fast recipe and
+#          the modern one with sequence dropout, fold by fold (every recipe on fold k before fold k + 1);
 #   split: the reference split, one question a row: the fast recipe (its own sizes and epochs: 64 then 128 px,
 #          14 epochs, bfloat16), each loss at the modern optimiser, each network at the modern recipe, and the
 #          reference recipe.
@@ -28,6 +28,7 @@ CACHE=${CACHE:-data/cache-cpu-sweep}
 REFERENCE=unet-dice
 MODERN=unet-bce_dice-adamw-cosine
 FAST=unet-bce_dice-fast  # its own sizes and epochs: EPOCHS and SIZE do not apply to it
+SEQDROP=unet-bce_dice-adamw-cosine-seqdrop  # a 5-fold question only: no split patient lacks a sequence
 SPLIT=("$FAST" attention_unet-bce_dice-adamw-cosine resnet34_unet-bce_dice-adamw-cosine unet-dice-adamw-cosine
        unet-soft_iou-adamw-cosine unet-lovasz-adamw-cosine unet-focal-adamw-cosine unet-focal_tversky-adamw-cosine
        unet++-bce_dice-adamw-cosine "$REFERENCE" "$MODERN")
@@ -50,7 +51,7 @@ one() {  # one run, its output kept in its own run.log
 case "$STEP" in folds | split | all) ;; *) sed -n '2,19p' "$0"; exit 2 ;; esac
 if [ "$STEP" != split ]; then
   for fold in 0 1 2 3 4; do
-    for name in "$REFERENCE" "$MODERN" "$FAST"; do one "$name" --folds 5 --only-fold "$fold"; done
+    for name in "$REFERENCE" "$MODERN" "$FAST" "$SEQDROP"; do one "$name" --folds 5 --only-fold "$fold"; done
   done
 fi
 if [ "$STEP" != folds ]; then
