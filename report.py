@@ -540,8 +540,8 @@ def section_lines(runs, figures_dir, relative, heading, inference, device):
             "network row changes one thing of it), on the split and pooled over folds, patient by patient, at the "
             "original 256x256 geometry where inference has run (else on the preprocessed grid at the best epoch): "
             "the mean of the per-patient differences, its 95% interval from 10,000 bootstrap resamples of the "
-            "patients, and how many patients improve. On the reference split there are only 10 patients: an interval that spans 0 there "
-            "says the split cannot tell the two apart.",
+            "patients, and how many patients improve. On the reference split there are only 10 patients: an "
+            "interval that spans 0 there says the split cannot tell the two apart.",
             "",
             markdown_table(paired, PAIRED_COLUMNS),
             "",
