@@ -387,6 +387,12 @@ def is_modern_recipe(run):
     return run.results.get("recipe") == MODERN
 
 
+def folds_pooled(entry):
+    """"5-fold" when a recipe has run every fold, else "2 of 5 folds"."""
+    run, total = len(entry["fold_dsc"]), entry["folds"]
+    return f"{total}-fold" if run == total else f"{run} of {total} folds"
+
+
 def paired_rows(runs, cv):
     """A row per recipe against the reference recipe, on the reference split and pooled over the folds; every
     other recipe against the modern recipe too (a loss or a network row changes one thing of it, and a k-fold
@@ -419,7 +425,7 @@ def paired_rows(runs, cv):
                       split_runs, lambda baseline, name: f"{baseline}, reference split")
     against_baselines({name: (entry["native"], entry["patients"]) for name, entry in sorted(cv.items())},
                       [run for run in runs if run.fold is not None],
-                      lambda baseline, name: f"{baseline}, {len(cv[name]['fold_dsc'])}-fold pooled")
+                      lambda baseline, name: f"{baseline}, {folds_pooled(cv[name])} pooled")
     return rows
 
 

@@ -359,6 +359,11 @@ def test_pooled_over_folds_a_third_recipe_is_paired_with_the_modern_recipe_as_we
     assert against_modern["mean_difference"] == pytest.approx(0.0) and against_modern["counts"] == "2 / 2 / 0"
     against_reference = rows[("unet-bce_dice-fast", "unet-dice, 2-fold pooled")]
     assert against_reference["mean_difference"] == pytest.approx(0.1) and against_reference["counts"] == "2 / 0 / 2"
+    # a recipe with a fold still to run says how many of them its pairs pool
+    partial = [run for run in runs if not (run.name == "unet-bce_dice-fast" and run.fold == 1)]
+    rows = {(row["experiment"], row["baseline"]): row for row in
+            report.paired_rows(partial, report.cross_validation(partial))}
+    assert rows[("unet-bce_dice-fast", "unet-bce_dice-adamw-cosine, 1 of 2 folds pooled")]["patients"] == 2
 
 
 def test_on_the_split_a_one_change_run_is_paired_with_the_modern_recipe_as_well_as_the_reference(tmp_path):
