@@ -336,6 +336,12 @@ def test_paired_rows_compare_every_recipe_with_the_reference_recipe_on_the_same_
     assert report.paired_rows(runs, report.cross_validation(runs))[0]["mean_difference"] == pytest.approx(0.05)
 
 
+def pairs(runs):
+    """paired_rows of runs by (experiment, baseline)."""
+    rows = report.paired_rows(runs, report.cross_validation(runs))
+    return {(row["experiment"], row["baseline"]): row for row in rows}
+
+
 def test_pooled_over_folds_a_third_recipe_is_paired_with_the_modern_recipe_as_well_as_the_reference(tmp_path):
     from experiments import FAST, MODERN
 
@@ -348,8 +354,7 @@ def test_pooled_over_folds_a_third_recipe_is_paired_with_the_modern_recipe_as_we
             write_metrics(folder, {patient: value + offsets[fold] for patient, value in patients.items()})
             results = hand_made_results(1, [dict.fromkeys(patients, 0.5)], folds=2, fold=fold, recipe=dict(recipe))
             runs.append(report.Run(name, fold, folder, results))
-    paired = report.paired_rows(runs, report.cross_validation(runs))
-    rows = {(row["experiment"], row["baseline"]): row for row in paired}
+    rows = pairs(runs)
     assert sorted(rows) == [
         ("unet-bce_dice-adamw-cosine", "unet-dice, 2-fold pooled"),
         ("unet-bce_dice-fast", "unet-bce_dice-adamw-cosine, 2-fold pooled"),
@@ -361,9 +366,8 @@ def test_pooled_over_folds_a_third_recipe_is_paired_with_the_modern_recipe_as_we
     assert against_reference["mean_difference"] == pytest.approx(0.1) and against_reference["counts"] == "2 / 0 / 2"
     # a recipe with a fold still to run says how many of them its pairs pool
     partial = [run for run in runs if not (run.name == "unet-bce_dice-fast" and run.fold == 1)]
-    rows = {(row["experiment"], row["baseline"]): row for row in
-            report.paired_rows(partial, report.cross_validation(partial))}
-    assert rows[("unet-bce_dice-fast", "unet-bce_dice-adamw-cosine, 1 of 2 folds pooled")]["patients"] == 2
+    pooled = pairs(partial)[("unet-bce_dice-fast", "unet-bce_dice-adamw-cosine, 1 of 2 folds pooled")]
+    assert pooled["patients"] == 2
 
 
 def test_on_the_split_a_one_change_run_is_paired_with_the_modern_recipe_as_well_as_the_reference(tmp_path):
@@ -375,7 +379,7 @@ def test_on_the_split_a_one_change_run_is_paired_with_the_modern_recipe_as_well_
                                  ("unet-lovasz-adamw-cosine", dict(MODERN, loss="lovasz"), dict(a=0.8, b=0.6))):
         write_metrics(tmp_path / name, scores)
         runs.append(report.Run(name, None, tmp_path / name, hand_made_results(1, [scores], recipe=recipe)))
-    rows = {(row["experiment"], row["baseline"]): row for row in report.paired_rows(runs, {})}
+    rows = pairs(runs)
     assert sorted(rows) == [
         ("unet-bce_dice-adamw-cosine", "unet-dice, reference split"),
         ("unet-lovasz-adamw-cosine", "unet-bce_dice-adamw-cosine, reference split"),
