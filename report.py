@@ -208,7 +208,7 @@ def summary(run):
     params, results = run.params, run.results
     per_patient = list(run.per_patient_at_best.values())
     native = list(native_scores(run.folder).values())
-    reference = results.get("recipe") == {}
+    reference = is_reference_recipe(run)
     return dict(
         experiment=run.name + (" (reference recipe)" if reference else ""),
         name=run.name,

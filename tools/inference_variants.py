@@ -53,8 +53,9 @@ def score_variants(folders, ensemble=False, cache_dir=None, device="cpu", predic
     yields (patient, probabilities, truth)."""
     folders = [Path(folder) for folder in folders]
     if ensemble:
+        expected = validation_patients(folders[0])
         for folder in folders[1:]:
-            if validation_patients(folder) != validation_patients(folders[0]):
+            if validation_patients(folder) != expected:
                 raise ValueError(f"{folder}: its validation patients differ from those of {folders[0]}; an "
                                  "ensemble needs runs of the same split (leave out --ensemble to score each run)")
     thresholds = [0.5] + [threshold for threshold in thresholds if threshold != 0.5]
