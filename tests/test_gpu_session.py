@@ -6,6 +6,9 @@ import subprocess
 import sys
 import tarfile
 
+import torch
+
+import checkpoint
 import dataset
 from conftest import REPO
 from tools import pack_data
@@ -41,6 +44,11 @@ def test_receive_unpack_train_report_and_collect(phantom_dir, tmp_path):
     results = json.loads((store / "runs" / "unet-dice" / "results.json").read_text())
     assert len(results["history"]) == 2 and results["data_dir"] == str((store / "kaggle_3m").resolve())
     assert results["params"]["cache_dir"] == str(tmp_path / "cache")
+    assert "best validation mean DSC" in (out / "train.log").read_text()  # a single run's log comes back too
+    half, metadata = checkpoint.read_weights(out / "unet-dice.unet-fp16.pt")  # the best weights, in float16
+    assert half["conv.weight"].dtype == torch.float16 and metadata["image_size"] == 32
+    best = checkpoint.read_weights(store / "runs" / "unet-dice" / "weights" / "unet.pt")[0]["conv.weight"]
+    assert torch.equal(half["conv.weight"], best.half())
 
     finished = session("report", env=env)
     assert finished.returncode == 0, finished.stderr
@@ -70,5 +78,6 @@ def test_a_failed_training_fails_the_step_after_collecting(phantom_dir, tmp_path
     finished = session("train", "unet-dice", "--synthetic", "--set", "image_size=50", env=env)
     assert finished.returncode == 1
     assert "experiments.py failed with exit status 1" in finished.stderr
-    assert "image_size=50: use a positive multiple of 16" in finished.stderr
+    assert "image_size=50: use a positive multiple of 16" in finished.stdout  # its output, teed into train.log
+    assert "image_size=50: use a positive multiple of 16" in (tmp_path / "out" / "train.log").read_text()
     assert (tmp_path / "out" / "runs.tar.xz").exists()

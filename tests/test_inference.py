@@ -187,3 +187,21 @@ def test_run_with_weights_of_every_network(name, phantom_dir, tmp_path):
                                             random_sampling=False, cache_dir=None, progress=False)
     for patient, (_, mask) in zip(data.patients, data.volumes):
         assert out["telling_slice"][patient] == int(np.argmax(mask.sum(axis=(1, 2, 3))))
+
+
+def test_a_half_precision_copy_keeps_the_metadata_and_predicts_as_the_float32_weights(weights, tmp_path):
+    half = checkpoint.half_precision_copy(weights, tmp_path / "unet-fp16.pt")
+    state, metadata = checkpoint.read_weights(half)
+    original_state, original_metadata = checkpoint.read_weights(weights)
+    assert metadata == original_metadata and metadata["image_size"] == 32
+    assert {value.dtype for key, value in state.items() if "num_batches_tracked" not in key} == {torch.float16}
+    assert state["encoder1.enc1norm1.num_batches_tracked"].dtype == torch.int64  # counts are not rounded
+    assert half.stat().st_size < 0.6 * weights.stat().st_size
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = checkpoint.load_weights(weights)[0](x)
+        model = checkpoint.load_weights(half)[0]
+        got = model(x)
+    assert next(model.parameters()).dtype == torch.float32  # loaded into the float32 model
+    # float16 keeps 11 significant bits: the sigmoid outputs agree to ~1e-3, not exactly
+    assert 0 < (got - expected).abs().max() < 5e-3

@@ -15,10 +15,12 @@
 #   bash tools/gpu_session.sh train ARGS...    experiments.py ARGS on the real data, stopped in time, then collect
 #   bash tools/gpu_session.sh report           report.py (with inference, HD95) over the runs, then collect (1 min)
 # Seen on an H100 (results/gpu-session-2026-11-23.md): a U-Net run of 100 epochs at 256 px takes about 6 minutes
-# alone, two at once about 10; the five chunks, unpacking and two such runs fit in one session's 30 minutes.
+# alone, two at once about 10. A session's 15 minutes of device time (since 2026-11-30) hold the five chunks,
+# unpacking and one such run alone: join the last receive, unpack and train in one call.
 # A run unfinished when the machine goes back is lost with it (its checkpoint stays there): plan runs that end
 # within the session, and the report step before the device time runs out.
-# What comes back: $OUT/runs.tar.xz (results, logs, metrics, figures; no weights), the benchmarks' text.
+# What comes back: $OUT/runs.tar.xz (results, logs, metrics, figures), each run's best weights in float16
+#               (<run>.unet-fp16.pt), train.log, the benchmarks' text.
 # Here:         tar -xJf <files_at>/runs.tar.xz -C /tmp/back && cp -r /tmp/back/runs/. results/real-data-gpu/runs/
 #               python report.py --runs-dir results/real-data-gpu/runs --figures-dir results/real-data-gpu/figures \
 #                   --runs-dir results/real-data-cpu/runs --figures-dir results/real-data-cpu/figures --no-inference
@@ -38,7 +40,7 @@ OUT=${OUT:-$STORE/out}
 PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 case "${1:-}" in
   receive | unpack | bench | train | report | collect) ;;
-  *) sed -n '2,28p' "$0"; exit 2 ;;
+  *) sed -n '2,30p' "$0"; exit 2 ;;
 esac
 mkdir -p "$STORE/packed" "$RUNS" "$OUT"
 if [ -z "${SOURCE_COMMIT:-}" ]; then
@@ -58,6 +60,13 @@ collect() {
   (cd "$STORE" && find runs \( -name results.json -o -name run-tail.log -o -name metrics.csv -o -name dsc.png \
       -o -name examples.png \) -print0 | tar --null -cJf "$OUT/runs.tar.xz" -T - \
       $( [ -f REPORT.md ] && echo REPORT.md report ))
+  # each run's best weights in float16 (the U-Net's 15.5 MB: under the 16 MiB a returning file may have),
+  # named after the run's folder (runs/unet-dice/fold-0 -> unet-dice.fold-0.unet-fp16.pt)
+  "$PYTHON" -c 'import re, sys; from pathlib import Path; import checkpoint
+runs, out = Path(sys.argv[1]), Path(sys.argv[2])
+for weights in sorted(runs.glob("**/weights/unet.pt")):
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", ".".join(weights.parent.parent.relative_to(runs).parts))
+    checkpoint.half_precision_copy(weights, out / f"{name}.unet-fp16.pt")' "$RUNS" "$OUT"
   ls -la "$OUT"
 }
 
@@ -84,13 +93,14 @@ case "$step" in
   train)
     # SIGINT to the whole process group: each run writes its last checkpoint and stops; rerun to resume
     status=0
+    # its output into $OUT/train.log too: a single run (--jobs 1) writes no run.log of its own
     timeout -s INT -k 30 "$LIMIT" "$PYTHON" experiments.py "$@" --executor python --data-path "$DATA" \
-      --runs-dir "$RUNS" --set cache_dir="$CACHE" || status=$?
+      --runs-dir "$RUNS" --set cache_dir="$CACHE" > >(tee -a "$OUT/train.log") 2>&1 || status=$?
     collect
     if [ "$status" -eq 124 ]; then
       echo "stopped at the time limit ($LIMIT s); rerun the step to resume"
     elif [ "$status" -ne 0 ]; then
-      echo "experiments.py failed with exit status $status (its run.log and the lines above say why)" >&2
+      echo "experiments.py failed with exit status $status (the lines above, train.log and any run.log say why)" >&2
       exit "$status"
     fi
     ;;
