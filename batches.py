@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 
 import dataset
 from device_data import DeviceAugment, DeviceSlices
+from parameters import training_seed
 from runtime import seed_worker
 from transform import transforms
 
@@ -78,7 +79,7 @@ class Batches:
 
     def __init__(self, pipeline, train_set, valid_set, params, device):
         self.pipeline, self.device, self.params = pipeline, device, params
-        self.loader_generator = torch.Generator().manual_seed(params["seed"])
+        self.loader_generator = torch.Generator().manual_seed(training_seed(params))
         self.steps = len(train_set) // params["batch_size"]
         if pipeline == "reference":
             self.train_loader, self.valid_loader = data_loaders(
@@ -89,7 +90,7 @@ class Batches:
             self.valid_slices = DeviceSlices(valid_set, device)
             self.augment = DeviceAugment(params["aug_scale"], params["aug_angle"], params["flip_prob"],
                                          params["sequence_dropout"])
-            self.device_generator = torch.Generator(device=device).manual_seed(params["seed"])
+            self.device_generator = torch.Generator(device=device).manual_seed(training_seed(params))
 
     def train(self, epoch=0):
         """epoch's training batches, at training_size(params, epoch)."""

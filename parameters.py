@@ -64,7 +64,9 @@ TRAIN = dict(
     weights_dir=(None, "where the best weights go (unet.pt); None: runs_dir/run_name/weights"),
     logs_dir=(None, "TensorBoard events, checkpoint.pt, results.json; None: runs_dir/run_name/logs"),
     cache_dir=(CACHE_DIR, "preprocessed volumes, keyed by the files and the image size"),
-    seed=(42, "seed of the split, the initialisation and the sampling"),
+    seed=(42, "seed of the split, and of the initialisation and the sampling unless training_seed is given"),
+    training_seed=(None, "seed of the initialisation, sampling and augmentation; None: seed. Another training seed "
+                         "on the same split or folds measures what a rerun changes"),
     validation_cases=(10, "validation patients of the reference split"),
     folds=(0, "> 1: patient-level k-fold cross-validation instead of the reference split ..."),
     fold=(0, "... validating on this fold (0 .. folds - 1)"),
@@ -213,6 +215,11 @@ def _check_common(params):
              params["validation_cases"], "use 1 or more (10: the reference split)")
 
 
+def training_seed(params):
+    """The seed of a run's initialisation, sampling and augmentation (the split's seed unless training_seed)."""
+    return params["seed"] if params.get("training_seed") is None else params["training_seed"]
+
+
 def _is_size(value):
     return isinstance(value, int) and not isinstance(value, bool) and value >= 16 and value % 16 == 0
 
@@ -245,6 +252,11 @@ def check_train(params):
              params["threads"], 'use 1 or more, or "auto"')
     _require(isinstance(params["init_features"], int) and params["init_features"] >= 1, "init_features",
              params["init_features"], "use 1 or more (32: the reference)")
+    for name in ("seed", "training_seed"):
+        value = params[name]
+        _require(value is None and name == "training_seed" or isinstance(value, int) and not isinstance(value, bool)
+                 and 0 <= value < 2**32, name, value, "use a whole number from 0 to 2**32 - 1"
+                 + (" (None: seed)" if name == "training_seed" else ""))
     folds, fold = params["folds"], params["fold"]
     _require(isinstance(folds, int) and folds >= 0 and folds != 1, "folds", folds,
              "use 0 (the reference split) or 2 or more")

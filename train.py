@@ -212,7 +212,7 @@ def train(**overrides):
     data_dir, source = dataset.locate_data(params["data_path"])
     device = runtime.resolve_device(params["device"])
     speed = runtime.SpeedOptions(params, device)
-    runtime.seed_everything(params["seed"], params["deterministic"])
+    runtime.seed_everything(parameters.training_seed(params), params["deterministic"])
     logs_dir = Path(params["logs_dir"])
     checkpoint_path = logs_dir / CHECKPOINT_NAME
     with ExitStack() as locks:

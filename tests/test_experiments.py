@@ -454,3 +454,18 @@ def test_provenance_names_the_commits_of_a_resumed_runs_earlier_epochs():
     assert report.earlier_note(dict(commit="b", earlier_commits=["a", "b"])) == " (earlier epochs at a)"
     assert report.earlier_note(dict(commit="b", earlier_commits=["b"])) == ""
     assert report.earlier_note(dict(commit="b")) == ""
+
+
+def test_a_training_seed_changes_the_run_but_not_its_folds(phantom_dir, tmp_path):
+    def history(name, **seeds):
+        out = tmp_path / name
+        settings = dict(TINY, data_path=str(phantom_dir), cache_dir=str(tmp_path / "cache"), folds=4, fold=1,
+                        weights_dir=str(out / "weights"), logs_dir=str(out / "logs"), device="cpu", threads=1)
+        results = train.train(**settings, **seeds)
+        return results["validation_patients"], [entry["loss"] for entry in results["history"]]
+
+    patients, losses = history("default")
+    assert history("same", training_seed=42) == (patients, losses)  # None means the split's seed: the same run
+    other_patients, other_losses = history("other", training_seed=7)
+    assert other_patients == patients and other_losses != losses  # same fold, another initialisation and sampling
+    assert history("split", seed=7)[0] != patients  # while seed alone moves the folds too
