@@ -1,0 +1,55 @@
+"""tools/failure_analysis.py: where a failed prediction went, read off hand-made metrics rows."""
+
+import csv
+import json
+
+import pytest
+
+from tools import failure_analysis
+
+
+def row(dsc, precision, recall, predicted=100, without=float("nan"), true_voxels=100, components=1):
+    return dict(dsc=dsc, dsc_without_lcc=without, precision=precision, recall=recall, predicted_voxels=predicted,
+                true_voxels=true_voxels, components=components)
+
+
+@pytest.mark.parametrize("metrics, expected", [
+    (row(0.0, 0.0, 0.0, predicted=0), "nothing predicted"),
+    (row(0.0, 0.0, 0.0, without=0.44, components=15), "wrong component kept"),  # TCGA_FG_6690, fast recipe
+    (row(0.0, 0.0, 0.0), "only a false blob kept"),  # a run scored before dsc_without_lcc: cannot say more
+    (row(0.12, 0.99, 0.07), "under-segmented"),  # TCGA_HT_A61A, modern recipe
+    (row(0.41, 0.26, 0.96), "false positives"),  # TCGA_DU_5852, reference recipe
+    (row(0.30, 0.40, 0.25), "under-segmented and false positives"),
+    (row(0.45, 0.50, 0.50, without=0.50), "boundary"),  # the component cost only 0.05: not the cause
+])
+def test_diagnoses(metrics, expected):
+    assert failure_analysis.diagnose(metrics) == expected
+
+
+def test_quartiles_and_the_failures_worst_first():
+    rows = {f"p{size}": row(0.9, 0.9, 0.9, true_voxels=size) for size in (10, 20, 30, 40, 50, 60, 70, 80)}
+    # percentiles of 10..80: 27.5, 45, 62.5
+    assert failure_analysis.size_quartiles(rows) == dict(p10=1, p20=1, p30=2, p40=2, p50=3, p60=3, p70=4, p80=4)
+    a = dict(p1=row(0.4, 1, 0.3), p2=row(0.9, 1, 0.9), p3=row(0.1, 1, 0.1))
+    b = dict(p1=row(0.8, 1, 0.8), p2=row(0.2, 1, 0.1), p3=row(0.3, 1, 0.2))
+    # below 0.5 anywhere: all three; ordered by their mean over the recipes (p3 0.2, p2 0.55, p1 0.6)
+    assert failure_analysis.failures(dict(a=a, b=b)) == ["p3", "p2", "p1"]
+    assert failure_analysis.failures(dict(a=a)) == ["p3", "p1"]
+
+
+def test_recipe_rows_pool_the_folds_and_take_old_columns_as_unknown(tmp_path):
+    for fold, (patient, extra) in enumerate([("p1", {"dsc_without_lcc": "0.5", "components": "3"}), ("p2", {})]):
+        folder = tmp_path / "runs" / "recipe" / f"fold-{fold}"
+        (folder / "predictions").mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps(dict(params=dict(epochs=1), history=[{}])))
+        columns = ["patient", "dsc", "precision", "recall", "predicted_voxels", "true_voxels", *extra]
+        with open(folder / "predictions" / "metrics.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, columns)
+            writer.writeheader()
+            writer.writerow(dict(patient=patient, dsc="0.25", precision="1", recall="0.2", predicted_voxels="5",
+                                 true_voxels="25", **extra))
+    rows, runs = failure_analysis.recipe_rows(tmp_path / "runs" / "recipe")
+    assert [run.fold for run in runs] == [0, 1] and sorted(rows) == ["p1", "p2"]
+    assert rows["p1"]["fold"] == 0 and rows["p1"]["dsc_without_lcc"] == 0.5 and rows["p1"]["components"] == 3
+    assert rows["p2"]["fold"] == 1 and rows["p2"]["dsc"] == 0.25
+    assert rows["p2"]["dsc_without_lcc"] != rows["p2"]["dsc_without_lcc"]  # nan: not in that run's file

@@ -1,0 +1,201 @@
+"""Which patients fail (DSC < 0.5 at the original 256x256 geometry) in cross-validation, and why.
+
+    python -m tools.failure_analysis DATA LABEL=RUNS/EXPERIMENT [LABEL=RUNS/EXPERIMENT ...] \\
+        [--picture results/failures.png] [--out results/failure-analysis-cpu.md]
+
+Each LABEL=RUNS/EXPERIMENT is a recipe's k-fold runs (RUNS/EXPERIMENT/fold-<k>/), scored by report.py's
+inference (predictions/metrics.csv). For every patient below the threshold in any recipe it gives the tumour's
+size (voxels at the original geometry and its quartile among all scored patients), the sequences the dataset
+filled with the FLAIR, and per recipe the DSC, the DSC without the 3-D largest component, precision, recall,
+the predicted components and where the prediction went (DIAGNOSES). The picture shows each such patient's
+slice with the most tumour: the FLAIR with the truth outlined green and, for every recipe whose fold still has
+its weights (weights/unet.pt: runs of this machine; committed runs keep none), that recipe's prediction red.
+"""
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import dataset
+import report
+from tools.missing_sequences import missing_sequences
+
+FAILED = 0.5
+# where the prediction went, first match wins; each a (name, test on a metrics.csv row as floats)
+DIAGNOSES = (
+    ("nothing predicted", lambda row: row["predicted_voxels"] == 0),
+    # the 3-D largest component was not the tumour: the prediction found more of it than the component kept
+    ("wrong component kept", lambda row: row["dsc_without_lcc"] >= row["dsc"] + 0.1),
+    # what was kept lies off the tumour (runs scored before dsc_without_lcc existed cannot say whether more was found)
+    ("only a false blob kept", lambda row: row["recall"] == 0),
+    ("under-segmented", lambda row: row["recall"] < 0.5 <= row["precision"]),
+    ("false positives", lambda row: row["precision"] < 0.5 <= row["recall"]),
+    ("under-segmented and false positives", lambda row: row["recall"] < 0.5 and row["precision"] < 0.5),
+    ("boundary", lambda row: True),  # found and mostly right, yet DSC < 0.5: the outline is off
+)
+NUMERIC = ("dsc", "dsc_without_lcc", "precision", "recall", "predicted_voxels", "true_voxels", "components")
+
+
+def diagnose(row):
+    """Where a failed prediction went (DIAGNOSES' first match); row: a metrics.csv row with floats."""
+    return next(name for name, test in DIAGNOSES if test(row))
+
+
+def recipe_rows(folder):
+    """{patient: metrics row with floats} over every fold of folder (RUNS/EXPERIMENT), and the folds' runs."""
+    runs = [run for run in report.load_runs(Path(folder).parent) if run.name == Path(folder).name and run.fold
+            is not None]
+    rows = {}
+    for run in runs:
+        for row in report.metrics_rows(run.folder):
+            # runs scored before a column existed (dsc_without_lcc, components) have nan there
+            rows[row["patient"]] = dict(row, fold=run.fold, **{key: float(row.get(key) or "nan") for key in NUMERIC})
+    return rows, runs
+
+
+def size_quartiles(rows):
+    """{patient: 1..4}, the quartile of its true tumour volume among the scored patients (1: the smallest)."""
+    sizes = {patient: row["true_voxels"] for patient, row in rows.items()}
+    edges = np.percentile(list(sizes.values()), [25, 50, 75])
+    return {patient: int(np.searchsorted(edges, size, side="right")) + 1 for patient, size in sizes.items()}
+
+
+def failures(recipes, threshold=FAILED):
+    """The patients below threshold in any recipe ({label: {patient: row}}), worst mean DSC first."""
+    patients = {patient for rows in recipes.values() for patient, row in rows.items() if row["dsc"] < threshold}
+    return sorted(patients, key=lambda patient: np.mean([rows[patient]["dsc"] for rows in recipes.values()
+                                                         if patient in rows]))
+
+
+def table_lines(recipes, failed, missing, quartiles):
+    labels = list(recipes)
+    lines = ["| patient | tumour voxels (quartile) | missing | " + " | ".join(labels) + " |",
+             "|---|---:|---|" + "---|" * len(labels)]
+    for patient in failed:
+        first = next(rows[patient] for rows in recipes.values() if patient in rows)
+        cells = []
+        for rows in recipes.values():
+            row = rows.get(patient)
+            if row is None:
+                cells.append("not scored")
+                continue
+            cell = f"{row['dsc']:.2f}"
+            if row["dsc"] < FAILED:
+                components = "?" if np.isnan(row["components"]) else int(row["components"])
+                without = "?" if np.isnan(row["dsc_without_lcc"]) else f"{row['dsc_without_lcc']:.2f}"
+                cell = (f"**{row['dsc']:.2f}** {diagnose(row)} (without the component {without}; "
+                        f"P {row['precision']:.2f}, R {row['recall']:.2f}, {components} comp.)")
+            cells.append(cell)
+        lines.append(f"| {patient} (fold {first['fold']}) | {int(first['true_voxels'])} ({quartiles[patient]}) | "
+                     f"{', '.join(missing.get(patient, [])) or '—'} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def summary_lines(recipes, failed, missing, quartiles):
+    lines = []
+    for label, rows in recipes.items():
+        below = [patient for patient, row in rows.items() if row["dsc"] < FAILED]
+        counts = {}
+        for patient in below:
+            counts[diagnose(rows[patient])] = counts.get(diagnose(rows[patient]), 0) + 1
+        said = ", ".join(f"{count} {name}" for name, count in sorted(counts.items(), key=lambda item: -item[1]))
+        lines.append(f"- {label}: {len(below)} of {len(rows)} patients below {FAILED}" + (f" ({said})" if said
+                                                                                             else ""))
+    everywhere = [patient for patient in failed if all(patient in rows and rows[patient]["dsc"] < FAILED
+                                                        for rows in recipes.values())]
+    lines.append(f"- Below {FAILED} in every recipe: {len(everywhere)} ({', '.join(everywhere) or 'none'}); in some "
+                 f"but not all: {len(failed) - len(everywhere)}.")
+    lines.append(f"- Of the {len(failed)} failing patients, {sum(bool(missing.get(p)) for p in failed)} lack a "
+                 f"sequence and {sum(quartiles[p] == 1 for p in failed)} have a tumour in the smallest quartile.")
+    return lines
+
+
+def predicted_masks(run, patients, work_dir):
+    """{patient: predicted masks at the original geometry} for those of patients in run's fold, from its best
+    weights (inference with the largest component, as scored), or {} when the run kept no weights."""
+    import inference
+
+    weights = run.folder / "weights" / "unet.pt"
+    mine = [patient for patient in patients if patient in run.results["validation_patients"]]
+    if not weights.exists() or not mine:
+        return {}
+    out = Path(work_dir) / f"{run.name}-fold-{run.fold}"
+    inference.run(weights=str(weights), data_path=run.results["data_dir"], patients=mine, predictions_dir=str(out),
+                  figure=str(out / "dsc.png"), cache_dir=run.params["cache_dir"], tta=run.params.get("tta", False),
+                  write_masks=True, copy_images=False, workers=1)
+    masks = {}
+    for patient in mine:
+        files = sorted((out / "masks" / patient).glob("*_mask.tif"), key=lambda p: int(p.stem.split("_")[-2]))
+        masks[patient] = np.stack([dataset.read_mask(path) for path in files]) > 0
+    return masks
+
+
+def picture(data_dir, failed, recipes, runs, path):
+    """A row per failing patient: its slice with the most tumour, truth green, each recipe's prediction red."""
+    from matplotlib.figure import Figure
+
+    from utils import overlay
+
+    patients = dataset.list_patients(data_dir)
+    with tempfile.TemporaryDirectory() as work_dir:
+        predicted = {label: {} for label in recipes}
+        for label, label_runs in runs.items():
+            for run in label_runs:
+                predicted[label].update(predicted_masks(run, failed, work_dir))
+        shown = [label for label in recipes if predicted[label]]
+        figure = Figure(figsize=(3 * (1 + len(shown)), 3 * len(failed)))
+        axes = np.atleast_2d(figure.subplots(len(failed), 1 + len(shown), squeeze=False))
+        for row, patient in zip(axes, failed):
+            slices = patients[patient]
+            truth = dataset.original_truth(slices)
+            index = int(np.argmax(truth.sum(axis=(1, 2))))
+            flair = dataset.read_image(slices[index][1])[..., 1]
+            row[0].imshow(overlay(flair, np.zeros_like(truth[index]), truth[index]))
+            row[0].set_title(f"{patient}\nslice {slices[index][0]}, truth", fontsize="small")
+            for axis, label in zip(row[1:], shown):
+                mask = predicted[label].get(patient)
+                if mask is None:
+                    axis.set_title(f"{label}: weights not kept", fontsize="small")
+                    axis.imshow(overlay(flair, np.zeros_like(truth[index]), truth[index]))
+                else:
+                    axis.imshow(overlay(flair, mask[index], truth[index]))
+                    axis.set_title(f"{label}: DSC {recipes[label][patient]['dsc']:.2f}", fontsize="small")
+            for axis in row:
+                axis.axis("off")
+        figure.tight_layout()
+        figure.savefig(path, dpi=80)
+    return shown
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", help="kaggle_3m folder")
+    parser.add_argument("recipes", nargs="+", metavar="LABEL=RUNS/EXPERIMENT")
+    parser.add_argument("--picture", help="write the failing patients' figure here (PNG)")
+    args = parser.parse_args(argv)
+    recipes, runs = {}, {}
+    for item in args.recipes:
+        label, _, folder = item.partition("=")
+        if not folder:
+            parser.error(f"{item!r}: give LABEL=RUNS/EXPERIMENT")
+        recipes[label], runs[label] = recipe_rows(folder)
+        if not recipes[label]:
+            parser.error(f"{folder}: no fold with predictions/metrics.csv (run report.py's inference first)")
+    failed = failures(recipes)
+    patients = dataset.list_patients(args.data)
+    missing = {patient: missing_sequences(patients[patient]) for patient in failed}
+    quartiles = size_quartiles(next(iter(recipes.values())))
+    lines = summary_lines(recipes, failed, missing, quartiles) + [""] + table_lines(recipes, failed, missing,
+                                                                                     quartiles)
+    if args.picture:
+        shown = picture(args.data, failed, recipes, runs, args.picture)
+        lines += ["", f"Picture: {args.picture} (predictions of {', '.join(shown) or 'no recipe: no weights kept'})."]
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
