@@ -12,7 +12,7 @@ from experiments import EXPERIMENTS
 SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "cpu_sweep.sh"
 
 
-def sweep(tmp_path, step, fail_on=None):
+def sweep(tmp_path, step, fail_on=None, **settings):
     """Run the sweep with a stand-in interpreter; returns (exit status, stdout, one argument list per run)."""
     calls = tmp_path / "calls.txt"
     stand_in = tmp_path / "python"
@@ -22,7 +22,7 @@ def sweep(tmp_path, step, fail_on=None):
                         + "exit 0\n")
     stand_in.chmod(0o755)
     done = subprocess.run(["bash", str(SCRIPT), "DATA", str(tmp_path / "runs"), step], capture_output=True,
-                          text=True, env=dict(os.environ, PYTHON=str(stand_in)))
+                          text=True, env=dict(os.environ, PYTHON=str(stand_in), **settings))
     lines = calls.read_text().splitlines() if calls.exists() else []
     return done.returncode, done.stdout, [line.split() for line in lines]
 
@@ -39,6 +39,17 @@ def test_the_folds_step_runs_four_recipes_on_each_fold_before_the_next_fold(tmp_
         assert args[0] == "experiments.py" and "--executor" in args and args[args.index("--executor") + 1] == "python"
         assert args[args.index("--epochs") + 1] == "12" and "image_size=64" in args and "batch_size=16" in args
         assert args[args.index("--data-path") + 1] == "DATA" and "data_pipeline=device" in args
+
+
+def test_a_second_training_seed_runs_the_chosen_recipes_on_the_same_folds(tmp_path):
+    status, _, calls = sweep(tmp_path, "folds", RECIPES="unet-bce_dice-fast unet-dice", TRAINING_SEED="1")
+    assert status == 0
+    runs = [(args[1], args[args.index("--only-fold") + 1]) for args in calls]
+    assert runs == [(name, str(fold)) for fold in range(5) for name in ("unet-bce_dice-fast", "unet-dice")]
+    assert all("training_seed=1" in args and "seed=1" not in args for args in calls)  # the folds' seed unchanged
+    (tmp_path / "default").mkdir()
+    _, _, calls = sweep(tmp_path / "default", "folds")
+    assert calls and not any(arg.startswith("training_seed=") for args in calls for arg in args)
 
 
 def test_the_split_step_asks_one_question_a_row_with_experiments_that_exist(tmp_path):

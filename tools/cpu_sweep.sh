@@ -16,10 +16,12 @@
 # background ignores SIGINT: stop it with `pkill -f tools/cpu_sweep.sh; pkill -f experiments.py`. A stopped
 # run's lock is stale and taken over when it resumes; its results.json lists earlier_commits.
 # Settings (environment): PYTHON (python), CACHE (data/cache-cpu-sweep), EPOCHS (12), SIZE (64),
-#   THREADS (auto: the cores idle when each run starts; 2 keeps both cores when other work comes and goes).
+#   THREADS (auto: the cores idle when each run starts; 2 keeps both cores when other work comes and goes),
+#   RECIPES (the folds step's recipes, in order: default the four above), TRAINING_SEED (another training
+#   seed on the same folds, to measure a rerun's variance: give it its own RUNS folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ $# -lt 2 ]; then sed -n '2,19p' "$0"; exit 2; fi
+if [ $# -lt 2 ]; then sed -n '2,21p' "$0"; exit 2; fi
 DATA=$1
 RUNS=$2
 STEP=${3:-all}
@@ -35,6 +37,8 @@ SPLIT=("$FAST" attention_unet-bce_dice-adamw-cosine resnet34_unet-bce_dice-adamw
 COMMON=(--executor python --data-path "$DATA" --runs-dir "$RUNS" --epochs "${EPOCHS:-12}" --set "image_size=${SIZE:-64}"
         --set batch_size=16 --set data_pipeline=device --set workers=0 --set "cache_dir=$CACHE"
         --set "threads=${THREADS:-auto}")
+if [ -n "${TRAINING_SEED:-}" ]; then COMMON+=(--set "training_seed=$TRAINING_SEED"); fi
+read -r -a RECIPES <<<"${RECIPES:-$REFERENCE $MODERN $FAST $SEQDROP}"
 export PYTHONUNBUFFERED=1
 failed=0
 
@@ -48,10 +52,10 @@ one() {  # one run, its output kept in its own run.log
     echo "FAILED: $name $* (see $folder/run.log)"; failed=1; }
 }
 
-case "$STEP" in folds | split | all) ;; *) sed -n '2,19p' "$0"; exit 2 ;; esac
+case "$STEP" in folds | split | all) ;; *) sed -n '2,21p' "$0"; exit 2 ;; esac
 if [ "$STEP" != split ]; then
   for fold in 0 1 2 3 4; do
-    for name in "$REFERENCE" "$MODERN" "$FAST" "$SEQDROP"; do one "$name" --folds 5 --only-fold "$fold"; done
+    for name in "${RECIPES[@]}"; do one "$name" --folds 5 --only-fold "$fold"; done
   done
 fi
 if [ "$STEP" != folds ]; then
