@@ -278,14 +278,15 @@ def plot_curves(runs, path):
     figure.savefig(path)
 
 
-def predict_run(run, device="auto"):
+def predict_run(run, device="auto", data_path=None):
     """Inference with a run's best weights on its own validation patients (a k-fold run's: its fold's); writes
-    run/predictions/."""
+    run/predictions/. data_path: the kaggle_3m folder here, for a run trained on another machine (its data_dir
+    is that machine's)."""
     import inference
 
     params = run.params
     return inference.run(
-        weights=str(run.folder / "weights" / "unet.pt"), data_path=run.results["data_dir"],
+        weights=str(run.folder / "weights" / "unet.pt"), data_path=data_path or run.results["data_dir"],
         patients=list(run.results["validation_patients"]), cache_dir=params["cache_dir"], tta=params.get("tta", False),
         predictions_dir=str(run.folder / "predictions"), figure=str(run.folder / "predictions" / "dsc.png"),
         write_masks=False, device=device, workers=1,
@@ -481,7 +482,7 @@ def describe_protocol(runs):
             f"{spread(run.results['device'] for run in runs)}")
 
 
-def section_lines(runs, figures_dir, relative, heading, inference, device):
+def section_lines(runs, figures_dir, relative, heading, inference, device, data_path=None):
     """A runs folder's part of the report: its tables, curves and best run. Returns (lines, split rows best first)."""
     figures_dir.mkdir(parents=True, exist_ok=True)
     reference_runs = [run for run in runs if run.fold is None]
@@ -489,7 +490,7 @@ def section_lines(runs, figures_dir, relative, heading, inference, device):
     if inference:  # every finished run gets its scores and pictures (a later run may beat today's best)
         for run in runs:
             if run.finished and (run.folder / "weights" / "unet.pt").exists():
-                predicted = predict_run(run, device)
+                predicted = predict_run(run, device, data_path)
                 example_figure(predicted, run.folder / "predictions", run.folder / "predictions" / "examples.png")
     if reference_runs:
         # without inference, the pictures an earlier inference left in the best run's folder are used
@@ -586,7 +587,8 @@ def section_lines(runs, figures_dir, relative, heading, inference, device):
     return lines, rows
 
 
-def write_report(runs_dir="runs", out="REPORT.md", figures_dir="report", inference=True, device="auto"):
+def write_report(runs_dir="runs", out="REPORT.md", figures_dir="report", inference=True, device="auto",
+                 data_path=None):
     """Write the report; returns the summary rows of the (first) runs folder's reference-split runs, best first.
 
     runs_dir and figures_dir may be lists of the same length: a section per runs folder (a protocol: runs
@@ -633,7 +635,8 @@ def write_report(runs_dir="runs", out="REPORT.md", figures_dir="report", inferen
         relative = Path(os.path.relpath(figures.resolve(), out.parent.resolve()))  # links from the report
         if several:
             lines += [f"## `{folder}/`: {describe_protocol(runs)}", ""]
-        part, rows = section_lines(runs, figures, relative, "###" if several else "##", inference, device)
+        part, rows = section_lines(runs, figures, relative, "###" if several else "##", inference, device,
+                                   data_path)
         lines += part
         first_rows = rows if first_rows is None else first_rows
     if not synthetic:
@@ -653,9 +656,11 @@ def main(argv=None):
     parser.add_argument("--figures-dir", action="append", help="one per --runs-dir (default report)")
     parser.add_argument("--no-inference", action="store_true", help="no HD95, no example overlays")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--data-path", help="the kaggle_3m folder for inference, when the runs trained on another "
+                                            "machine (default: each run's own data_dir)")
     args = parser.parse_args(argv)
     rows = write_report(args.runs_dir or ["runs"], args.out, args.figures_dir or ["report"], not args.no_inference,
-                        args.device)
+                        args.device, args.data_path)
     if rows:
         print(f"{args.out}: {len(rows)} runs on the reference split; best {rows[0]['experiment']} "
               f"{rows[0]['best_dsc']:.4f}")

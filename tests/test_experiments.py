@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import experiments
+import inference
 import report
 import train
 from loss import LOSSES
@@ -469,3 +470,23 @@ def test_a_training_seed_changes_the_run_but_not_its_folds(phantom_dir, tmp_path
     other_patients, other_losses = history("other", training_seed=7)
     assert other_patients == patients and other_losses != losses  # same fold, another initialisation and sampling
     assert history("split", seed=7)[0] != patients  # while seed alone moves the folds too
+
+
+def test_runs_trained_on_another_machine_are_scored_on_the_data_here(runs, phantom_dir, tmp_path):
+    runs_dir, _, folds = runs
+    moved = tmp_path / "moved"
+    shutil.copytree(runs_dir / "unet-bce_dice", moved / "unet-bce_dice")
+    for fold in range(len(folds)):  # as a GPU machine's runs say: its own data folder, absent here
+        path = moved / "unet-bce_dice" / f"fold-{fold}" / "results.json"
+        path.write_text(path.read_text().replace(json.dumps(str(phantom_dir))[1:-1], "/root/lgg/kaggle_3m"))
+        shutil.rmtree(moved / "unet-bce_dice" / f"fold-{fold}" / "predictions", ignore_errors=True)
+    with pytest.raises(Exception, match="/root/lgg/kaggle_3m"):
+        report.write_report(moved, tmp_path / "R.md", tmp_path / "f")
+    report.write_report(moved, tmp_path / "R.md", tmp_path / "f", data_path=str(phantom_dir))
+    for fold, results in enumerate(folds):
+        scored = report.native_scores(moved / "unet-bce_dice" / f"fold-{fold}")
+        assert sorted(scored) == sorted(results["validation_patients"])
+        here = inference.run(weights=str(runs_dir / "unet-bce_dice" / f"fold-{fold}" / "weights" / "unet.pt"),
+                             data_path=str(phantom_dir), patients=results["validation_patients"], cache_dir=None,
+                             predictions_dir=str(tmp_path / f"here-{fold}"), write_masks=False)
+        assert scored == {row["patient"]: row["dsc"] for row in here["metrics"]}  # as if it had trained here
