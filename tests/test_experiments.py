@@ -128,6 +128,10 @@ def test_summary_takes_the_median_at_the_best_epoch(tmp_path):
     row = report.summary(report.Run("unet-dice", None, tmp_path, results))
     assert row["best_dsc"] == pytest.approx(2.2 / 3) and row["median_dsc"] == pytest.approx(0.8)
     assert row["experiment"] == "unet-dice (reference recipe)" and row["train_minutes"] == 2.0
+    assert row["last_dsc"] == pytest.approx(2.2 / 3)
+    peaked = hand_made_results(1, [dict(a=0.5, b=0.9, c=0.8), dict(a=0.1, b=0.2, c=0.3)])
+    earlier = report.summary(report.Run("unet-dice", None, tmp_path, peaked))
+    assert earlier["best_dsc"] == pytest.approx(2.2 / 3) and earlier["last_dsc"] == pytest.approx(0.2)
     assert row["hd95"] is None  # no predictions/metrics.csv
     assert row["device"] == "test device" and row["image_px"] == 256
     shared = report.summary(report.Run("unet-dice", None, tmp_path, dict(results, shared_by=3)))
@@ -214,6 +218,8 @@ def test_cross_validation_pools_patients_at_each_folds_best_epoch(tmp_path):
     assert entry["fold_dsc"] == {0: pytest.approx(0.8), 1: pytest.approx(0.95)}
     assert entry["mean"] == pytest.approx(0.875) and entry["std"] == pytest.approx(0.075)
     assert entry["pooled"] == pytest.approx((0.7 + 0.9 + 0.95) / 3) and entry["complete"]
+    assert entry["pooled_last"] == pytest.approx((0.1 + 0.1 + 0.95) / 3)  # each fold's last epoch, not its best
+    assert entry["last_native_mean"] is None  # these runs did not score their epochs at 256x256
 
 
 def test_report_from_the_runs_keeps_the_hand_written_analysis(runs, tmp_path):
