@@ -2,8 +2,8 @@
 # The steps of real runs on a lent GPU machine (the device tool), in the repo root there.
 # The machine keeps its files only while warm (about 30 s after a call): make the calls back to back.
 #
-# Here, once:   python -m tools.pack_data pack <kaggle_3m> lgg-packed --chunk-mib 54   (about 10 min; 5 chunks:
-#               a call carries 64 MiB with the tracked files, 8.3 MiB on 2026-11-30; a receive call costs seconds)
+# Here, once:   python -m tools.pack_data pack <kaggle_3m> lgg-packed --chunk-mib 54   (about 10 min; chunks that
+#               fit a call's 64 MiB beside the tracked files, 8.3 MiB on 2026-11-30; a receive call costs seconds)
 #               pip wheel --no-deps -w .whl medpy        (HD95 there; the GPU image lacks medpy)
 #               commit, then start every command with  export SOURCE_COMMIT=<git rev-parse --short HEAD here>;
 #               (the tree's .git there is the session's first checkout: without it the runs name a stale commit)
