@@ -15,6 +15,7 @@ import io
 import json
 import os
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,14 @@ import torch
 from unet import MODELS, build_model
 
 WEIGHTS_FORMAT = "brain-segmentation-weights/1"
+
+
+# Kaggle mounts its inputs read-only: a run's folders must go under the writable working folder
+READ_ONLY_ADVICE = "choose a folder on a writable one (on Kaggle, under /kaggle/working, not /kaggle/input)"
+
+
+class CheckpointError(ValueError):
+    """A training checkpoint that cannot be read: the message says which file and what to do."""
 
 
 class WeightsError(ValueError):
@@ -43,6 +52,11 @@ def make_folder(folder, what="output"):
                           "choose another folder") from None
     except PermissionError:
         raise OutputError(f"{folder}: no permission to create the {what} folder; choose a writable one") from None
+    except OSError as error:
+        if error.errno == errno.EROFS:
+            raise OutputError(f"{folder}: on a read-only file system, the {what} folder cannot be made; "
+                              f"{READ_ONLY_ADVICE}") from None
+        raise
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"{folder}: the {what} folder is read-only; choose a writable one")
     return folder
@@ -69,6 +83,8 @@ def write_atomic(path, payload):
                               "training)") from None
         if isinstance(error, PermissionError):
             raise OutputError(f"{path}: no permission to write; choose a writable folder") from None
+        if error.errno == errno.EROFS:
+            raise OutputError(f"{path}: on a read-only file system; {READ_ONLY_ADVICE}") from None
         raise
 
 
@@ -91,8 +107,9 @@ class FolderLock:
 
     NAME = ".training.lock"
 
-    def __init__(self, folder, what="output"):
-        self.path, self.what = Path(folder) / self.NAME, what
+    def __init__(self, folder, what="output", advice="give this run other weights_dir and logs_dir, or wait for "
+                                                     "that one to finish"):
+        self.path, self.what, self.advice = Path(folder) / self.NAME, what, advice
 
     def __enter__(self):
         make_folder(self.path.parent, self.what)
@@ -101,17 +118,23 @@ class FolderLock:
                 descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 owner = self.owner()
-                if owner is not None and owner != os.getpid() and _alive(owner):
-                    raise OutputError(
-                        f"{self.path.parent}: in use by another training (pid {owner}); give this run other "
-                        "weights_dir and logs_dir, or wait for that one to finish"
-                    ) from None
+                if owner is None and _age(self.path) < 5:  # made this instant by another process, pid not yet in
+                    time.sleep(0.05)
+                    continue
+                if self.held_by_another():
+                    raise OutputError(f"{self.path.parent}: in use by another run (pid {owner}); {self.advice}") \
+                        from None
                 print(f"{self.path}: a stale lock of a stopped run (pid {owner}), taken over")
                 self.path.unlink(missing_ok=True)
                 continue
             with os.fdopen(descriptor, "w") as handle:
                 handle.write(str(os.getpid()))
             return self
+
+    def held_by_another(self):
+        """Whether another live process holds this lock."""
+        owner = self.owner()
+        return owner is not None and owner != os.getpid() and _alive(owner)
 
     def owner(self):
         try:
@@ -122,6 +145,14 @@ class FolderLock:
     def __exit__(self, *exc):
         if self.owner() == os.getpid():
             self.path.unlink(missing_ok=True)
+
+
+def _age(path):
+    """Seconds since path was last written (infinite when it is gone)."""
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return float("inf")
 
 
 def _alive(pid):
@@ -224,6 +255,11 @@ def load_weights(path, device="cpu"):
     first convolution, so init_features need not be known.
     """
     state_dict, metadata = read_weights(path)
+    broken = [key for key, value in state_dict.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:  # such a model predicts NaN, which thresholds to nothing: DSC 0 everywhere without a word
+        raise WeightsError(f"{path}: {len(broken)} tensor(s) hold NaN or infinite values ({', '.join(broken[:3])}"
+                           f"{', ...' if len(broken) > 3 else ''}): the training diverged before they were saved; "
+                           "use weights from an earlier epoch or train again (a lower lr)")
     name = metadata.get("model", "unet")
     if name not in MODELS:
         raise WeightsError(
@@ -268,4 +304,11 @@ def set_rng_state(state):
 
 def load_training_checkpoint(path):
     """Everything train.py saved at the end of an epoch (weights_only=False: it holds RNG states)."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # an empty or cut-short file: EOFError, or the zip reader's RuntimeError
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise CheckpointError(
+            f"{path}: a damaged training checkpoint ({type(error).__name__}: {first}), e.g. a copy cut short; "
+            "put back a whole copy to resume, or move the run's folder away to train it again from the start"
+        ) from None

@@ -384,6 +384,22 @@ def original_truth(slice_files):
     return np.stack([read_mask(mask) for _, _, mask in slice_files]) > 0
 
 
+# An LGG abnormality fills at most a few percent of the brain's bounding box (in kaggle_3m at most 3.7%, in
+# TCGA_HT_7694, of the box around its nonzero FLAIR voxels); masks marking most of it are inverted or blank-filled.
+MAX_MASK_FRACTION = 0.5
+
+
+def refuse_implausible_masks(mask, slice_files):
+    """Refuse a patient's preprocessed masks that mark most of the volume abnormal: trained or scored, they
+    would teach or reward the inverse of the task without a word."""
+    fraction = float(np.mean(mask > 0))
+    if fraction > MAX_MASK_FRACTION:
+        raise DataError(
+            f"{slice_files[0][1].parent}: its masks mark {fraction:.0%} of the volume abnormal; masks are 0 for "
+            "normal tissue and 255 for the abnormality (inverted masks?): fix them, or move the patient out"
+        )
+
+
 # ---------------------------------------------------------------- cache
 
 
@@ -518,6 +534,8 @@ class BrainSegmentationDataset(Dataset):
                     "drop the first and last; remove the folder or add its slices"
                 )
         loaded = load_volumes(files, image_size, cache_dir, workers, progress)
+        for patient in self.patients:
+            refuse_implausible_masks(loaded[patient][1], files[patient])
         self.volumes = [(loaded[p][0], loaded[p][1][..., np.newaxis]) for p in self.patients]
         self.geometries = [loaded[p][2] for p in self.patients]
         self.random_sampling = random_sampling

@@ -17,6 +17,7 @@ then per patient:
 """
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from tqdm import tqdm
 import dataset
 import parameters
 import runs
-from checkpoint import load_weights, make_folder
+from checkpoint import FolderLock, OutputError, WeightsError, load_weights, write_json_atomic
 from runtime import resolve_device
 from unet import fused_for_inference, probabilities
 from utils import (binarise, count_components, dsc, largest_connected_component, overlay, plot_dsc,
@@ -188,16 +189,55 @@ def run(**overrides):
      'telling_slice': {patient: index of the slice with the most tumour (true, else predicted)},
      'figure': the dsc.png written (None without masks), 'predictions_dir': where the outputs are}
     """
-    params = runs.inference_outputs(parameters.check_inference(parameters.settings(DEFAULTS, **overrides)))
+    params = parameters.check_inference(parameters.settings(DEFAULTS, **overrides))
+    data_dir, source = dataset.locate_data(params["data_path"])
+    params = runs.inference_outputs(params, data_dir)
+    refuse_weights_in_training(params["weights"])
     device = resolve_device(params["device"])
     model, metadata = load_weights(params["weights"], device)
     image_size = params["image_size"] or metadata.get("image_size", 256)
     if metadata.get("image_size", image_size) != image_size:
         print(f"warning: {params['weights']} was trained at {metadata['image_size']} px, predicting at {image_size}")
-    data_dir, source = dataset.locate_data(params["data_path"])
     out_dir = Path(params["predictions_dir"])
     refuse_overlap(out_dir, data_dir)
-    make_folder(out_dir, "predictions")  # before any work: a folder that cannot be written is said now
+    # before any work: a folder that cannot be written is said now, and one other inference writes is refused
+    with FolderLock(out_dir, "predictions", advice="another inference writes there; wait for it to finish, or "
+                                                   "give this one another predictions_dir"):
+        claim_predictions(out_dir, params["weights"], data_dir)
+        return _predict_and_write(params, model, metadata, image_size, data_dir, source, out_dir, device)
+
+
+def refuse_weights_in_training(weights):
+    """Weights that a live training still rewrites are mid-training weights: their scores would be taken as the
+    run's."""
+    lock = FolderLock(Path(weights).parent)
+    if lock.held_by_another():
+        raise WeightsError(f"{weights}: its run is still training (pid {lock.owner()}), so these are mid-training "
+                           "weights; wait for the training to finish, or copy the file and point weights at the copy")
+
+
+PREDICTIONS_SOURCE = "source.json"
+
+
+def claim_predictions(out_dir, weights, data_dir):
+    """Record in out_dir which weights predicted which data; refuse a folder that holds another pair's outputs
+    (their metrics, masks and pictures would be replaced or mixed)."""
+    source = dict(weights=str(Path(weights).resolve()), data=str(Path(data_dir).resolve()))
+    path = Path(out_dir) / PREDICTIONS_SOURCE
+    if path.exists():
+        try:
+            held = json.loads(path.read_text())
+        except ValueError:
+            held = None
+        if held != source:
+            described = (f"predictions of {held.get('weights')} on {held.get('data')}" if isinstance(held, dict)
+                         else f"an unreadable {PREDICTIONS_SOURCE}")
+            raise OutputError(f"{out_dir}: holds {described}; these would be of {source['weights']} on "
+                              f"{source['data']}: give another predictions_dir, or remove that folder to replace them")
+    write_json_atomic(source, path)
+
+
+def _predict_and_write(params, model, metadata, image_size, data_dir, source, out_dir, device):
     split = metadata.get("split")
     subset, patients = choose_patients(params, data_dir, split)
     chosen = "the model's own validation" if patients is not None and params["patients"] is None else (

@@ -10,6 +10,7 @@ only after preprocessing or an epoch.
 
 import ast
 import json
+import os
 import re
 from pathlib import Path
 
@@ -98,7 +99,8 @@ INFERENCE = dict(
     validation_cases=(10, "validation patients of the reference split"),
     cache_dir=(CACHE_DIR, "preprocessed volumes, keyed by the files and the image size"),
     predictions_dir=(None, "overlays, GIFs, masks/, metrics.csv, metrics-summary.csv; None: the weights' run's "
-                           "predictions folder (runs_dir/<run>/predictions), else ./predictions"),
+                           "predictions folder (runs_dir/<run>/predictions; on data other than the run trained on, "
+                           "runs_dir/<run>/predictions-<data>), else ./predictions"),
     figure=(None, "per-patient DSC, mean red, median green; None: dsc.png in predictions_dir"),
     write_masks=(True, "predicted mask TIFFs at the original geometry, under predictions_dir/masks"),
     copy_images=(True, "copy each patient's images beside its masks: a kaggle_3m-layout folder"),
@@ -199,6 +201,7 @@ def sync(repo=REPO):
 # ---------------------------------------------------------------- checks before any work
 
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+RUN_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
 def _require(condition, name, value, what):
@@ -206,9 +209,23 @@ def _require(condition, name, value, what):
         raise ParameterError(f"{name}={value!r}: {what}")
 
 
+def _device_missing(name):
+    """Why the device named cannot be used on this machine, or None."""
+    import torch
+
+    if name.startswith("mps") and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        return 'no Apple GPU (mps) on this machine; use "auto" or "cpu"'
+    if name.startswith("cuda:") and torch.cuda.is_available() and int(name[5:]) >= torch.cuda.device_count():
+        return f'this machine has {torch.cuda.device_count()} CUDA GPU(s): use "cuda:0" .. "cuda:' \
+               f'{torch.cuda.device_count() - 1}" or "auto"'
+    return None
+
+
 def _check_common(params):
     _require(isinstance(params["device"], str) and DEVICE.match(params["device"]), "device", params["device"],
              'use "auto", "cpu", "cuda", "cuda:<index>" or "mps"')
+    missing = _device_missing(params["device"])
+    _require(missing is None, "device", params["device"], missing)
     _require(isinstance(params["batch_size"], int) and params["batch_size"] >= 1, "batch_size",
              params["batch_size"], "use 1 or more")
     _require(isinstance(params["validation_cases"], int) and params["validation_cases"] >= 1, "validation_cases",
@@ -248,8 +265,15 @@ def check_train(params):
     _require(isinstance(params["lr"], (int, float)) and params["lr"] > 0, "lr", params["lr"], "use a positive rate")
     _require(isinstance(params["sequence_dropout"], (int, float)) and 0 <= params["sequence_dropout"] <= 1,
              "sequence_dropout", params["sequence_dropout"], "use a probability between 0 and 1 (0: off)")
-    _require(params["threads"] == "auto" or isinstance(params["threads"], int) and params["threads"] >= 1, "threads",
-             params["threads"], 'use 1 or more, or "auto"')
+    cores = os.cpu_count() or 1
+    # more threads than cores only wait for each other (threads=1000 made 2,003 threads and no epoch in 87 s)
+    _require(params["threads"] == "auto" or isinstance(params["threads"], int) and 1 <= params["threads"] <= cores,
+             "threads", params["threads"], f'use 1 .. {cores} (the CPU cores of this machine), or "auto"')
+    name = params["run_name"]
+    # a run's folder is runs_dir/run_name: a path there would write logs and weights anywhere (the data folder)
+    _require(name is None or isinstance(name, str) and RUN_NAME.match(name) and name not in (".", ".."), "run_name",
+             name, "use a plain folder name (letters, digits, '.', '-', '_'), or None for a new dated one; "
+                   "runs_dir says where the runs go")
     _require(isinstance(params["init_features"], int) and params["init_features"] >= 1, "init_features",
              params["init_features"], "use 1 or more (32: the reference)")
     for name in ("seed", "training_seed"):

@@ -22,9 +22,24 @@ def latest(runs_dir, inside):
     return max(candidates, key=lambda path: path.stat().st_mtime).parents[len(Path(inside).parts) - 1]
 
 
+def new_run_folder(runs_dir, params):
+    """A run folder made for this run alone, runs_dir/<new_run_name>, with -2, -3, ... appended when another
+    training took that name first (two started in the same second); returns its name."""
+    base = new_run_name(params)
+    for attempt in range(1, 1000):
+        name = base if attempt == 1 else f"{base}-{attempt}"
+        try:
+            (Path(runs_dir) / name).mkdir(parents=True)  # atomic: of two processes, one makes it
+            return name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{runs_dir}: 999 runs named {base}-*; choose a run_name")
+
+
 def training_folders(params):
     """params with weights_dir and logs_dir made explicit: given ones are kept; otherwise runs_dir/run_name/...,
-    where run_name None is a new run, or with resume=True the run whose checkpoint was written last."""
+    where run_name None is a new run (its folder made now, for it alone), or with resume=True the run whose
+    checkpoint was written last."""
     if params["weights_dir"] is not None and params["logs_dir"] is not None:
         return params
     name = params["run_name"]
@@ -34,15 +49,64 @@ def training_folders(params):
             name = stopped.name
             print(f"resume=True: continuing the latest run, {stopped}")
     if name is None:
-        name = new_run_name(params)
+        name = new_run_folder(params["runs_dir"], params)
     folder = Path(params["runs_dir"]) / name
     return dict(params, run_name=name, weights_dir=params["weights_dir"] or str(folder / "weights"),
                 logs_dir=params["logs_dir"] or str(folder / "logs"))
 
 
-def inference_outputs(params):
+def remove_if_empty(params):
+    """Remove a run's folders when they hold nothing worth keeping (no checkpoint, results or weights: only
+    empty folders, this process's locks and the event file of an unfinished first epoch) and no other live
+    training holds them; returns whether they were removed."""
+    import shutil
+
+    from checkpoint import FolderLock
+
+    folders = [Path(params["weights_dir"]), Path(params["logs_dir"])]
+    run = folders[1].parent
+    if params["run_name"] is not None and all(folder.parent == run for folder in folders):
+        folders.append(run)
+    files = [path for folder in folders if folder.is_dir() for path in folder.rglob("*") if path.is_file()]
+    locks = [path for path in files if path.name == FolderLock.NAME]
+    if any(FolderLock(path.parent).held_by_another() for path in locks):
+        return False
+    if any(path not in locks and not path.name.startswith("events.out.tfevents") for path in files):
+        return False
+    for folder in sorted(folders, key=lambda path: len(path.parts), reverse=True):
+        shutil.rmtree(folder, ignore_errors=True)
+    return True
+
+
+def trained_on(run):
+    """The resolved data folder a run trained on (its results.json says), or None when unknown."""
+    import json
+
+    for path in (run / "results.json", run / "logs" / "results.json"):
+        try:
+            return str(Path(json.loads(path.read_text())["data_dir"]).resolve())
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def data_label(data_dir):
+    """A folder-name label of a data folder: synthetic, or its name and a hash of its path (kaggle_3m-1a2b3c)."""
+    import hashlib
+
+    import dataset
+
+    if dataset.is_synthetic(data_dir):
+        return "synthetic"
+    resolved = Path(data_dir).resolve()
+    return f"{resolved.name}-{hashlib.sha1(str(resolved).encode()).hexdigest()[:6]}"
+
+
+def inference_outputs(params, data_dir=None):
     """params with weights, predictions_dir and figure made explicit: weights None is the latest run's best
-    weights; predictions_dir None is the predictions folder of the weights' run (or ./predictions)."""
+    weights; predictions_dir None is the predictions folder of the weights' run (or ./predictions), or, for
+    data other than the run trained on, its predictions-<data_label> folder: predictions of one model on two
+    datasets never share a folder."""
     weights = params["weights"]
     if weights is None:
         run = latest(params["runs_dir"], WEIGHTS_FILE)
@@ -57,5 +121,8 @@ def inference_outputs(params):
         path = Path(weights)
         in_a_run = path.parent.name == WEIGHTS_FILE.parent.name
         predictions_dir = str(path.parent.parent / "predictions" if in_a_run else Path("predictions"))
+        trained = trained_on(path.parent.parent) if in_a_run else None
+        if data_dir is not None and trained is not None and trained != str(Path(data_dir).resolve()):
+            predictions_dir = str(path.parent.parent / f"predictions-{data_label(data_dir)}")
     figure = params["figure"] or str(Path(predictions_dir) / "dsc.png")
     return dict(params, weights=weights, predictions_dir=predictions_dir, figure=figure)

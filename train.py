@@ -170,6 +170,16 @@ def resume(run, results, checkpoint_path):
     """
     params = results["params"]
     if not params["resume"]:
+        # a fresh start into a folder that holds a run would replace its weights, checkpoint and results and
+        # mix two runs' TensorBoard events
+        held = [path for path in (checkpoint_path, checkpoint_path.parent / "results.json", Path(results["weights"]))
+                if path.exists()]
+        if held:
+            raise checkpoint.OutputError(
+                f"{held[0].parent}: holds a run already ({', '.join(path.name for path in held)}); resume=True "
+                "continues it, or give this run another run_name (None: a new dated one) or other weights_dir "
+                "and logs_dir"
+            )
         return 0
     if not checkpoint_path.exists():
         weights = Path(results["weights"])
@@ -208,6 +218,14 @@ def train(**overrides):
     params = parameters.check_train(parameters.settings(DEFAULTS, **overrides))
     started = time.perf_counter()
     params = runtime.cpu_settings(runs.training_folders(params))
+    try:
+        return _train(params, started)
+    except BaseException:
+        runs.remove_if_empty(params)  # a run refused or stopped before its first epoch leaves no empty folder
+        raise
+
+
+def _train(params, started):
     torch.set_num_threads(params["threads"])
     data_dir, source = dataset.locate_data(params["data_path"])
     device = runtime.resolve_device(params["device"])

@@ -4,6 +4,7 @@ import errno
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ import checkpoint
 import dataset
 import inference
 import parameters
+import runs
+import synthetic
 import train
 from conftest import write_patient
 from unet import UNet
@@ -143,7 +146,7 @@ def test_a_second_training_on_a_folder_in_use_is_refused(phantom_dir, tmp_path):
     try:
         (tmp_path / "w").mkdir()
         (tmp_path / "w" / checkpoint.FolderLock.NAME).write_text(str(owner.pid))
-        with pytest.raises(checkpoint.OutputError, match=rf"w: in use by another training \(pid {owner.pid}\); "
+        with pytest.raises(checkpoint.OutputError, match=rf"w: in use by another run \(pid {owner.pid}\); "
                                                          "give this run other weights_dir and logs_dir"):
             train.train(data_path=str(phantom_dir), weights_dir=str(tmp_path / "w"), logs_dir=str(tmp_path / "l"),
                         cache_dir=str(tmp_path / "c"), **TINY)
@@ -288,3 +291,158 @@ def test_a_predictions_folder_that_is_a_file_is_one_clear_line(phantom_dir, tmp_
     with pytest.raises(checkpoint.OutputError, match="out: cannot be the predictions folder, a file of that name"):
         inference.run(weights=str(weights), data_path=str(phantom_dir), predictions_dir=str(tmp_path / "out"),
                       workers=0, cache_dir=str(tmp_path / "c"))
+
+
+def test_a_fresh_training_into_an_existing_run_is_refused_and_keeps_it(phantom_dir, tmp_path):
+    settings = dict(data_path=str(phantom_dir), runs_dir=str(tmp_path / "runs"), run_name="mine",
+                    cache_dir=str(tmp_path / "c"), **TINY)
+    train.train(**settings)
+    run = tmp_path / "runs" / "mine"
+    kept = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    with pytest.raises(checkpoint.OutputError, match=r"mine/logs: holds a run already \(checkpoint\.pt, "
+                                                     r"results\.json, unet\.pt\); resume=True continues it"):
+        train.train(**dict(settings, lr=0.01))
+    assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == kept  # not a byte changed
+
+
+def test_two_trainings_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
+    monkeypatch.setattr(time, "strftime", lambda pattern: "2026-11-30-120000")
+    params = dict(train.DEFAULTS, runs_dir=str(tmp_path))
+    names = [runs.training_folders(params)["run_name"] for _ in range(3)]
+    assert names == ["2026-11-30-120000-unet-dice", "2026-11-30-120000-unet-dice-2", "2026-11-30-120000-unet-dice-3"]
+    assert all((tmp_path / name).is_dir() for name in names)
+
+
+def test_a_training_refused_before_its_first_epoch_leaves_no_empty_run_folder(phantom_dir, tmp_path):
+    with pytest.raises(dataset.DataError):
+        train.train(data_path=str(tmp_path / "empty"), runs_dir=str(tmp_path / "runs"), **TINY)  # no patients
+    assert not list((tmp_path / "runs").iterdir())
+    # a folder another live training holds is never removed, even when it has nothing yet
+    owner = subprocess.Popen(["sleep", "60"])
+    try:
+        held = tmp_path / "runs" / "held"
+        (held / "weights").mkdir(parents=True)
+        (held / "weights" / checkpoint.FolderLock.NAME).write_text(str(owner.pid))
+        with pytest.raises(checkpoint.OutputError, match="in use by another run"):
+            train.train(data_path=str(phantom_dir), runs_dir=str(tmp_path / "runs"), run_name="held",
+                        cache_dir=str(tmp_path / "c"), **TINY)
+        assert (held / "weights" / checkpoint.FolderLock.NAME).exists()
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+# ---------------------------------------------------------------- round three: inference never mixes or replaces
+
+
+def trained_run(phantom_dir, tmp_path):
+    """A run folder (runs/mine) trained one epoch on phantom_dir; returns its weights file."""
+    train.train(data_path=str(phantom_dir), runs_dir=str(tmp_path / "runs"), run_name="mine",
+                cache_dir=str(tmp_path / "c"), **TINY)
+    return tmp_path / "runs" / "mine" / "weights" / "unet.pt"
+
+
+def test_inference_on_other_data_writes_beside_the_runs_own_predictions(phantom_dir, tmp_path):
+    weights = trained_run(phantom_dir, tmp_path)
+    own = inference.run(weights=str(weights), data_path=str(phantom_dir), cache_dir=None, workers=0)
+    assert own["predictions_dir"] == str(tmp_path / "runs" / "mine" / "predictions")
+    metrics = (tmp_path / "runs" / "mine" / "predictions" / "metrics.csv").read_bytes()
+    other_data = synthetic.make_phantom_dataset(tmp_path / "other", patients=4, slices=8, seed=11)
+    other = inference.run(weights=str(weights), data_path=str(other_data), subset="all", cache_dir=None, workers=0)
+    assert other["predictions_dir"] == str(tmp_path / "runs" / "mine" / "predictions-synthetic")
+    assert (tmp_path / "runs" / "mine" / "predictions" / "metrics.csv").read_bytes() == metrics  # untouched
+    masks = {path.name for path in (tmp_path / "runs" / "mine" / "predictions" / "masks").iterdir()}
+    assert masks == set(own["patients"])  # no patient of the other data among the run's own masks
+
+
+def test_a_predictions_folder_of_other_weights_or_data_is_refused(phantom_dir, tmp_path):
+    weights = trained_run(phantom_dir, tmp_path)
+    out = tmp_path / "shared-predictions"
+    inference.run(weights=str(weights), data_path=str(phantom_dir), predictions_dir=str(out), cache_dir=None,
+                  workers=0)
+    kept = (out / "metrics.csv").read_bytes()
+    other_weights = tmp_path / "other.pt"
+    checkpoint.save_weights(UNet(init_features=4), other_weights, 32, dict(init_features=4))
+    with pytest.raises(checkpoint.OutputError, match=rf"shared-predictions: holds predictions of {weights} on "
+                                                     rf"{phantom_dir}; these would be of {other_weights} on"):
+        inference.run(weights=str(other_weights), data_path=str(phantom_dir), predictions_dir=str(out),
+                      cache_dir=None, workers=0)
+    assert (out / "metrics.csv").read_bytes() == kept
+    # the same weights on the same data again: the folder is theirs, refreshed
+    inference.run(weights=str(weights), data_path=str(phantom_dir), predictions_dir=str(out), cache_dir=None,
+                  workers=0)
+
+
+def test_a_second_inference_into_a_folder_in_use_is_refused(phantom_dir, tmp_path):
+    weights = trained_run(phantom_dir, tmp_path)
+    owner = subprocess.Popen(["sleep", "60"])
+    try:
+        out = tmp_path / "p"
+        out.mkdir()
+        (out / checkpoint.FolderLock.NAME).write_text(str(owner.pid))
+        with pytest.raises(checkpoint.OutputError, match=r"p: in use by another run \(pid \d+\); another inference "
+                                                         r"writes there"):
+            inference.run(weights=str(weights), data_path=str(phantom_dir), predictions_dir=str(out), workers=0)
+        assert [path.name for path in out.iterdir()] == [checkpoint.FolderLock.NAME]
+        # and weights a live training still writes are refused: mid-training weights scored as the run's
+        (weights.parent / checkpoint.FolderLock.NAME).write_text(str(owner.pid))
+        with pytest.raises(checkpoint.WeightsError, match=rf"unet\.pt: its run is still training \(pid {owner.pid}\)"):
+            inference.run(weights=str(weights), data_path=str(phantom_dir), workers=0)
+        assert not (tmp_path / "runs" / "mine" / "predictions").exists()
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+def test_weights_with_a_nan_are_refused_by_name(tmp_path):
+    model = UNet(init_features=4)
+    with torch.no_grad():
+        model.encoder1[0].weight[0, 0, 0, 0] = float("nan")
+    path = tmp_path / "diverged.pt"
+    checkpoint.save_weights(model, path, 32, dict(init_features=4))
+    with pytest.raises(checkpoint.WeightsError, match=r"diverged\.pt: 1 tensor\(s\) hold NaN or infinite values "
+                                                      r"\(encoder1\.enc1conv1\.weight\): the training diverged"):
+        checkpoint.load_weights(path)
+
+
+@pytest.mark.parametrize("fault", ["inverted", "all 255"])
+def test_masks_marking_most_of_the_volume_are_refused_in_training_and_scoring(fault, phantom_dir, tmp_path):
+    data = tmp_path / "kaggle_3m"
+    shutil.copytree(phantom_dir, data)
+    patient = sorted(path for path in data.iterdir() if path.is_dir())[0]
+    for mask in patient.glob("*_mask.tif"):
+        values = tifffile.imread(mask)
+        tifffile.imwrite(mask, (255 - values) if fault == "inverted" else np.full_like(values, 255))
+    expected = rf"{patient.name}: its masks mark \d+% of the volume abnormal; masks are 0 for normal tissue"
+    with pytest.raises(dataset.DataError, match=expected):
+        train.train(data_path=str(data), runs_dir=str(tmp_path / "runs"), cache_dir=None, **TINY)
+    checkpoint.save_weights(UNet(init_features=4), tmp_path / "w.pt", 32, dict(init_features=4))
+    with pytest.raises(dataset.DataError, match=expected):
+        inference.run(weights=str(tmp_path / "w.pt"), data_path=str(data), subset="all", cache_dir=None, workers=0,
+                      predictions_dir=str(tmp_path / "p"))
+
+
+@pytest.mark.parametrize("damage", ["empty", "cut short"])
+def test_a_damaged_checkpoint_on_resume_names_the_file_and_the_way_out(damage, phantom_dir, tmp_path):
+    folders = run_folders(tmp_path)
+    train.train(data_path=str(phantom_dir), **folders, **TINY)
+    path = tmp_path / "l" / train.CHECKPOINT_NAME
+    path.write_bytes(b"" if damage == "empty" else path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(checkpoint.CheckpointError, match=rf"{path}: a damaged training checkpoint \(\w+: .*\), e\.g\. "
+                                                         "a copy cut short; put back a whole copy"):
+        train.train(data_path=str(phantom_dir), resume=True, **folders, **dict(TINY, epochs=2))
+    assert (tmp_path / "w" / "unet.pt").exists()  # nothing of the run removed
+
+
+def test_a_read_only_file_system_is_one_clear_line(tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(checkpoint.OutputError, match=r"runs: on a read-only file system, the output folder cannot "
+                                                     r"be made; choose a folder on a writable one \(on Kaggle"):
+        checkpoint.make_folder(tmp_path / "runs")
+    monkeypatch.undo()
+    monkeypatch.setattr("builtins.open", read_only)
+    with pytest.raises(checkpoint.OutputError, match=r"results\.json: on a read-only file system; choose a folder"):
+        checkpoint.write_json_atomic({}, tmp_path / "results.json")

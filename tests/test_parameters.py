@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 import inference
 import parameters
@@ -76,6 +77,13 @@ def test_unknown_names_are_errors_in_train_and_inference():
     ("folds", 1, "folds=1: use 0 .the reference split. or 2 or more"),
     ("model", "unet3+", "model='unet3\\+': use one of unet, attention_unet"),
     ("loss", "dise", "loss='dise': use one of dice"),
+    ("threads", 100_000, r"threads=100000: use 1 \.\. \d+ \(the CPU cores of this machine\), or \"auto\""),
+    ("run_name", "../escape", r"run_name='../escape': use a plain folder name"),
+    ("run_name", "..", r"run_name='..': use a plain folder name"),
+    ("run_name", "/tmp/abs", r"run_name='/tmp/abs': use a plain folder name"),
+    ("run_name", "", r"run_name='': use a plain folder name"),
+    pytest.param("device", "mps", r"device='mps': no Apple GPU \(mps\) on this machine; use \"auto\" or \"cpu\"",
+                 marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has an Apple GPU")),
     ("seed", None, "seed=None: use a whole number from 0 to 2\\*\\*32 - 1"),
     ("training_seed", -1, r"training_seed=-1: use a whole number from 0 to 2\*\*32 - 1 \(None: seed\)"),
     ("training_seed", 1.5, "training_seed=1.5: use a whole number"),
