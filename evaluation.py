@@ -95,8 +95,10 @@ class EpochEnd:
         candidate = entry["image_size"] == params["image_size"]
         if candidate and (results["best_epoch"] is None or mean_dsc > results["best_val_dsc"]):  # even at DSC 0
             results.update(best_val_dsc=mean_dsc, best_epoch=entry["epoch"])
-            checkpoint.save_weights(snapshot["model"], Path(params["weights_dir"]) / WEIGHTS_NAME,
-                                    params["image_size"], self.model_args, params["model"],
+            # the evaluated weights: the moving average's when the run keeps one (snapshot["weights"])
+            checkpoint.save_weights(snapshot.get("weights", snapshot["model"]),
+                                    Path(params["weights_dir"]) / WEIGHTS_NAME, params["image_size"],
+                                    self.model_args, params["model"],
                                     split=split_record(params, self.valid_set, results["train_patients"]))
         native, without_lcc = self.native_dsc(probs)
         self.logger.scalar_summary("val_dsc_256", float(np.mean(native)), step)

@@ -37,6 +37,9 @@ TRAIN = dict(
     schedule=("constant", "constant, cosine, poly (power 0.9); stepped every batch"),
     warmup_epochs=(0, "linear warm-up of the learning rate over this many epochs"),
     grad_clip=(None, "max gradient norm; None: no clipping"),
+    ema_decay=(0.0, "keep an exponential moving average of the weights (buffers too), updated every step with "
+                    "this decay (0.998: about the last 500 steps); it is validated, kept as the best weights and "
+                    "shipped instead of the raw ones (0: off, the reference)"),
     tta=(False, "validate on the mean of the prediction and its horizontally flipped counterpart"),
     aug_scale=(0.05, "training augmentation: scale 1 +- aug_scale, ..."),
     aug_angle=(15, "... rotation +- aug_angle degrees, ..."),
@@ -276,6 +279,8 @@ def check_train(params):
                    "runs_dir says where the runs go")
     _require(isinstance(params["init_features"], int) and params["init_features"] >= 1, "init_features",
              params["init_features"], "use 1 or more (32: the reference)")
+    _require(isinstance(params["ema_decay"], (int, float)) and 0 <= params["ema_decay"] < 1, "ema_decay",
+             params["ema_decay"], "use 0 (off) or a decay below 1, e.g. 0.998")
     for name in ("seed", "training_seed"):
         value = params[name]
         _require(value is None and name == "training_seed" or isinstance(value, int) and not isinstance(value, bool)

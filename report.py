@@ -99,6 +99,8 @@ def describe_optimiser(params):
         text += f", wd {params['weight_decay']:g}"
     if params.get("amp") in ("bf16", "fp16"):
         text += f", {params['amp']}"
+    if params.get("ema_decay"):
+        text += f", weights EMA {params['ema_decay']:g}"
     return text
 
 

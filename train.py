@@ -86,6 +86,11 @@ class Run:
         self.loss_fn = build_loss(params["loss"], deep_supervision_weights=params["deep_supervision_weights"],
                                   **(params["loss_args"] or {}))
         self.optimizer = build_optimizer(self.model.parameters(), params)
+        # the average of the weights over the last ~1/(1 - decay) steps: it is what validation scores and the
+        # best weights keep, so they depend less on where the last step landed
+        self.ema = torch.optim.swa_utils.AveragedModel(
+            self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(params["ema_decay"]),
+            use_buffers=True) if params["ema_decay"] else None
         self.scheduler = build_scheduler(self.optimizer, params, self.batches.steps)
         self.scaler = torch.amp.GradScaler(device.type, enabled=speed.amp_dtype == torch.float16)
 
@@ -113,6 +118,8 @@ class Run:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.params["grad_clip"])
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             self.scheduler.step()
             self.recent_losses.append(value)
             losses.append(value)
@@ -121,19 +128,29 @@ class Run:
                 self.recent_losses = []
         return float(np.mean(losses))
 
+    @property
+    def evaluated_model(self):
+        """What validation scores and the best weights keep: the weights' moving average, when there is one."""
+        return self.step_model if self.ema is None else self.ema.module
+
     def snapshot(self, epoch):
         """A CPU copy of the training state, taken before the next epoch changes it in place."""
-        return checkpoint.to_cpu(dict(
+        state = dict(
             epoch=epoch, step=self.step, model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(), batches=self.batches.state(),
             rng=checkpoint.rng_state(),
-        ))
+        )
+        if self.ema is not None:
+            state.update(ema=self.ema.state_dict(), weights=self.ema.module.state_dict())
+        return checkpoint.to_cpu(state)
 
     def restore(self, saved):
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.scaler.load_state_dict(saved["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(saved["ema"])
         self.batches.set_state(saved["batches"])
         checkpoint.set_rng_state(saved["rng"])
         self.step = saved["step"]
@@ -255,7 +272,7 @@ def _train(params, started):
                 visualise = epoch % params["vis_freq"] == 0 or epoch == params["epochs"] - 1
                 validation_started = time.perf_counter()
                 val_loss, probs, trues, examples = validate(
-                    run.step_model, run.batches.validation(epoch), run.loss_fn, speed,
+                    run.evaluated_model, run.batches.validation(epoch), run.loss_fn, speed,
                     keep_images=params["vis_images"] if visualise else 0, tta=params["tta"],
                 )
                 validation_seconds = time.perf_counter() - validation_started

@@ -448,6 +448,10 @@ def test_progressive_runs_show_both_sizes_and_bf16_in_the_table():
     assert report.describe_size(fast) == "64 -> 128 (10 + 4 epochs)"
     assert report.describe_size(dict(image_size=64)) == 64
     assert report.describe_optimiser(fast) == "adamw 0.001, wd 0.0001, bf16"
+    ema = experiments.parameters("unet-bce_dice-fast-ema", "runs/x")
+    assert report.describe_optimiser(ema) == "adamw 0.001, wd 0.0001, bf16, weights EMA 0.998"
+    assert report.describe_size(experiments.parameters("unet-bce_dice-fast256", "runs/x")) == \
+        "64 -> 256 (10 + 2 epochs)"
 
 
 def test_the_schedule_column_names_tta_and_sequence_dropout():

@@ -17,11 +17,12 @@
 # run's lock is stale and taken over when it resumes; its results.json lists earlier_commits.
 # Settings (environment): PYTHON (python), CACHE (data/cache-cpu-sweep), EPOCHS (12), SIZE (64),
 #   THREADS (auto: the cores idle when each run starts; 2 keeps both cores when other work comes and goes),
-#   RECIPES (the folds step's recipes, in order: default the four above), TRAINING_SEED (another training
-#   seed on the same folds, to measure a rerun's variance: give it its own RUNS folder).
+#   RECIPES (the folds step's recipes, in order: default the four above), FOLDS (the folds step's folds, in
+#   order: default 0 1 2 3 4), TRAINING_SEED (another training seed on the same folds, to measure a rerun's
+#   variance: give it its own RUNS folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ $# -lt 2 ]; then sed -n '2,21p' "$0"; exit 2; fi
+if [ $# -lt 2 ]; then sed -n '2,22p' "$0"; exit 2; fi
 DATA=$1
 RUNS=$2
 STEP=${3:-all}
@@ -52,9 +53,9 @@ one() {  # one run, its output kept in its own run.log
     echo "FAILED: $name $* (see $folder/run.log)"; failed=1; }
 }
 
-case "$STEP" in folds | split | all) ;; *) sed -n '2,21p' "$0"; exit 2 ;; esac
+case "$STEP" in folds | split | all) ;; *) sed -n '2,22p' "$0"; exit 2 ;; esac
 if [ "$STEP" != split ]; then
-  for fold in 0 1 2 3 4; do
+  for fold in ${FOLDS:-0 1 2 3 4}; do
     for name in "${RECIPES[@]}"; do one "$name" --folds 5 --only-fold "$fold"; done
   done
 fi
