@@ -191,8 +191,11 @@ def paired_comparison(baseline, other, resamples=10_000, seed=0):
     """other against baseline on the patients both scored: {patient: DSC} each.
 
     Returns the number of patients, the mean difference (other - baseline) with a percentile bootstrap 95%
-    interval over patients (resampled with replacement), and how many patients improve, worsen or tie.
+    interval over patients (resampled with replacement), the two-sided Wilcoxon signed-rank p of the differences
+    (None when every one is 0), and how many patients improve, worsen or tie.
     """
+    from scipy.stats import wilcoxon
+
     patients = sorted(set(baseline) & set(other))
     differences = np.array([other[patient] - baseline[patient] for patient in patients])
     if not len(differences):
@@ -200,8 +203,10 @@ def paired_comparison(baseline, other, resamples=10_000, seed=0):
     rng = np.random.default_rng(seed)
     means = differences[rng.integers(0, len(differences), size=(resamples, len(differences)))].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
+    p = float(wilcoxon(differences).pvalue) if np.any(differences != 0) else None
     return dict(patients=len(differences), mean_difference=float(differences.mean()), low=float(low),
-                high=float(high), improved=int((differences > 0).sum()), worse=int((differences < 0).sum()),
+                high=float(high), wilcoxon_p=p,
+                improved=int((differences > 0).sum()), worse=int((differences < 0).sum()),
                 tied=int((differences == 0).sum()))
 
 
@@ -259,7 +264,8 @@ def cross_validation(runs):
         pooled_last = list(entry["last"].values())
         # at 256x256 only where every pooled patient has it (runs from before the per-epoch native score lack it)
         last_native = list(entry["last_native"].values()) if len(entry["last_native"]) == len(entry["last"]) else []
-        entry.update(mean=float(np.mean(values)), std=float(np.std(values)),
+        # the sample standard deviation over folds (0 for a single fold)
+        entry.update(mean=float(np.mean(values)), std=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                      pooled=float(np.mean(list(entry["patients"].values()))),
                      pooled_last=float(np.mean(pooled_last)) if pooled_last else None,
                      last_native_mean=float(np.mean(last_native)) if last_native else None,
@@ -361,7 +367,7 @@ LCC_COLUMNS = [
 PAIRED_COLUMNS = [
     ("recipe", "experiment"), ("against", "baseline"), ("patients", "patients"),
     ("mean DSC difference", "mean_difference", "+.4f"), ("bootstrap 95% interval", "interval"),
-    ("improve / worsen / tie", "counts"),
+    ("Wilcoxon p", "wilcoxon_p", ".3g"), ("improve / worsen / tie", "counts"),
 ]
 
 # The published points to compare with, and where they come from.
@@ -408,6 +414,9 @@ def folds_pooled(entry):
     return f"{total}-fold" if run == total else f"{run} of {total} folds"
 
 
+FAST_RECIPE = "unet-bce_dice-fast"  # the best recipe at the CPU protocol: each lever changes one thing of it
+
+
 def paired_rows(runs, cv):
     """A row per recipe against the reference recipe, on the reference split and pooled over the folds; every
     other recipe against the modern recipe too (a loss or a network row changes one thing of it, and a k-fold
@@ -423,13 +432,15 @@ def paired_rows(runs, cv):
             rows.append(dict(experiment=name, baseline=where, patients=result["patients"],
                              mean_difference=result["mean_difference"],
                              interval=f"{result['low']:+.4f} to {result['high']:+.4f}",
+                             wilcoxon_p=result["wilcoxon_p"],
                              counts=f"{result['improved']} / {result['worse']} / {result['tied']}"))
 
     def against_baselines(scores, candidates, where):
         """scores: {recipe name: (native, grid)}; candidates: the runs that may name the two baselines."""
         reference = next((run.name for run in candidates if is_reference_recipe(run)), None)
         modern = next((run.name for run in candidates if is_modern_recipe(run)), None)
-        for baseline, skipped in ((reference, ()), (modern, (reference,))):
+        fast = next((run.name for run in candidates if run.name == FAST_RECIPE), None)  # the levers' baseline
+        for baseline, skipped in ((reference, ()), (modern, (reference,)), (fast, (reference, modern))):
             if baseline in scores:
                 for name in scores:
                     if name != baseline and name not in skipped:

@@ -216,7 +216,8 @@ def test_cross_validation_pools_patients_at_each_folds_best_epoch(tmp_path):
     ]
     entry = report.cross_validation(runs)["r"]
     assert entry["fold_dsc"] == {0: pytest.approx(0.8), 1: pytest.approx(0.95)}
-    assert entry["mean"] == pytest.approx(0.875) and entry["std"] == pytest.approx(0.075)
+    # the sample standard deviation: |0.95 - 0.8| / sqrt(2)
+    assert entry["mean"] == pytest.approx(0.875) and entry["std"] == pytest.approx(0.15 / 2 ** 0.5)
     assert entry["pooled"] == pytest.approx((0.7 + 0.9 + 0.95) / 3) and entry["complete"]
     assert entry["pooled_last"] == pytest.approx((0.1 + 0.1 + 0.95) / 3)  # each fold's last epoch, not its best
     assert entry["last_native_mean"] is None  # these runs did not score their epochs at 256x256
@@ -313,6 +314,12 @@ def test_paired_comparison_hand_computed():
     assert split["mean_difference"] == 0.0 and (split["low"], split["high"]) == (-1.0, 1.0)
     assert (split["improved"], split["worse"]) == (1, 1)
     assert report.paired_comparison(dict(a=0.5), dict(b=0.5)) is None
+    # Wilcoxon signed-rank, exact for 5 untied differences: |d| ranks 0.05 -> 1 (the only negative), 0.1 -> 2,
+    # 0.15 -> 3, 0.2 -> 4, 0.3 -> 5; W- = 1, and of the 32 equally likely sign patterns 2 have W <= 1 (sums 0
+    # and 1): one-sided 2/32, two-sided 0.125
+    five = report.paired_comparison(dict(zip("abcde", [0.5] * 5)), dict(zip("abcde", [0.6, 0.7, 0.45, 0.8, 0.65])))
+    assert five["wilcoxon_p"] == pytest.approx(0.125)
+    assert report.paired_comparison(dict(a=0.5, b=0.6), dict(a=0.5, b=0.6))["wilcoxon_p"] is None  # all tied
 
 
 def write_metrics(folder, scores):
@@ -375,6 +382,15 @@ def test_pooled_over_folds_a_third_recipe_is_paired_with_the_modern_recipe_as_we
     partial = [run for run in runs if not (run.name == "unet-bce_dice-fast" and run.fold == 1)]
     pooled = pairs(partial)[("unet-bce_dice-fast", "unet-bce_dice-adamw-cosine, 1 of 2 folds pooled")]
     assert pooled["patients"] == 2
+    # a lever on the fast recipe, screened on fold 0 (0.75, 0.85 against its 0.7, 0.8), is paired with it too
+    folder = tmp_path / "unet-bce_dice-fast-ema" / "fold-0"
+    write_metrics(folder, dict(a=0.75, b=0.85))
+    lever = report.Run("unet-bce_dice-fast-ema", 0, folder, hand_made_results(1, [dict(a=0.5, b=0.5)], folds=2,
+                                                                              fold=0, recipe=dict(FAST)))
+    rows = pairs(runs + [lever])
+    against_fast = rows[("unet-bce_dice-fast-ema", "unet-bce_dice-fast, 1 of 2 folds pooled")]
+    assert against_fast["patients"] == 2 and against_fast["mean_difference"] == pytest.approx(0.05)
+    assert ("unet-bce_dice-adamw-cosine", "unet-bce_dice-fast, 2-fold pooled") not in rows  # said the other way
 
 
 def test_on_the_split_a_one_change_run_is_paired_with_the_modern_recipe_as_well_as_the_reference(tmp_path):

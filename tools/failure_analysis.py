@@ -175,6 +175,7 @@ def main(argv=None):
     parser.add_argument("data", help="kaggle_3m folder")
     parser.add_argument("recipes", nargs="+", metavar="LABEL=RUNS/EXPERIMENT")
     parser.add_argument("--picture", help="write the failing patients' figure here (PNG)")
+    parser.add_argument("--out", help="write the analysis here (markdown, with the command and commit)")
     args = parser.parse_args(argv)
     recipes, runs = {}, {}
     for item in args.recipes:
@@ -193,6 +194,15 @@ def main(argv=None):
     if args.picture:
         shown = picture(args.data, failed, recipes, runs, args.picture)
         lines += ["", f"Picture: {args.picture} (predictions of {', '.join(shown) or 'no recipe: no weights kept'})."]
+    if args.out:
+        import runtime
+
+        command = " ".join(["python -m tools.failure_analysis", *(argv if argv is not None else sys.argv[1:])])
+        header = ["# Which patients fail, and where their predictions went", "",
+                  f"Written by `{command}` at commit {runtime.git_commit()}. DSC per patient at the original "
+                  f"256x256 geometry (inference with each fold's best weights, after the 3-D largest connected "
+                  f"component); below {FAILED} counts as failed. P and R: precision and recall.", ""]
+        Path(args.out).write_text("\n".join(header + lines) + "\n")
     print("\n".join(lines))
     return 0
 
