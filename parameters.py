@@ -84,7 +84,7 @@ TRAIN_NOTEBOOK = dict(
 
 INFERENCE = dict(
     weights=(None, "a weights file of train.ipynb, or the reference's published unet.pt; None: the latest "
-                   "run's, runs_dir/<run>/weights/unet.pt"),
+                   "run's, runs_dir/<run>/weights/unet.pt, else the shipped pretrained/unet-lgg-256.pt"),
     runs_dir=("runs", "where train.ipynb's runs are"),
     data_path=(None, "kaggle_3m-layout folder, with or without masks; None: auto-detect, else synthetic"),
     subset=("auto", '"validation", "all"; "auto": the validation split when every patient has masks'),
@@ -103,7 +103,8 @@ INFERENCE = dict(
     cache_dir=(CACHE_DIR, "preprocessed volumes, keyed by the files and the image size"),
     predictions_dir=(None, "overlays, GIFs, masks/, metrics.csv, metrics-summary.csv; None: the weights' run's "
                            "predictions folder (runs_dir/<run>/predictions; on data other than the run trained on, "
-                           "runs_dir/<run>/predictions-<data>), else ./predictions"),
+                           "runs_dir/<run>/predictions-<data>); for weights outside a run, "
+                           "./predictions/<weights name>-<data>"),
     figure=(None, "per-patient DSC, mean red, median green; None: dsc.png in predictions_dir"),
     write_masks=(True, "predicted mask TIFFs at the original geometry, under predictions_dir/masks"),
     copy_images=(True, "copy each patient's images beside its masks: a kaggle_3m-layout folder"),

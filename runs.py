@@ -7,6 +7,9 @@ from pathlib import Path
 
 WEIGHTS_FILE = Path("weights") / "unet.pt"
 CHECKPOINT_FILE = Path("logs") / "checkpoint.pt"
+# the best model trained so far, shipped with the repository (pretrained/MODEL_CARD.md): inference uses it when
+# there is no run of one's own yet
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "pretrained" / "unet-lgg-256.pt"
 
 
 def new_run_name(params):
@@ -110,17 +113,24 @@ def inference_outputs(params, data_dir=None):
     weights = params["weights"]
     if weights is None:
         run = latest(params["runs_dir"], WEIGHTS_FILE)
-        if run is None:
+        if run is not None:
+            weights = str(run / WEIGHTS_FILE)
+        elif SHIPPED_WEIGHTS.exists():
+            weights = str(SHIPPED_WEIGHTS)
+            print(f"{params['runs_dir']}: no run with weights yet; using the shipped weights {SHIPPED_WEIGHTS} "
+                  "(pretrained/MODEL_CARD.md)")
+        else:
             from checkpoint import WeightsError
 
             raise WeightsError(f"{params['runs_dir']}: no run with weights ({WEIGHTS_FILE}) under it; train first "
                                "(train.ipynb), or point weights at a .pt file")
-        weights = str(run / WEIGHTS_FILE)
     predictions_dir = params["predictions_dir"]
     if predictions_dir is None:
         path = Path(weights)
         in_a_run = path.parent.name == WEIGHTS_FILE.parent.name
-        predictions_dir = str(path.parent.parent / "predictions" if in_a_run else Path("predictions"))
+        # weights outside a run (the shipped ones, the reference's unet.pt): a folder per weights file and data
+        predictions_dir = str(path.parent.parent / "predictions" if in_a_run else Path("predictions") / (
+            path.stem if data_dir is None else f"{path.stem}-{data_label(data_dir)}"))
         trained = trained_on(path.parent.parent) if in_a_run else None
         if data_dir is not None and trained is not None and trained != str(Path(data_dir).resolve()):
             predictions_dir = str(path.parent.parent / f"predictions-{data_label(data_dir)}")

@@ -40,9 +40,15 @@ def test_resume_without_a_name_continues_the_run_checkpointed_last(tmp_path, cap
     assert f"continuing the latest run, {tmp_path / 'newer'}" in capsys.readouterr().out
 
 
-def test_inference_takes_the_latest_runs_weights_and_writes_beside_them(tmp_path):
+def test_inference_takes_the_latest_runs_weights_and_writes_beside_them(tmp_path, monkeypatch, capsys):
     import inference
 
+    # no run yet: the shipped weights, into a folder of their own per data
+    shipped = runs.inference_outputs(dict(inference.DEFAULTS, runs_dir=str(tmp_path)), data_dir=tmp_path / "kaggle_3m")
+    assert shipped["weights"] == str(runs.SHIPPED_WEIGHTS) and "using the shipped weights" in capsys.readouterr().out
+    label = runs.data_label(tmp_path / "kaggle_3m")
+    assert shipped["predictions_dir"] == os.path.join("predictions", f"unet-lgg-256-{label}")
+    monkeypatch.setattr(runs, "SHIPPED_WEIGHTS", tmp_path / "none.pt")  # a checkout without them
     with pytest.raises(checkpoint.WeightsError, match="no run with weights .* under it; train first"):
         runs.inference_outputs(dict(inference.DEFAULTS, runs_dir=str(tmp_path)))
     touch(tmp_path / "a" / "weights" / "unet.pt", 50)
@@ -53,8 +59,8 @@ def test_inference_takes_the_latest_runs_weights_and_writes_beside_them(tmp_path
     assert params["predictions_dir"] == str(tmp_path / "b" / "predictions")
     assert params["figure"] == str(tmp_path / "b" / "predictions" / "dsc.png")
     published = runs.inference_outputs(dict(inference.DEFAULTS, weights="unet-e012d006.pt"))
-    assert (published["predictions_dir"], published["figure"]) == ("predictions", os.path.join("predictions",
-                                                                                               "dsc.png"))
+    assert (published["predictions_dir"], published["figure"]) == (
+        os.path.join("predictions", "unet-e012d006"), os.path.join("predictions", "unet-e012d006", "dsc.png"))
 
 
 @pytest.mark.parametrize("cores, load, threads, workers", [(2, 0.1, 2, 1), (2, 1.9, 1, 1), (2, 5.0, 1, 1),

@@ -2,8 +2,9 @@
 # The steps of real runs on a lent GPU machine (the device tool), in the repo root there.
 # The machine keeps its files only while warm (about 30 s after a call): make the calls back to back.
 #
-# Here, once:   python -m tools.pack_data pack <kaggle_3m> lgg-packed --chunk-mib 54   (about 10 min; chunks that
-#               fit a call's 64 MiB beside the tracked files, 8.3 MiB on 2026-11-30; a receive call costs seconds)
+# Here, once:   python -m tools.pack_data pack <kaggle_3m> lgg-packed --chunk-mib 38   (about 10 min; chunks that
+#               fit a call's 64 MiB beside the tracked files: 24 MiB with the shipped weights on 2026-11-30,
+#               `git ls-files -z | xargs -0 du -cb | tail -1` says today's; a receive call costs seconds)
 #               pip wheel --no-deps -w .whl medpy        (HD95 there; the GPU image lacks medpy)
 #               commit, then start every command with  export SOURCE_COMMIT=<git rev-parse --short HEAD here>;
 #               (the tree's .git there is the session's first checkout: without it the runs name a stale commit)
@@ -40,7 +41,7 @@ OUT=${OUT:-$STORE/out}
 PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 case "${1:-}" in
   receive | unpack | bench | train | report | collect) ;;
-  *) sed -n '2,30p' "$0"; exit 2 ;;
+  *) sed -n '2,31p' "$0"; exit 2 ;;
 esac
 mkdir -p "$STORE/packed" "$RUNS" "$OUT"
 if [ -z "${SOURCE_COMMIT:-}" ]; then
