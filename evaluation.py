@@ -109,7 +109,18 @@ class EpochEnd:
                      val_dsc_native_without_lcc=float(np.mean(without_lcc)),
                      val_dsc_native_without_lcc_per_patient=dict(zip(self.valid_set.patients, without_lcc)),
                      train_seconds=seconds["train_seconds"])
+        previous = results["history"][-1]["train_seconds"] if results["history"] else 0.0
         results.update(seconds)
         results["history"].append(entry)
         checkpoint.save_atomic(dict(snapshot, results=results), self.checkpoint_path)
         checkpoint.write_json_atomic(results, self.checkpoint_path.parent / "results.json")
+        print(epoch_line(entry, params["epochs"], entry["train_seconds"] - previous,
+                         best=results["best_epoch"] == entry["epoch"]), flush=True)
+
+
+def epoch_line(entry, epochs, seconds, best=False):
+    """The log's one line for an epoch, written once its results are saved (the progress bars show only on a
+    terminal: under papermill --log-output they wrote ~1,000 lines an epoch and never these figures)."""
+    return (f"epoch {entry['epoch']}/{epochs}: loss {entry['loss']:.4f}, val loss {entry['val_loss']:.4f}, "
+            f"val DSC {entry['val_dsc']:.4f} (at 256x256 {entry['val_dsc_native']:.4f}), {seconds:.1f} s"
+            + (", best so far" if best else ""))

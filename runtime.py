@@ -5,6 +5,7 @@ import os
 import platform
 import random
 import subprocess
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -21,6 +22,12 @@ def resolve_device(name="auto"):
         print(f"device {name!r} asked for but no CUDA GPU is available: using the CPU")
         return torch.device("cpu")
     return device
+
+
+def on_terminal():
+    """Whether progress bars can redraw in place: standard error is a terminal (not a log file, not papermill's
+    --log-output, not a notebook's output cell, where one line an epoch says more)."""
+    return sys.stderr.isatty()
 
 
 def synchronize(device):

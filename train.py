@@ -52,8 +52,12 @@ def prepare(synthetic_demo=True, **overrides):
     params["data_path"] = str(data_dir)
     message = f"data: {data_dir} ({source})"
     if synthetic_demo and dataset.is_synthetic(data_dir):
-        params.update(SYNTHETIC_DEMO)
-        message += f"; synthetic demo settings: {SYNTHETIC_DEMO}"
+        # only the settings the user left at their defaults: an epochs=3 asked for is kept, and said
+        demo = {name: value for name, value in SYNTHETIC_DEMO.items() if overrides.get(name, DEFAULTS[name]) ==
+                DEFAULTS[name]}
+        kept = {name: params[name] for name in SYNTHETIC_DEMO if name not in demo}
+        params.update(demo)
+        message += f"; synthetic demo settings: {demo}" + (f"; yours kept: {kept}" if kept else "")
     return params, message
 
 
@@ -99,7 +103,7 @@ class Run:
         self.step_model.train()
         losses = []
         for x, y_true in tqdm(self.batches.train(epoch), total=self.batches.steps, desc=f"epoch {epoch + 1}",
-                              leave=False, unit="batch"):
+                              leave=False, unit="batch", disable=not runtime.on_terminal()):
             self.step += 1
             self.optimizer.zero_grad(set_to_none=True)
             with self.speed.autocast():
@@ -266,8 +270,9 @@ def _train(params, started):
         with Logger(logs_dir) as logger, BackgroundWork() as background:
             epoch_end = EpochEnd(results, logger, valid_set, params, run.model_args, checkpoint_path)
             train_started = time.perf_counter() - results["train_seconds"]
+            # each epoch's own line comes from its end (evaluation.epoch_line); the bar only on a terminal
             for epoch in tqdm(range(first_epoch, params["epochs"]), desc="epochs", unit="epoch",
-                              initial=first_epoch, total=params["epochs"]):
+                              initial=first_epoch, total=params["epochs"], disable=not runtime.on_terminal()):
                 loss = run.train_epoch(epoch, logger)
                 visualise = epoch % params["vis_freq"] == 0 or epoch == params["epochs"] - 1
                 validation_started = time.perf_counter()

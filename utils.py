@@ -130,8 +130,9 @@ def short_patient_name(patient):
     return "_".join(parts[1:-1]) if len(parts) > 2 else patient
 
 
-def plot_dsc(dsc_by_patient):
-    """Sorted horizontal bars of per-patient DSC, mean in red, median in green; returns the figure."""
+def plot_dsc(dsc_by_patient, label="Dice coefficient"):
+    """Sorted horizontal bars of per-patient DSC, mean in red, median in green, the x axis saying which DSC;
+    returns the figure."""
     from matplotlib.figure import Figure
 
     items = sorted(dsc_by_patient.items(), key=lambda item: item[1])
@@ -147,15 +148,16 @@ def plot_dsc(dsc_by_patient):
     mean, median = float(np.mean(values)), float(np.median(values))
     axes.axvline(mean, color="tomato", linewidth=2, label=f"mean {mean:.3f}")
     axes.axvline(median, color="forestgreen", linewidth=2, label=f"median {median:.3f}")
-    axes.set_xlabel("Dice coefficient", fontsize="x-large")
+    axes.set_xlabel(label, fontsize="x-large")
     axes.xaxis.grid(color="silver", alpha=0.5, linestyle="--", linewidth=1)
     axes.legend(loc="lower right")
     figure.tight_layout()
     return figure
 
 
-def plot_training_curves(history):
-    """Loss and val_loss (left) and validation mean DSC (right) per epoch; returns the figure."""
+def plot_training_curves(history, loss="dice"):
+    """Loss and val_loss (left, named after the loss trained) and validation mean DSC (right: on the preprocessed
+    grid, and at the original 256x256 geometry where the epochs recorded it) per epoch; returns the figure."""
     from matplotlib.figure import Figure
 
     epochs = [entry["epoch"] for entry in history]
@@ -164,9 +166,13 @@ def plot_training_curves(history):
     loss_axes.plot(epochs, [entry["loss"] for entry in history], label="loss")
     loss_axes.plot(epochs, [entry["val_loss"] for entry in history], label="val_loss")
     loss_axes.set_xlabel("epoch")
-    loss_axes.set_ylabel("Dice loss")
+    loss_axes.set_ylabel(f"{loss} loss")
     loss_axes.legend()
-    dsc_axes.plot(epochs, [entry["val_dsc"] for entry in history], color="tomato")
+    dsc_axes.plot(epochs, [entry["val_dsc"] for entry in history], color="tomato", label="on the preprocessed grid")
+    if all("val_dsc_native" in entry for entry in history):
+        dsc_axes.plot(epochs, [entry["val_dsc_native"] for entry in history], color="steelblue",
+                      label="at the original geometry")
+    dsc_axes.legend(loc="lower right")
     dsc_axes.set_xlabel("epoch")
     dsc_axes.set_ylabel("validation mean DSC")
     dsc_axes.set_ylim(0, 1)

@@ -105,8 +105,8 @@ def test_only_epochs_at_image_size_can_give_the_best_weights(phantom_dir, tmp_pa
         probs = np.zeros((len(valid_set), 32, 32), dtype=np.float32)
         for epoch in (1, 2):
             size = 16 if progressive and epoch == 1 else 32
-            end(dict(epoch=epoch, step=epoch, image_size=size), dict(train_seconds=1.0, wall_seconds=1.0), 0.5,
-                probs[:, :size, :size], probs[:, :size, :size].astype(np.uint8), [],
+            end(dict(epoch=epoch, step=epoch, image_size=size, loss=0.3), dict(train_seconds=1.0, wall_seconds=1.0),
+                0.5, probs[:, :size, :size], probs[:, :size, :size].astype(np.uint8), [],
                 dict(model=UNet(init_features=4).state_dict()))
     assert results["best_epoch"] == best_epoch
     assert results["best_val_dsc"] == pytest.approx(0.9 if best_epoch == 1 else 0.5)

@@ -102,3 +102,17 @@ def test_the_commit_named_in_the_environment_wins_over_the_copied_git_repository
     monkeypatch.setattr(runtime.subprocess, "run", no_git)
     monkeypatch.delenv("SOURCE_COMMIT")
     assert runtime.git_commit() == "unknown"
+
+
+def test_a_log_gets_one_line_an_epoch_with_its_figures_and_no_bars(phantom_dir, tmp_path, capsys):
+    results = train.train(data_path=str(phantom_dir), runs_dir=str(tmp_path), run_name="logged", image_size=32,
+                          init_features=4, batch_size=4, workers=0, validation_cases=3, epochs=2, vis_images=0,
+                          cache_dir=str(tmp_path / "c"), threads=1)
+    captured = capsys.readouterr()  # not a terminal, as papermill --log-output or a log file
+    lines = [line for line in captured.out.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2
+    for line, entry in zip(lines, results["history"]):
+        assert line.startswith(f"epoch {entry['epoch']}/2: loss {entry['loss']:.4f}, val loss {entry['val_loss']:.4f}, "
+                               f"val DSC {entry['val_dsc']:.4f} (at 256x256 {entry['val_dsc_native']:.4f}), ")
+    assert lines[0].endswith("best so far")  # the first epoch is the best so far by definition
+    assert "batch/s" not in captured.err and "epoch/s" not in captured.err

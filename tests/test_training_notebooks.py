@@ -83,7 +83,8 @@ def test_unknown_parameter_is_an_error():
 
 def test_synthetic_demo_settings_apply_only_on_the_synthetic_default(phantom_dir):
     params, message = train.prepare(data_path=phantom_dir, epochs=7)
-    assert params["epochs"] == train.SYNTHETIC_DEMO["epochs"] and "synthetic demo settings" in message
+    assert params["epochs"] == 7 and "yours kept: {'epochs': 7}" in message  # asked for: kept, and said
+    assert params["image_size"] == train.SYNTHETIC_DEMO["image_size"] and "synthetic demo settings" in message
     params, _ = train.prepare(synthetic_demo=False, data_path=phantom_dir, epochs=7)
     assert params["epochs"] == 7
 

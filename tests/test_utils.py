@@ -106,17 +106,24 @@ def test_gray2rgb_scales_min_to_0_and_max_to_255():
 
 
 def test_dsc_plot_has_sorted_bars_and_red_mean_green_median_lines():
-    figure = plot_dsc({"TCGA_CS_4941_19960909": 0.9, "TCGA_DU_5851_19950428": 0.5, "TCGA_HT_7616_19940813": 0.7})
+    figure = plot_dsc({"TCGA_CS_4941_19960909": 0.9, "TCGA_DU_5851_19950428": 0.5, "TCGA_HT_7616_19940813": 0.6},
+                      "DSC per patient at the original geometry")
     axes = figure.axes[0]
-    assert [bar.get_width() for bar in axes.patches] == [0.5, 0.7, 0.9]
+    assert axes.get_xlabel() == "DSC per patient at the original geometry"
+    assert [bar.get_width() for bar in axes.patches] == [0.5, 0.6, 0.9]
     assert [label.get_text() for label in axes.get_yticklabels()] == ["DU_5851", "HT_7616", "CS_4941"]
-    mean_line, median_line = axes.lines
-    assert mean_line.get_color() == "tomato" and mean_line.get_xdata()[0] == pytest.approx(0.7)
-    assert median_line.get_color() == "forestgreen" and median_line.get_xdata()[0] == pytest.approx(0.7)
+    mean_line, median_line = axes.lines  # mean 2.0 / 3 and median 0.6: told apart
+    assert mean_line.get_color() == "tomato" and mean_line.get_xdata()[0] == pytest.approx(2.0 / 3)
+    assert median_line.get_color() == "forestgreen" and median_line.get_xdata()[0] == pytest.approx(0.6)
 
 
 def test_short_patient_name_and_training_curves():
     assert short_patient_name("TCGA_CS_4941_19960909") == "CS_4941"
     history = [dict(epoch=1, loss=0.5, val_loss=0.6, val_dsc=0.4), dict(epoch=2, loss=0.3, val_loss=0.4, val_dsc=0.7)]
     figure = plot_training_curves(history)
-    assert list(figure.axes[1].lines[0].get_ydata()) == [0.4, 0.7]
+    assert list(figure.axes[1].lines[0].get_ydata()) == [0.4, 0.7] and len(figure.axes[1].lines) == 1
+    assert figure.axes[0].get_ylabel() == "dice loss"
+    native = [dict(entry, val_dsc_native=value) for entry, value in zip(history, (0.45, 0.72))]
+    figure = plot_training_curves(native, "bce_dice")
+    assert figure.axes[0].get_ylabel() == "bce_dice loss"  # not "Dice loss" for every loss
+    assert list(figure.axes[1].lines[1].get_ydata()) == [0.45, 0.72]
