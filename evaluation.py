@@ -84,10 +84,12 @@ class EpochEnd:
         mean_dsc = float(np.mean(per_patient))
         self.logger.scalar_summary("val_loss", val_loss, step)
         self.logger.scalar_summary("val_dsc", mean_dsc, step)
-        overlays = [overlay(flair, pred, true) for flair, true, pred in examples]
-        size = params["batch_size"]
-        for index in range(0, len(overlays), size):  # grouped per batch as the reference's image/<i> tags
-            self.logger.image_list_summary(f"image/{index // size}", overlays[index : index + size], step)
+        for index, (flair, true, pred) in enumerate(examples):  # the first validation slices, in order
+            patient, plane = self.valid_set.patient_slice_index[index]
+            name = self.valid_set.patients[patient]
+            number = self.valid_set.files[name][plane + 1][0]  # the preprocessing dropped the first slice
+            self.logger.image_summary(f"validation overlays (red prediction, green truth)/{name} slice {number}",
+                                      overlay(flair, pred, true), step)
         # A progressive run's smaller epochs train and validate on the image_size preprocessing averaged down,
         # which is not what inference gives a smaller model (the small size's own preprocessing: on the
         # reference split 0.884 at 256x256 instead of 0.893), and their grid is another grid: only epochs at

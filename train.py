@@ -267,27 +267,34 @@ def _train(params, started):
         if run.encoder_weights:
             results["encoder_weights"] = run.encoder_weights
         first_epoch = resume(run, results, checkpoint_path)
-        with Logger(logs_dir) as logger, BackgroundWork() as background:
-            epoch_end = EpochEnd(results, logger, valid_set, params, run.model_args, checkpoint_path)
-            train_started = time.perf_counter() - results["train_seconds"]
-            # each epoch's own line comes from its end (evaluation.epoch_line); the bar only on a terminal
-            for epoch in tqdm(range(first_epoch, params["epochs"]), desc="epochs", unit="epoch",
-                              initial=first_epoch, total=params["epochs"], disable=not runtime.on_terminal()):
-                loss = run.train_epoch(epoch, logger)
-                visualise = epoch % params["vis_freq"] == 0 or epoch == params["epochs"] - 1
-                validation_started = time.perf_counter()
-                val_loss, probs, trues, examples = validate(
-                    run.evaluated_model, run.batches.validation(epoch), run.loss_fn, speed,
-                    keep_images=params["vis_images"] if visualise else 0, tta=params["tta"],
-                )
-                validation_seconds = time.perf_counter() - validation_started
-                per_epoch = run.batches.steps * params["batch_size"]
-                entry = dict(epoch=epoch + 1, step=run.step, loss=loss, lr=run.optimizer.param_groups[0]["lr"],
-                             image_size=training_size(params, epoch), images=per_epoch * (epoch + 1),
-                             pixels=trained_pixels(params, epoch + 1, per_epoch), validation_seconds=validation_seconds,
-                             load_average=runtime.load_average())
-                seconds = dict(train_seconds=time.perf_counter() - train_started,
-                               wall_seconds=time.perf_counter() - started)
-                background.submit(epoch_end, entry, seconds, val_loss, probs, trues, examples, run.snapshot(epoch))
+        with Logger(logs_dir) as logger:
+            logger.describe(run.batches.steps, params["vis_freq"])
+            with BackgroundWork() as background:
+                epoch_end = EpochEnd(results, logger, valid_set, params, run.model_args, checkpoint_path)
+                train_started = time.perf_counter() - results["train_seconds"]
+                # each epoch's own line comes from its end (evaluation.epoch_line); the bar only on a terminal
+                for epoch in tqdm(range(first_epoch, params["epochs"]), desc="epochs", unit="epoch",
+                                  initial=first_epoch, total=params["epochs"], disable=not runtime.on_terminal()):
+                    loss = run.train_epoch(epoch, logger)
+                    visualise = epoch % params["vis_freq"] == 0 or epoch == params["epochs"] - 1
+                    validation_started = time.perf_counter()
+                    val_loss, probs, trues, examples = validate(
+                        run.evaluated_model, run.batches.validation(epoch), run.loss_fn, speed,
+                        keep_images=params["vis_images"] if visualise else 0, tta=params["tta"],
+                    )
+                    validation_seconds = time.perf_counter() - validation_started
+                    per_epoch = run.batches.steps * params["batch_size"]
+                    entry = dict(epoch=epoch + 1, step=run.step, loss=loss, lr=run.optimizer.param_groups[0]["lr"],
+                                 image_size=training_size(params, epoch), images=per_epoch * (epoch + 1),
+                                 pixels=trained_pixels(params, epoch + 1, per_epoch),
+                                 validation_seconds=validation_seconds, load_average=runtime.load_average())
+                    seconds = dict(train_seconds=time.perf_counter() - train_started,
+                                   wall_seconds=time.perf_counter() - started)
+                    background.submit(epoch_end, entry, seconds, val_loss, probs, trues, examples,
+                                      run.snapshot(epoch))
+            # the run's settings beside its scores, so TensorBoard's HParams tab compares runs by what they changed
+            last = results["history"][-1] if results["history"] else {}
+            logger.hparams(params, {"best val DSC": results["best_val_dsc"], "best epoch": results["best_epoch"] or 0,
+                                    "last val DSC at 256x256": last.get("val_dsc_native", 0.0)})
     print(f"Best validation mean DSC: {results['best_val_dsc']:4f}")
     return results

@@ -116,3 +116,23 @@ def test_a_log_gets_one_line_an_epoch_with_its_figures_and_no_bars(phantom_dir, 
                                f"val DSC {entry['val_dsc']:.4f} (at 256x256 {entry['val_dsc_native']:.4f}), ")
     assert lines[0].endswith("best so far")  # the first epoch is the best so far by definition
     assert "batch/s" not in captured.err and "epoch/s" not in captured.err
+
+
+def test_tensorboard_names_each_overlay_and_holds_the_runs_settings(phantom_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import dataset
+
+    results = train.train(data_path=str(phantom_dir), runs_dir=str(tmp_path), run_name="tb", image_size=32,
+                          init_features=4, batch_size=4, workers=0, validation_cases=3, epochs=1, vis_images=2,
+                          vis_freq=1, cache_dir=str(tmp_path / "c"), threads=1, lr=3e-3)
+    events = EventAccumulator(str(tmp_path / "tb" / "logs"), size_guidance={"images": 0, "tensors": 0}).Reload()
+    first = results["validation_patients"][0]
+    numbers = [number for number, _, _ in dataset.list_patients(phantom_dir)[first]]
+    # the first two validation slices: the patient's second and third file (the first was dropped)
+    assert events.Tags()["images"] == [f"validation overlays (red prediction, green truth)/{first} slice {n}"
+                                       for n in numbers[1:3]]
+    assert "about this run/text_summary" in events.Tags()["tensors"]
+    hparams = events.PluginTagToContent("hparams")
+    settings = hparams["_hparams_/session_start_info"]  # the run's parameters, by name and value
+    assert b"run_name" in settings and b"\n\x04loss\x12\x06\x1a\x04dice" in settings

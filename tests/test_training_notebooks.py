@@ -37,12 +37,14 @@ def test_training_writes_logs_results_and_loadable_best_weights(phantom_dir, tmp
     events.Reload()
     assert {"val_loss", "val_dsc"} <= set(events.Tags()["scalars"])
     assert len(events.Scalars("val_dsc")) == 2
-    # 5 overlays in batches of 4 per visualised epoch: image/0/0..3 and image/1/0
-    assert sorted(events.Tags()["images"]) == ["image/0/0", "image/0/1", "image/0/2", "image/0/3", "image/1/0"]
-    # drawn in the background from the validation slices: 32 x 32 RGB, the truth outlined green where there is one
+    # drawn in the background from the first 5 validation slices: 32 x 32 RGB, the truth outlined green where there
+    # is one, each named by its patient and the dataset's slice number (the first validation patient's files 2-6)
     valid_set = dataset.BrainSegmentationDataset(phantom_dir, subset="validation", random_sampling=False,
                                                  image_size=32, validation_cases=3, cache_dir=tmp_path / "cache")
-    tags = ["image/0/0", "image/0/1", "image/0/2", "image/0/3", "image/1/0"]
+    first = valid_set.patients[0]
+    tags = [f"validation overlays (red prediction, green truth)/{first} slice {number}"
+            for number, _, _ in valid_set.files[first][1:6]]
+    assert events.Tags()["images"] == tags
     for index, tag in enumerate(tags):
         picture = iio.imread(events.Images(tag)[-1].encoded_image_string)
         assert picture.shape == (32, 32, 3)
