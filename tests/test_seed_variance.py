@@ -1,0 +1,59 @@
+"""tools/seed_variance.py on hand-made runs of two seeds: per-seed figures, seed against seed, and a recipe
+called better only where it is better at every seed."""
+
+import json
+
+import pytest
+
+from tools import seed_variance
+
+
+def write_run(root, name, fold, scores, last=None):
+    """A finished fold run with per-patient DSC at 256x256 (metrics.csv) and a history of one epoch."""
+    folder = root / name / f"fold-{fold}"
+    (folder / "predictions").mkdir(parents=True)
+    rows = "".join(f"{patient},{value}\n" for patient, value in scores.items())
+    (folder / "predictions" / "metrics.csv").write_text("patient,dsc\n" + rows)
+    history = [dict(epoch=1, val_dsc=0.5, val_dsc_per_patient=dict.fromkeys(scores, 0.5),
+                    val_dsc_native_per_patient=last or scores)]
+    (folder / "results.json").write_text(json.dumps(dict(params=dict(folds=2, fold=fold, epochs=1), history=history,
+                                                         best_epoch=1, best_val_dsc=0.5)))
+
+
+def test_seed_against_seed_and_a_verdict_that_needs_every_seed(tmp_path):
+    fast = {0: dict(a=0.6, b=0.7), 1: dict(c=0.8, d=0.4)}
+    for seed, shift in (("42", 0.0), ("1", 0.02)):  # the second seed scores every patient 0.02 higher
+        for fold, scores in fast.items():
+            write_run(tmp_path / seed, "unet-bce_dice-fast", fold, {p: v + shift for p, v in scores.items()})
+            # the lever: +0.1 on every patient at seed 42, at seed 1 +0.1 on two and -0.1 on two
+            lever = {p: v + shift + (0.1 if seed == "42" or p in "ac" else -0.1) for p, v in scores.items()}
+            write_run(tmp_path / seed, "unet-bce_dice-fast-ema", fold, lever)
+    seeds = {label: seed_variance.recipe_scores(tmp_path / label) for label in ("42", "1")}
+    lines = seed_variance.lines_for(seeds, "unet-bce_dice-fast")
+    text = "\n".join(lines)
+    # per seed: 4 patients, mean 0.625, one below 0.5 (d)
+    assert "| unet-bce_dice-fast | 42 | 2 of 2 | 4 | 0.6250 | 0.6500 |" in text
+    assert "| unet-bce_dice-fast | 42 | 2 of 2 | 4 | 0.6250 | 0.6500 | 0.1708 | 1 |" in text
+    # seed against seed: +0.02 on every patient; d (0.40 -> 0.42) fails at both seeds
+    seed_row = next(line for line in lines if line.startswith("| unet-bce_dice-fast | 1 - 42 |"))
+    assert "+0.0200 [+0.0200, +0.0200]" in seed_row and "4 / 0 / 0 | 0.0200 | — |" in seed_row
+    lever_row = next(line for line in lines if line.startswith("| unet-bce_dice-fast-ema | 1 - 42 |"))
+    assert "| 0.1000 |" in lever_row and "TCGA" not in lever_row
+    against = lines[lines.index("## Each recipe against unet-bce_dice-fast"):]
+    verdict = next(line for line in against if line.startswith("| unet-bce_dice-fast-ema |"))
+    assert verdict.rstrip().endswith("| not shown |")  # better at seed 42 only
+    assert "+0.1000 [+0.1000, +0.1000]" in verdict and "+0.0000 [-0.1000, +0.1000]" in verdict
+
+
+def test_a_recipe_better_at_both_seeds_is_called_so():
+    def entry(scores):
+        return dict(native=scores, fold_dsc={0: 0.5}, folds=1, last_native_mean=None)
+
+    base = dict(a=0.5, b=0.6, c=0.7)
+    seeds = {seed: {"base": entry(base), "lever": entry({p: v + delta for p, v in base.items()})}
+             for seed, delta in (("42", 0.05), ("1", 0.03))}
+    lines = seed_variance.lines_for(seeds, "base")
+    row = next(line for line in lines[lines.index("## Each recipe against base"):] if line.startswith("| lever |"))
+    assert row.endswith("| better at every seed |")
+    assert "+0.0400 [+0.0400, +0.0400]" in row  # seed-averaged: (0.05 + 0.03) / 2
+    assert seed_variance.seed_average([dict(a=0.2, b=1.0), dict(a=0.4)]) == pytest.approx(dict(a=0.3))

@@ -1,0 +1,152 @@
+"""What a second training seed changes, and which recipe differences survive it.
+
+    python -m tools.seed_variance --seed 42=results/real-data-cpu/runs --seed 1=results/real-data-cpu/runs-seed-1 \
+        [--baseline unet-bce_dice-fast] [--out results/seed-variance-cpu.md]
+
+Each --seed LABEL=RUNS names a runs folder of one training seed (the same folds: the split's seed is the same).
+Per recipe that has k-fold runs, with the per-patient DSC at the original 256x256 geometry (report.py's
+inference, metrics.csv):
+- per seed: the folds run, the pooled mean and median, the sample standard deviation over patients, the
+  patients below 0.5, and the pooled last-epoch figure beside the best-epoch one;
+- seed against seed, on the patients both scored: the paired mean difference with its bootstrap interval and
+  Wilcoxon p, the mean absolute per-patient change, and the patients that fail at one seed only;
+- each recipe against the baseline at every seed and on the seed-averaged per-patient scores: "better" only
+  where the interval excludes 0 at every seed.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import report
+
+FAILED = 0.5
+
+
+def recipe_scores(runs_dir):
+    """{recipe: cross_validation entry} of a runs folder's k-fold recipes."""
+    return report.cross_validation(report.load_runs(runs_dir))
+
+
+def describe(entry):
+    native = entry["native"]
+    values = np.array(list(native.values()))
+    return dict(folds=f"{len(entry['fold_dsc'])} of {entry['folds']}", patients=len(values),
+                mean=float(values.mean()) if len(values) else None,
+                median=float(np.median(values)) if len(values) else None,
+                sd=float(values.std(ddof=1)) if len(values) > 1 else None,
+                failed=int((values < FAILED).sum()), last=entry["last_native_mean"])
+
+
+def compare(baseline, other):
+    """report.paired_comparison of two {patient: DSC}, with the mean absolute change; None without overlap."""
+    result = report.paired_comparison(baseline, other)
+    if result is None:
+        return None
+    patients = sorted(set(baseline) & set(other))
+    result["mean_abs"] = float(np.mean([abs(other[p] - baseline[p]) for p in patients]))
+    result["fail_one_only"] = sorted(p for p in patients if (baseline[p] < FAILED) != (other[p] < FAILED))
+    return result
+
+
+def interval_text(result):
+    p = "—" if result["wilcoxon_p"] is None else f"{result['wilcoxon_p']:.3g}"
+    return (f"{result['mean_difference']:+.4f} [{result['low']:+.4f}, {result['high']:+.4f}], p {p}, "
+            f"{result['improved']} / {result['worse']} / {result['tied']}")
+
+
+def excludes_zero(result):
+    return result is not None and (result["low"] > 0 or result["high"] < 0)
+
+
+def seed_average(scores):
+    """{patient: mean over the seeds} for the patients every seed scored; scores: a list of {patient: DSC}."""
+    common = set.intersection(*(set(s) for s in scores)) if scores else set()
+    return {patient: float(np.mean([s[patient] for s in scores])) for patient in sorted(common)}
+
+
+def lines_for(seeds, baseline):
+    """seeds: {label: {recipe: cross_validation entry}}; the markdown lines of the three tables."""
+    labels = list(seeds)
+    recipes = sorted({recipe for entries in seeds.values() for recipe in entries})
+    out = ["## Per recipe and seed", "",
+           "| recipe | seed | folds | patients at 256x256 | mean | median | sd | below 0.5 | last epoch's mean |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for recipe in recipes:
+        for label in labels:
+            if recipe in seeds[label]:
+                row = describe(seeds[label][recipe])
+                cells = [report.format_value(row[key]) for key in ("mean", "median", "sd")]
+                out.append(f"| {recipe} | {label} | {row['folds']} | {row['patients']} | " + " | ".join(cells)
+                           + f" | {row['failed']} | {report.format_value(row['last'])} |")
+    out += ["", "## Seed against seed (the same recipe, the same patients)", "",
+            "Mean difference (second seed minus first) with its 95% bootstrap interval over patients, the "
+            "Wilcoxon signed-rank p and improve / worsen / tie; the mean absolute change per patient; the "
+            "patients below 0.5 at one seed only.", "",
+            "| recipe | seeds | patients | difference | mean absolute change | fail at one seed only |",
+            "|---|---|---:|---|---:|---|"]
+    for recipe in recipes:
+        present = [label for label in labels if recipe in seeds[label]]
+        for first, second in zip(present, present[1:]):
+            result = compare(seeds[first][recipe]["native"], seeds[second][recipe]["native"])
+            if result:
+                out.append(f"| {recipe} | {second} - {first} | {result['patients']} | {interval_text(result)} | "
+                           f"{result['mean_abs']:.4f} | {', '.join(result['fail_one_only']) or '—'} |")
+    out += ["", f"## Each recipe against {baseline}", "",
+            "At every seed on its own, and on the per-patient scores averaged over the seeds. \"Better\" (or "
+            "\"worse\") only where the interval excludes 0 at every seed.", "",
+            "| recipe | " + " | ".join(f"seed {label}" for label in labels) + " | seed-averaged | verdict |",
+            "|---|" + "---|" * len(labels) + "---|---|"]
+    for recipe in recipes:
+        if recipe == baseline:
+            continue
+        per_seed = [compare(seeds[label][baseline]["native"], seeds[label][recipe]["native"])
+                    if recipe in seeds[label] and baseline in seeds[label] else None for label in labels]
+        averaged = compare(*(seed_average([seeds[label][name]["native"] for label in labels
+                                           if recipe in seeds[label] and baseline in seeds[label]])
+                             for name in (baseline, recipe)))
+        if not any(per_seed):
+            continue
+        if all(excludes_zero(result) for result in per_seed):
+            verdict = "better at every seed" if all(r["low"] > 0 for r in per_seed) else \
+                "worse at every seed" if all(r["high"] < 0 for r in per_seed) else "mixed"
+        else:
+            verdict = "not shown" + ("" if all(per_seed) else " (a seed is missing)")
+        cells = [interval_text(result) + f" ({result['patients']} patients)" if result else "—"
+                 for result in per_seed]
+        out.append(f"| {recipe} | " + " | ".join(cells) + f" | {interval_text(averaged) if averaged else '—'} | "
+                   f"{verdict} |")
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", action="append", required=True, metavar="LABEL=RUNS",
+                        help="a training seed's runs folder; give two or more")
+    parser.add_argument("--baseline", default=report.FAST_RECIPE, help="the recipe the others are paired with")
+    parser.add_argument("--out", help="write the tables here (markdown, with the command and commit)")
+    args = parser.parse_args(argv)
+    seeds = {}
+    for item in args.seed:
+        label, _, folder = item.partition("=")
+        if not folder or not Path(folder).is_dir():
+            parser.error(f"{item!r}: give LABEL=RUNS, an existing runs folder")
+        seeds[label] = recipe_scores(folder)
+    lines = lines_for(seeds, args.baseline)
+    if args.out:
+        import runtime
+
+        command = " ".join(["python -m tools.seed_variance", *(argv if argv is not None else sys.argv[1:])])
+        header = ["# What a second training seed changes", "",
+                  f"Written by `{command}` at commit {runtime.git_commit()}. Per-patient DSC at the original "
+                  "256x256 geometry (inference with each fold's best weights), pooled over the folds each seed "
+                  "has run; the folds are the same at every seed (the split's seed is 42).", ""]
+        Path(args.out).write_text("\n".join(header + lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
