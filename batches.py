@@ -25,6 +25,7 @@ def datasets(params, data_dir, augment_on_cpu=True):
         fold=params["fold"],
         cache_dir=params["cache_dir"],
         workers=max(1, params["workers"]),
+        context_slices=params["context_slices"],
     )
     augment = None
     if augment_on_cpu:

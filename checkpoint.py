@@ -179,10 +179,10 @@ def to_cpu(obj):
     return copy.deepcopy(obj)
 
 
-def save_weights(model, path, image_size, model_args, model_name="unet", split=None):
+def save_weights(model, path, image_size, model_args, model_name="unet", split=None, context_slices=0):
     """model: a module, or its state_dict (e.g. a to_cpu snapshot). split: the data split the model was trained
     on (seed, validation_cases, folds, fold, validation_patients), so that inference scores it on its own
-    validation patients."""
+    validation patients. context_slices: the neighbours on either side each input slice came with (2.5-D)."""
     state_dict = model if isinstance(model, dict) else model.state_dict()
     save_atomic(
         dict(
@@ -192,6 +192,7 @@ def save_weights(model, path, image_size, model_args, model_name="unet", split=N
             image_size=image_size,
             normalisation="per volume: p10-p99 rescale, then per-channel mean/std",
             split=split,
+            context_slices=context_slices,
             state_dict=state_dict,
         ),
         path,

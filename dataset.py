@@ -400,6 +400,30 @@ def refuse_implausible_masks(mask, slice_files):
         )
 
 
+# ---------------------------------------------------------------- channels
+
+SEQUENCES = ("pre-contrast", "FLAIR", "post-contrast")  # a kaggle_3m slice's channels, in order
+FLAIR_CHANNEL = SEQUENCES.index("FLAIR")
+
+
+def flair_channel(context_slices=0):
+    """The input channel of the centre slice's FLAIR when each slice comes with context_slices neighbours on
+    either side (with_context's layout)."""
+    return context_slices * len(SEQUENCES) + FLAIR_CHANNEL
+
+
+def with_context(volume, context_slices):
+    """(Z, H, W, C) -> (Z, H, W, C * (2k + 1)): each slice with its k neighbours on either side, nearest first
+    in slice order (slice s-k ... s ... s+k), the volume's first and last slices repeated beyond its ends
+    (2.5-D input: what lies above and below tells a tumour from a bright vessel)."""
+    if not context_slices:
+        return volume
+    last = len(volume) - 1
+    order = [np.clip(np.arange(len(volume)) + offset, 0, last) for offset in range(-context_slices,
+                                                                                    context_slices + 1)]
+    return np.concatenate([volume[index] for index in order], axis=-1)
+
+
 # ---------------------------------------------------------------- cache
 
 
@@ -494,7 +518,6 @@ def slice_sampling_weights(mask_volume):
 class BrainSegmentationDataset(Dataset):
     """Brain MRI dataset for FLAIR abnormality segmentation (reference semantics)."""
 
-    in_channels = 3
     out_channels = 1
 
     def __init__(
@@ -513,7 +536,10 @@ class BrainSegmentationDataset(Dataset):
         patients=None,
         folds=0,
         fold=0,
+        context_slices=0,
     ):
+        self.context_slices = context_slices
+        self.in_channels = len(SEQUENCES) * (2 * context_slices + 1)
         all_files = list_patients(images_dir, require_masks=require_masks and random_sampling)
         if patients is not None:
             missing = sorted(set(patients) - set(all_files))
@@ -536,7 +562,8 @@ class BrainSegmentationDataset(Dataset):
         loaded = load_volumes(files, image_size, cache_dir, workers, progress)
         for patient in self.patients:
             refuse_implausible_masks(loaded[patient][1], files[patient])
-        self.volumes = [(loaded[p][0], loaded[p][1][..., np.newaxis]) for p in self.patients]
+        self.volumes = [(with_context(loaded[p][0], context_slices), loaded[p][1][..., np.newaxis])
+                        for p in self.patients]
         self.geometries = [loaded[p][2] for p in self.patients]
         self.random_sampling = random_sampling
         self.slice_weights = None

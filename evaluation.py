@@ -16,14 +16,15 @@ from utils import binarise, dsc, dsc_per_volume, overlay, split_by_patient
 WEIGHTS_NAME = "unet.pt"
 
 
-def validate(model, batches, loss_fn, speed, keep_images=0, tta=False):
+def validate(model, batches, loss_fn, speed, keep_images=0, tta=False, flair=dataset.FLAIR_CHANNEL):
     """Mean batch loss; the probabilities (float32) and truths (uint8 0/1) of every slice, on the CPU; and the
-    (FLAIR, truth, thresholded prediction) of the first keep_images slices, for overlays.
+    (FLAIR, truth, thresholded prediction) of the first keep_images slices, for overlays (flair: the input
+    channel of the slice's own FLAIR, dataset.flair_channel).
 
     The loss is of the plain prediction; the probabilities are the flip-TTA ones when tta.
     """
     model.eval()
-    losses, probs, trues, flair = [], [], [], []
+    losses, probs, trues, shown = [], [], [], []
     kept = 0
     with torch.no_grad():
         for x, y_true in batches:
@@ -35,11 +36,11 @@ def validate(model, batches, loss_fn, speed, keep_images=0, tta=False):
             probs.append(y_pred[:, 0].cpu().numpy())
             trues.append((y_true[:, 0] > 0.5).to(torch.uint8).cpu().numpy())
             if kept < keep_images:
-                flair.append(x[: keep_images - kept, 1].float().cpu().numpy())
-                kept += len(flair[-1])
+                shown.append(x[: keep_images - kept, flair].float().cpu().numpy())
+                kept += len(shown[-1])
     probs, trues = np.concatenate(probs), np.concatenate(trues)
-    examples = [(image, trues[i], binarise(probs[i], lcc=False)) for i, image in enumerate(np.concatenate(flair))] \
-        if flair else []
+    examples = [(image, trues[i], binarise(probs[i], lcc=False)) for i, image in enumerate(np.concatenate(shown))] \
+        if shown else []
     return float(np.mean(losses)), probs, trues, examples
 
 
@@ -101,7 +102,8 @@ class EpochEnd:
             checkpoint.save_weights(snapshot.get("weights", snapshot["model"]),
                                     Path(params["weights_dir"]) / WEIGHTS_NAME, params["image_size"],
                                     self.model_args, params["model"],
-                                    split=split_record(params, self.valid_set, results["train_patients"]))
+                                    split=split_record(params, self.valid_set, results["train_patients"]),
+                                    context_slices=params["context_slices"])
         native, without_lcc = self.native_dsc(probs)
         self.logger.scalar_summary("val_dsc_256", float(np.mean(native)), step)
         entry.update(val_loss=val_loss, val_dsc=mean_dsc,

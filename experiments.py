@@ -58,6 +58,8 @@ EXPERIMENTS = {
     # ... and the finish at 256 px, the size scored (10 epochs at 64 px, then 2 at 256: 1.6x the fast
     # recipe's images x pixels, within the 2x budget)
     "unet-bce_dice-fast256": dict(FAST, image_size=256, epochs=12),
+    # ... and 2.5-D input: each slice with its neighbours above and below (9 channels; the same images x pixels)
+    "unet-bce_dice-fast-context": dict(FAST, context_slices=1),
     # one question a row: the loss at the modern optimiser and schedule ...
     "unet-dice-adamw-cosine": dict(MODERN, loss="dice"),
     "unet-soft_iou-adamw-cosine": dict(MODERN, loss="soft_iou"),

@@ -96,10 +96,10 @@ def write_mask_tiffs(mask, patient, slice_files, folder, copy_images=True):
     return folder
 
 
-def patient_overlays(inputs, pred, true):
-    """One RGB overlay per slice of the FLAIR channel (1); no green outline where true is None."""
+def patient_overlays(inputs, pred, true, flair=dataset.FLAIR_CHANNEL):
+    """One RGB overlay per slice of its FLAIR (input channel flair); no green outline where true is None."""
     blank = np.zeros_like(pred)
-    return [overlay(inputs[s, 1], pred[s], blank[s] if true is None else true[s]) for s in range(len(inputs))]
+    return [overlay(inputs[s, flair], pred[s], blank[s] if true is None else true[s]) for s in range(len(inputs))]
 
 
 def save_pictures(patient, frames, predictions_dir, gif_fps=5):
@@ -243,10 +243,11 @@ def _predict_and_write(params, model, metadata, image_size, data_dir, source, ou
     chosen = "the model's own validation" if patients is not None and params["patients"] is None else (
         subset if patients is None else "chosen")
     print(f"data: {data_dir} ({source}), {chosen} patients; weights: {params['weights']}; image size {image_size}")
+    context = metadata.get("context_slices", 0)  # the neighbours each slice came with in training (2.5-D)
     data = dataset.BrainSegmentationDataset(
         data_dir, subset=subset, patients=patients, image_size=image_size, random_sampling=False,
         validation_cases=params["validation_cases"], cache_dir=params["cache_dir"], workers=params["workers"],
-        require_masks=False,
+        require_masks=False, context_slices=context,
     )
     warn_trained_on(data.patients, split, params["weights"])
     predictions = predict(model, data, device, params["batch_size"], params["tta"], fuse=params["fuse"],
@@ -258,7 +259,8 @@ def _predict_and_write(params, model, metadata, image_size, data_dir, source, ou
         pred = binarise(probs, params["threshold"], params["lcc"])
         has_mask = data.has_masks[patient]
         telling_slice[patient] = int(np.argmax((truths if has_mask else pred).sum(axis=(1, 2))))
-        gifs.append(save_pictures(patient, patient_overlays(inputs, pred, truths if has_mask else None),
+        gifs.append(save_pictures(patient, patient_overlays(inputs, pred, truths if has_mask else None,
+                                                            dataset.flair_channel(context)),
                                   out_dir, params["gif_fps"]))
         thresholded, original = post_process(dataset.restore_geometry(probs, data.geometries[index]),
                                              params["threshold"], params["lcc"])

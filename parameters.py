@@ -23,6 +23,8 @@ TRAIN = dict(
     progressive_size=(None, "progressive resizing: train and validate the first progressive_epochs epochs on "
                             "the slices averaged down to this smaller size (a multiple of 16) ..."),
     progressive_epochs=(0, "... then at image_size; only epochs at image_size can give the best weights"),
+    context_slices=(0, "2.5-D input: each slice with this many neighbours on either side as more channels "
+                       "(1: 9 channels, slices s-1, s, s+1); 0: the slice alone, the reference"),
     model=("unet", "unet, attention_unet, resnet34_unet, unet++"),
     model_args=(None, 'more constructor arguments: {"pretrained": True} (resnet34_unet), '
                       '{"deep_supervision": True} (unet++)'),
@@ -280,6 +282,12 @@ def check_train(params):
                    "runs_dir says where the runs go")
     _require(isinstance(params["init_features"], int) and params["init_features"] >= 1, "init_features",
              params["init_features"], "use 1 or more (32: the reference)")
+    _require(isinstance(params["context_slices"], int) and not isinstance(params["context_slices"], bool)
+             and 0 <= params["context_slices"] <= 3, "context_slices", params["context_slices"],
+             "use 0 (the slice alone), 1, 2 or 3 neighbours on either side")
+    # sequence dropout copies the FLAIR over channels 0 and 2 of one slice: not over a context's groups (yet)
+    _require(not (params["context_slices"] and params["sequence_dropout"]), "sequence_dropout",
+             params["sequence_dropout"], "use 0 with context_slices > 0 (not combined yet)")
     _require(isinstance(params["ema_decay"], (int, float)) and 0 <= params["ema_decay"] < 1, "ema_decay",
              params["ema_decay"], "use 0 (off) or a decay below 1, e.g. 0.998")
     for name in ("seed", "training_seed"):

@@ -137,6 +137,8 @@ def describe_model(params, results=None):
             (results or {}).get("encoder_weights"), " (ImageNet asked)")
     if args.get("deep_supervision"):
         text += " (deep sup.)"
+    if params.get("context_slices"):
+        text += f" (2.5-D, ±{params['context_slices']} slices)"
     return text
 
 

@@ -281,6 +281,7 @@ def _train(params, started):
                     val_loss, probs, trues, examples = validate(
                         run.evaluated_model, run.batches.validation(epoch), run.loss_fn, speed,
                         keep_images=params["vis_images"] if visualise else 0, tta=params["tta"],
+                        flair=dataset.flair_channel(params["context_slices"]),
                     )
                     validation_seconds = time.perf_counter() - validation_started
                     per_epoch = run.batches.steps * params["batch_size"]

@@ -271,3 +271,14 @@ def test_full_dataset_split_is_the_reference_split():
     assert len(files) == 110 and sum(len(s) for s in files.values()) == 3929
     assert dataset.split_patients(files, "validation") == REFERENCE_VALIDATION
     assert len(dataset.split_patients(files, "train")) == 100
+
+
+def test_context_slices_stack_the_neighbours_nearest_first_with_the_ends_repeated():
+    volume = np.arange(4, dtype=np.float32).reshape(4, 1, 1, 1) * np.ones((1, 2, 2, 3), dtype=np.float32)
+    stacked = dataset.with_context(volume, 1)
+    assert stacked.shape == (4, 2, 2, 9)
+    # slice s holds s-1, s, s+1 (three channels each), clipped to 0 .. 3 at the ends
+    assert [list(stacked[s, 0, 0, ::3]) for s in range(4)] == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]]
+    assert dataset.with_context(volume, 0) is volume
+    assert dataset.flair_channel(0) == 1 and dataset.flair_channel(1) == 4  # the centre slice's FLAIR
+    assert [list(dataset.with_context(volume, 2)[0, 0, 0, ::3])] == [[0, 0, 0, 1, 2]]

@@ -195,6 +195,8 @@ def test_model_column_names_width_imagenet_and_deep_supervision():
     assert report.describe_model(dict(model="unet", init_features=32)) == "unet"
     assert report.describe_model(dict(model="unet", init_features=64)) == "unet (64 features)"
     assert report.describe_model(dict(model="unet++", model_args={"deep_supervision": True})) == "unet++ (deep sup.)"
+    assert report.describe_model(experiments.parameters("unet-bce_dice-fast-context", "runs/x")) == \
+        "unet (2.5-D, ±1 slices)"
     resnet = dict(model="resnet34_unet", model_args={"pretrained": True})
     assert report.describe_model(resnet) == "resnet34_unet (ImageNet asked)"  # a run from before it was recorded
     assert report.describe_model(resnet, dict(encoder_weights="random")) == \

@@ -18,15 +18,14 @@ import numpy as np
 from tqdm import tqdm
 
 import dataset
-
-SEQUENCES = ("pre-contrast", "FLAIR", "post-contrast")
+from dataset import FLAIR_CHANNEL, SEQUENCES
 
 
 def missing_sequences(slices):
     """The sequences of a patient's slices (list_patients' entries) that copy its FLAIR in every slice."""
     images = [dataset.read_image(path) for _, path, _ in slices]
-    return [SEQUENCES[channel] for channel in (0, 2)
-            if all(np.array_equal(image[..., channel], image[..., 1]) for image in images)]
+    return [sequence for channel, sequence in enumerate(SEQUENCES) if channel != FLAIR_CHANNEL and
+            all(np.array_equal(image[..., channel], image[..., FLAIR_CHANNEL]) for image in images)]
 
 
 def scores_of(metrics_files):

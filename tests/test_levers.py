@@ -1,5 +1,6 @@
-"""ema_decay: a moving average of the weights is what validation scores, what the best weights keep, and what a
-resumed run carries on."""
+"""The levers on the training recipe: ema_decay (a moving average of the weights is what validation scores, what
+the best weights keep, and what a resumed run carries on) and context_slices (2.5-D input, kept in the weights
+so that inference feeds the same neighbours)."""
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ import torch
 
 import checkpoint
 import inference
+import parameters
 import train
 
 TINY = dict(image_size=32, init_features=4, batch_size=4, workers=0, validation_cases=3, lr=1e-2, vis_images=0,
@@ -52,3 +54,21 @@ def test_a_resumed_run_carries_its_average_on(phantom_dir, tmp_path):
     a = checkpoint.load_training_checkpoint(tmp_path / "straight" / "l" / train.CHECKPOINT_NAME)["weights"]
     b = checkpoint.load_training_checkpoint(path)["weights"]
     assert all(torch.allclose(a[key].float(), b[key].float(), atol=1e-6) for key in a)
+
+
+def test_a_model_trained_with_neighbouring_slices_is_scored_with_them(phantom_dir, tmp_path):
+    results = trained(phantom_dir, tmp_path / "context", epochs=1, context_slices=1)
+    model, metadata = checkpoint.load_weights(tmp_path / "context" / "w" / "unet.pt")
+    assert metadata["context_slices"] == 1 and model.encoder1[0].weight.shape[1] == 9  # 3 slices x 3 sequences
+    scored = inference.run(weights=str(tmp_path / "context" / "w" / "unet.pt"), data_path=str(phantom_dir),
+                           cache_dir=None, workers=0, fuse=False, predictions_dir=str(tmp_path / "p"),
+                           write_masks=False)
+    grid = np.mean([row["dsc_preprocessed"] for row in scored["metrics"]])
+    assert grid == pytest.approx(results["best_val_dsc"], abs=1e-5)  # inference built the same 9-channel input
+    on_device = trained(phantom_dir, tmp_path / "device", epochs=2, context_slices=1, data_pipeline="device",
+                        progressive_size=16, progressive_epochs=1, image_size=32)
+    assert on_device["history"][0]["image_size"] == 16  # the fast path, averaged down, takes the 9 channels too
+    with pytest.raises(parameters.ParameterError, match="sequence_dropout=0.2: use 0 with context_slices > 0"):
+        trained(phantom_dir, tmp_path / "both", epochs=1, context_slices=1, sequence_dropout=0.2)
+    with pytest.raises(parameters.ParameterError, match="context_slices=4: use 0"):
+        trained(phantom_dir, tmp_path / "far", epochs=1, context_slices=4)
