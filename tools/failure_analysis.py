@@ -13,6 +13,7 @@ its weights (weights/unet.pt: runs of this machine; committed runs keep none), t
 """
 
 import argparse
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -104,10 +105,10 @@ def summary_lines(recipes, failed, missing, quartiles):
         said = ", ".join(f"{count} {name}" for name, count in sorted(counts.items(), key=lambda item: -item[1]))
         lines.append(f"- {label}: {len(below)} of {len(rows)} patients below {FAILED}" + (f" ({said})" if said
                                                                                              else ""))
-    everywhere = [patient for patient in failed if all(patient in rows and rows[patient]["dsc"] < FAILED
-                                                        for rows in recipes.values())]
-    lines.append(f"- Below {FAILED} in every recipe: {len(everywhere)} ({', '.join(everywhere) or 'none'}); in some "
-                 f"but not all: {len(failed) - len(everywhere)}.")
+    everywhere = [patient for patient in failed if all(rows[patient]["dsc"] < FAILED for rows in recipes.values()
+                                                        if patient in rows)]
+    lines.append(f"- Below {FAILED} in every recipe that scored them: {len(everywhere)} "
+                 f"({', '.join(everywhere) or 'none'}); in some but not all: {len(failed) - len(everywhere)}.")
     lines.append(f"- Of the {len(failed)} failing patients, {sum(bool(missing.get(p)) for p in failed)} lack a "
                  f"sequence and {sum(quartiles[p] == 1 for p in failed)} have a tumour in the smallest quartile.")
     return lines
@@ -197,12 +198,15 @@ def main(argv=None):
     if args.out:
         import runtime
 
-        command = " ".join(["python -m tools.failure_analysis", *(argv if argv is not None else sys.argv[1:])])
+        command = shlex.join(["python", "-m", "tools.failure_analysis", *(argv if argv is not None else sys.argv[1:])])
         header = ["# Which patients fail, and where their predictions went", "",
                   f"Written by `{command}` at commit {runtime.git_commit()}. DSC per patient at the original "
                   f"256x256 geometry (inference with each fold's best weights, after the 3-D largest connected "
                   f"component); below {FAILED} counts as failed. P and R: precision and recall.", ""]
-        Path(args.out).write_text("\n".join(header + lines) + "\n")
+        # what was written by hand between the analysis markers survives a regeneration, as in REPORT.md
+        analysis = ["", "## What it says", "", report.ANALYSIS_START, report.kept_analysis(args.out),
+                    report.ANALYSIS_END]
+        Path(args.out).write_text("\n".join(header + lines + analysis) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -15,6 +15,7 @@ inference, metrics.csv):
 """
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -138,12 +139,15 @@ def main(argv=None):
     if args.out:
         import runtime
 
-        command = " ".join(["python -m tools.seed_variance", *(argv if argv is not None else sys.argv[1:])])
+        command = shlex.join(["python", "-m", "tools.seed_variance", *(argv if argv is not None else sys.argv[1:])])
         header = ["# What a second training seed changes", "",
                   f"Written by `{command}` at commit {runtime.git_commit()}. Per-patient DSC at the original "
                   "256x256 geometry (inference with each fold's best weights), pooled over the folds each seed "
                   "has run; the folds are the same at every seed (the split's seed is 42).", ""]
-        Path(args.out).write_text("\n".join(header + lines) + "\n")
+        # what was written by hand between the analysis markers survives a regeneration, as in REPORT.md
+        analysis = ["", "## What it says", "", report.ANALYSIS_START, report.kept_analysis(args.out),
+                    report.ANALYSIS_END]
+        Path(args.out).write_text("\n".join(header + lines + analysis) + "\n")
     print("\n".join(lines))
     return 0
 
