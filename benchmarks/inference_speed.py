@@ -2,16 +2,19 @@
 and with bfloat16 autocast, side by side in one run.
 
     python -m benchmarks.inference_speed --data PATH/TO/kaggle_3m [--patient TCGA_DU_7309_19960831]
-        [--weights weights.pt] [--batch-size 32] [--repeats 2]
+        [--weights weights.pt] [--batch-size 32] [--repeats 2] [--out results/inference-speed-cpu.md]
 
 Each variant runs the whole of inference.run for the patient (read, preprocess, predict, largest connected
 component, overlays, GIF, mask TIFFs at the original geometry, metrics), best of --repeats; the prediction
-alone is timed too. Probabilities are compared with today's path. Without --weights, a randomly initialised
-reference U-Net (the arithmetic is that of trained weights) is saved at 256 px.
+alone is timed too. Probabilities are compared with today's path. Without --weights, the shipped trained
+weights (pretrained/unet-lgg-256.pt). --out writes the lines with the command, commit, machine and its load.
 """
 
 import argparse
+import shlex
+import sys
 import tempfile
+from datetime import datetime, timezone
 import time
 from pathlib import Path
 
@@ -21,8 +24,8 @@ import torch
 import checkpoint
 import dataset
 import inference
+import runs
 import runtime
-from unet import UNet
 
 VARIANTS = {"today's path (float32)": dict(fuse=False, precision="float32"),
             "folded batch norm, channels_last": dict(fuse=True, precision="float32"),
@@ -36,22 +39,22 @@ def main():
     parser.add_argument("--weights", default=None)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", help="also write the lines with their provenance to this markdown file")
     args = parser.parse_args()
     data_dir, _ = dataset.locate_data(args.data)
     patient = args.patient if args.data else sorted(dataset.list_patients(data_dir))[0]
+    lines = []
     with tempfile.TemporaryDirectory() as folder:
-        weights = args.weights
-        if weights is None:
-            torch.manual_seed(0)
-            weights = str(Path(folder) / "unet.pt")
-            checkpoint.save_weights(UNet(), weights, 256, dict(init_features=32))
+        weights = args.weights or str(runs.SHIPPED_WEIGHTS)
         model, metadata = checkpoint.load_weights(weights)
         data = dataset.BrainSegmentationDataset(data_dir, subset="all", patients=[patient], random_sampling=False,
                                                 image_size=metadata.get("image_size", 256), cache_dir=None,
                                                 progress=False, require_masks=False)
         slices = len(data)
-        print(f"{patient}: {slices} slices at {metadata.get('image_size', 256)} px; {torch.get_num_threads()} "
-              f"threads; {runtime.device_description(torch.device('cpu'))}; torch {torch.__version__}")
+        lines.append(f"{patient}: {slices} slices at {metadata.get('image_size', 256)} px after the preprocessing; "
+                     f"weights {weights}; {torch.get_num_threads()} threads; "
+                     f"{runtime.device_description(torch.device('cpu'))}; torch {torch.__version__}")
+        print(lines[-1])
         inference.run(weights=weights, data_path=str(data_dir), patients=[patient], cache_dir=None, workers=1,
                       device="cpu", predictions_dir=str(Path(folder) / "warm-up"))  # imports, caches: not timed
         reference, rows = None, []
@@ -72,9 +75,16 @@ def main():
             rows.append((name, min(whole), min(predicting), difference, changed))
     baseline = rows[0][1]
     for name, whole, predicting, difference, changed in rows:
-        print(f"{name:38s} {whole:6.2f} s a patient ({baseline / whole:4.2f}x)   prediction {predicting:6.2f} s, "
-              f"{slices / predicting:5.1f} slices/s   max |p - p_today| {difference:.1e}, pixels flipped "
-              f"{changed:.1e}")
+        lines.append(f"{name:38s} {whole:6.2f} s a patient ({baseline / whole:4.2f}x)   prediction "
+                     f"{predicting:6.2f} s, {slices / predicting:5.1f} slices/s   max |p - p_today| {difference:.1e}, "
+                     f"pixels flipped {changed:.1e}")
+        print(lines[-1])
+    if args.out:
+        Path(args.out).write_text(
+            f"# Inference time for one patient\n\n- Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by "
+            f"`python -m benchmarks.inference_speed {shlex.join(sys.argv[1:])}` at commit {runtime.git_commit()}\n"
+            f"- Load average when it ended: {runtime.load_average()} (2 threads alone show about 2)\n\n```\n"
+            + "\n".join(lines) + "\n```\n")
 
 
 if __name__ == "__main__":
