@@ -97,8 +97,9 @@ INFERENCE = dict(
     image_size=(None, "None: the size stored in the weights file (256 for the reference's unet.pt)"),
     batch_size=(32, "slices per batch"),
     fuse=(True, "fold batch norm into the convolutions, channels_last: the same probabilities within 1e-5, faster"),
-    precision=("float32", '"float32"; "bf16": bfloat16 autocast, faster on CPUs with AVX512-BF16 and on GPUs '
-                          '(probabilities within 1e-2 of float32)'),
+    precision=("float32", '"float32"; "bf16": bfloat16 autocast, 1.8x faster on CPUs with AVX512-BF16 and on '
+                          'GPUs (probabilities within 0.07 of float32, a few pixels in a million flip: '
+                          'results/inference-speed-cpu.md)'),
     device=("auto", '"auto": the GPU if there is one, else the CPU'),
     workers=(2, "data loader processes for the preprocessing"),
     validation_cases=(10, "validation patients of the reference split"),
