@@ -226,7 +226,7 @@ def resume(run, results, checkpoint_path):
     run.restore(saved)
     results.pop("encoder_weights", None)  # what the run's first start found, not this one
     results.update({key: saved["results"][key] for key in ("history", "best_val_dsc", "best_epoch", "train_seconds",
-                                                          "encoder_weights") if key in saved["results"]})
+                                                          "wall_seconds", "encoder_weights") if key in saved["results"]})
     results["resumed_after_epochs"] = saved["results"].get("resumed_after_epochs", []) + [saved["epoch"] + 1]
     earlier = saved["results"].get("earlier_commits", []) + [saved["results"]["commit"]]
     results["earlier_commits"] = list(dict.fromkeys(earlier))  # the code that trained the epochs before
@@ -272,6 +272,8 @@ def _train(params, started):
             with BackgroundWork() as background:
                 epoch_end = EpochEnd(results, logger, valid_set, params, run.model_args, checkpoint_path)
                 train_started = time.perf_counter() - results["train_seconds"]
+                # wall time over every segment of a resumed run, not only this process's
+                wall_before = results.get("wall_seconds", 0.0)
                 # each epoch's own line comes from its end (evaluation.epoch_line); the bar only on a terminal
                 for epoch in tqdm(range(first_epoch, params["epochs"]), desc="epochs", unit="epoch",
                                   initial=first_epoch, total=params["epochs"], disable=not runtime.on_terminal()):
@@ -290,7 +292,7 @@ def _train(params, started):
                                  pixels=trained_pixels(params, epoch + 1, per_epoch),
                                  validation_seconds=validation_seconds, load_average=runtime.load_average())
                     seconds = dict(train_seconds=time.perf_counter() - train_started,
-                                   wall_seconds=time.perf_counter() - started)
+                                   wall_seconds=wall_before + time.perf_counter() - started)
                     background.submit(epoch_end, entry, seconds, val_loss, probs, trues, examples,
                                       run.snapshot(epoch))
             # the run's settings beside its scores, so TensorBoard's HParams tab compares runs by what they changed
