@@ -7,6 +7,7 @@ an atomic checkpoint (weights, optimiser, scaler, sampler and RNG states, best s
 so a killed run resumes with resume=True, to the same result. The settings are parameters.TRAIN.
 """
 
+import json
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -38,8 +39,8 @@ SYNTHETIC_DEMO = dict(image_size=64, epochs=10, batch_size=8, lr=1e-3, loss="bce
 CHECKPOINT_NAME = "checkpoint.pt"
 
 # What may differ when a run resumes: where its files are, and how (not what) it computes and draws.
-RESUMABLE_CHANGES = {"resume", "data_path", "cache_dir", "runs_dir", "run_name", "weights_dir", "logs_dir", "device",
-                     "workers", "threads", "compile", "vis_images", "vis_freq"}
+RESUMABLE_CHANGES = {"resume", "keep_checkpoint", "data_path", "cache_dir", "runs_dir", "run_name", "weights_dir",
+                     "logs_dir", "device", "workers", "threads", "compile", "vis_images", "vis_freq"}
 
 
 def prepare(synthetic_demo=True, **overrides):
@@ -184,6 +185,34 @@ def new_results(params, data_dir, source, device, speed, train_set, valid_set):
     )
 
 
+# what a resumed run takes from its earlier segments
+RESTORED = ("history", "best_val_dsc", "best_epoch", "train_seconds", "wall_seconds", "encoder_weights")
+
+
+def read_finished(path, epochs):
+    """A results.json whose history holds every epoch, or None."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if len(saved.get("history", [])) >= epochs else None
+
+
+def refuse_other_settings(saved_results, results, where):
+    """Refuse to go on with a run whose saved settings (or validation patients) differ from these."""
+    before = dict(saved_results["params"], validation_patients=saved_results["validation_patients"])
+    now = dict(results["params"], validation_patients=results["validation_patients"])
+    # a setting newer than the checkpoint had its default then: new settings default to what the code did before
+    before = {name: before.get(name, DEFAULTS.get(name)) for name in now}
+    changed = [name for name in now if name not in RESUMABLE_CHANGES and before[name] != now[name]]
+    if changed:
+        raise parameters.ParameterError(
+            f"{where}: cannot resume with other settings: "
+            + ", ".join(f"{name} {before.get(name)!r} -> {now[name]!r}" for name in changed)
+            + "; resume with the run's own settings, or start a new run in other weights_dir and logs_dir"
+        )
+
+
 def resume(run, results, checkpoint_path):
     """Load a stopped run's checkpoint into run and results; returns the first epoch to train (0: none).
 
@@ -203,6 +232,13 @@ def resume(run, results, checkpoint_path):
             )
         return 0
     if not checkpoint_path.exists():
+        finished = read_finished(checkpoint_path.parent / "results.json", params["epochs"])
+        if finished is not None:  # its checkpoint went when the last epoch ended: nothing to resume
+            refuse_other_settings(finished, results, checkpoint_path.parent / "results.json")
+            results.update({key: finished[key] for key in RESTORED if key in finished})
+            print(f"{checkpoint_path.parent}: every one of the {params['epochs']} epochs has run already; "
+                  "nothing to resume")
+            return params["epochs"]
         weights = Path(results["weights"])
         if weights.exists():
             raise checkpoint.OutputError(
@@ -212,21 +248,10 @@ def resume(run, results, checkpoint_path):
         print(f"resume=True: no checkpoint at {checkpoint_path} yet, so training starts at epoch 1")
         return 0
     saved = checkpoint.load_training_checkpoint(checkpoint_path)
-    before = dict(saved["results"]["params"], validation_patients=saved["results"]["validation_patients"])
-    now = dict(params, validation_patients=results["validation_patients"])
-    # a setting newer than the checkpoint had its default then: new settings default to what the code did before
-    before = {name: before.get(name, DEFAULTS.get(name)) for name in now}
-    changed = [name for name in now if name not in RESUMABLE_CHANGES and before[name] != now[name]]
-    if changed:
-        raise parameters.ParameterError(
-            f"{checkpoint_path}: cannot resume with other settings: "
-            + ", ".join(f"{name} {before.get(name)!r} -> {now[name]!r}" for name in changed)
-            + "; resume with the run's own settings, or start a new run in other weights_dir and logs_dir"
-        )
+    refuse_other_settings(saved["results"], results, checkpoint_path)
     run.restore(saved)
     results.pop("encoder_weights", None)  # what the run's first start found, not this one
-    results.update({key: saved["results"][key] for key in ("history", "best_val_dsc", "best_epoch", "train_seconds",
-                                                          "wall_seconds", "encoder_weights") if key in saved["results"]})
+    results.update({key: saved["results"][key] for key in RESTORED if key in saved["results"]})
     results["resumed_after_epochs"] = saved["results"].get("resumed_after_epochs", []) + [saved["epoch"] + 1]
     earlier = saved["results"].get("earlier_commits", []) + [saved["results"]["commit"]]
     results["earlier_commits"] = list(dict.fromkeys(earlier))  # the code that trained the epochs before
@@ -299,5 +324,9 @@ def _train(params, started):
             last = results["history"][-1] if results["history"] else {}
             logger.hparams(params, {"best val DSC": results["best_val_dsc"], "best epoch": results["best_epoch"] or 0,
                                     "last val DSC at 256x256": last.get("val_dsc_native", 0.0)})
+    if len(results["history"]) >= params["epochs"] and not params["keep_checkpoint"] and checkpoint_path.exists():
+        size = checkpoint_path.stat().st_size / 2**20
+        checkpoint_path.unlink()  # a finished run resumes nothing: its weights and results.json are what it keeps
+        print(f"every epoch has run: {checkpoint_path} ({size:.0f} MiB) removed (keep_checkpoint=True keeps it)")
     print(f"Best validation mean DSC: {results['best_val_dsc']:4f}")
     return results

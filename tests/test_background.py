@@ -88,7 +88,7 @@ def test_training_writes_its_files_outside_the_training_thread(phantom_dir, tmp_
     monkeypatch.setattr(checkpoint, "save_atomic", recording)
     results = train.train(data_path=phantom_dir, epochs=2, image_size=32, init_features=4, batch_size=4, workers=0,
                           validation_cases=3, vis_images=4, vis_freq=1, logs_dir=tmp_path / "logs",
-                          weights_dir=tmp_path / "w", cache_dir=tmp_path / "c")
+                          weights_dir=tmp_path / "w", cache_dir=tmp_path / "c", keep_checkpoint=True)
     names = [name for name, _ in writers]
     assert names.count("checkpoint.pt") == 2 and "unet.pt" in names
     assert all(thread.startswith("epoch-end") for _, thread in writers)

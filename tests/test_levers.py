@@ -12,7 +12,7 @@ import parameters
 import train
 
 TINY = dict(image_size=32, init_features=4, batch_size=4, workers=0, validation_cases=3, lr=1e-2, vis_images=0,
-            deterministic=True, device="cpu", threads=1)
+            deterministic=True, device="cpu", threads=1, keep_checkpoint=True)
 
 
 def trained(phantom_dir, folder, **settings):

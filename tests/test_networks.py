@@ -202,7 +202,7 @@ def test_resnet34_request_without_imagenet_file_says_random_init(phantom_dir, tm
 def test_a_resumed_run_reports_how_its_first_start_initialised_the_encoder(phantom_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no cached torchvision weights there
     settings = dict(data_path=str(phantom_dir), weights_dir=str(tmp_path / "w"), logs_dir=str(tmp_path / "l"),
-                    cache_dir=str(tmp_path / "cache"),
+                    cache_dir=str(tmp_path / "cache"), keep_checkpoint=True,
                     **dict(RECIPE, model="resnet34_unet", model_args={"pretrained": True}, epochs=1, tta=False))
     assert train.train(**settings)["encoder_weights"] == "random"
     # the ImageNet file appears before the resume: the weights that trained are still the random start's

@@ -178,11 +178,18 @@ def run_folders(tmp_path):
 def test_resume_without_a_checkpoint_never_overwrites_best_weights(phantom_dir, tmp_path, capsys):
     folders = run_folders(tmp_path)
     train.train(data_path=str(phantom_dir), **folders, **TINY)
-    (tmp_path / "l" / train.CHECKPOINT_NAME).unlink()
     weights = (tmp_path / "w" / "unet.pt").read_bytes()
+    # the run finished: its checkpoint (93 MB at 256 px) is gone, and resuming it is nothing to do
+    assert not (tmp_path / "l" / train.CHECKPOINT_NAME).exists()
+    assert "removed (keep_checkpoint=True keeps it)" in capsys.readouterr().out
+    again = train.train(data_path=str(phantom_dir), resume=True, **folders, **TINY)
+    assert "every one of the 1 epochs has run already; nothing to resume" in capsys.readouterr().out
+    assert len(again["history"]) == 1 and (tmp_path / "w" / "unet.pt").read_bytes() == weights
+    # logs_dir pointed at another folder (no checkpoint, no results) beside those weights: refused
     with pytest.raises(checkpoint.OutputError, match=r"resume=True but .*checkpoint\.pt does not exist, and "
                                                      r"starting afresh would overwrite .*unet\.pt"):
-        train.train(data_path=str(phantom_dir), resume=True, **folders, **TINY)
+        train.train(data_path=str(phantom_dir), resume=True, **dict(folders, logs_dir=str(tmp_path / "other")),
+                    **TINY)
     assert (tmp_path / "w" / "unet.pt").read_bytes() == weights
     fresh = run_folders(tmp_path / "fresh")
     train.train(data_path=str(phantom_dir), resume=True, **fresh, **TINY)
@@ -191,7 +198,7 @@ def test_resume_without_a_checkpoint_never_overwrites_best_weights(phantom_dir, 
 
 def test_a_checkpoint_from_before_a_setting_existed_resumes_at_that_settings_default(phantom_dir, tmp_path):
     folders = run_folders(tmp_path)
-    train.train(data_path=str(phantom_dir), **folders, **dict(TINY, epochs=1))
+    train.train(data_path=str(phantom_dir), **folders, **dict(TINY, epochs=1, keep_checkpoint=True))
     path = tmp_path / "l" / train.CHECKPOINT_NAME
     saved = checkpoint.load_training_checkpoint(path)
     del saved["results"]["params"]["sequence_dropout"]  # as written by the code before sequence_dropout
@@ -204,7 +211,7 @@ def test_a_checkpoint_from_before_a_setting_existed_resumes_at_that_settings_def
 
 def test_resume_with_other_settings_is_refused_naming_what_changed(phantom_dir, tmp_path):
     folders = run_folders(tmp_path)
-    train.train(data_path=str(phantom_dir), **folders, **dict(TINY, epochs=1))
+    train.train(data_path=str(phantom_dir), **folders, **dict(TINY, epochs=1, keep_checkpoint=True))
     with pytest.raises(parameters.ParameterError, match=r"checkpoint\.pt: cannot resume with other settings: "
                                                         r"optimizer 'adam' -> 'adamw', lr 0\.001 -> 0\.002"):
         train.train(data_path=str(phantom_dir), resume=True, optimizer="adamw", **folders,
@@ -254,7 +261,7 @@ def test_an_output_folder_that_is_a_file_or_read_only_is_one_clear_line(phantom_
 
 def test_a_checkpoint_a_folder_or_a_whole_model_as_weights_says_what_to_use(phantom_dir, tmp_path):
     folders = run_folders(tmp_path)
-    train.train(data_path=str(phantom_dir), **folders, **TINY)
+    train.train(data_path=str(phantom_dir), **folders, keep_checkpoint=True, **TINY)
     with pytest.raises(checkpoint.WeightsError, match=r"checkpoint\.pt: a training checkpoint .*use weights/unet"):
         checkpoint.load_weights(tmp_path / "l" / train.CHECKPOINT_NAME)
     with pytest.raises(checkpoint.WeightsError, match=r"w: a folder, not a weights file; point weights at .*unet"):
@@ -299,8 +306,8 @@ def test_a_fresh_training_into_an_existing_run_is_refused_and_keeps_it(phantom_d
     train.train(**settings)
     run = tmp_path / "runs" / "mine"
     kept = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
-    with pytest.raises(checkpoint.OutputError, match=r"mine/logs: holds a run already \(checkpoint\.pt, "
-                                                     r"results\.json, unet\.pt\); resume=True continues it"):
+    with pytest.raises(checkpoint.OutputError, match=r"mine/logs: holds a run already \(results\.json, "
+                                                     r"unet\.pt\); resume=True continues it"):
         train.train(**dict(settings, lr=0.01))
     assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == kept  # not a byte changed
 
@@ -425,7 +432,7 @@ def test_masks_marking_most_of_the_volume_are_refused_in_training_and_scoring(fa
 @pytest.mark.parametrize("damage", ["empty", "cut short"])
 def test_a_damaged_checkpoint_on_resume_names_the_file_and_the_way_out(damage, phantom_dir, tmp_path):
     folders = run_folders(tmp_path)
-    train.train(data_path=str(phantom_dir), **folders, **TINY)
+    train.train(data_path=str(phantom_dir), **folders, keep_checkpoint=True, **TINY)
     path = tmp_path / "l" / train.CHECKPOINT_NAME
     path.write_bytes(b"" if damage == "empty" else path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(checkpoint.CheckpointError, match=rf"{path}: a damaged training checkpoint \(\w+: .*\), e\.g\. "
