@@ -3,8 +3,9 @@
 Predicts patients with a weights file (ours, or the reference's published
 state_dict), with the per-volume preprocessing the model was trained with,
 then per patient:
-- overlays (red prediction, green truth) and a GIF, on the preprocessed FLAIR
-  as the reference draws them;
+- overlays (red prediction, green truth) and a GIF on each original slice's FLAIR at its own size, named
+  by the dataset's slice numbers (the reference drew the preprocessed slices, numbered from 0 after the
+  dropped first one, which matched no file);
 - predicted mask TIFFs named like the dataset's (<patient>_<n>_mask.tif) at
   the original geometry: the crop, padding and resize are undone, and the
   slices the preprocessing dropped get empty masks;
@@ -96,18 +97,21 @@ def write_mask_tiffs(mask, patient, slice_files, folder, copy_images=True):
     return folder
 
 
-def patient_overlays(inputs, pred, true, flair=dataset.FLAIR_CHANNEL):
-    """One RGB overlay per slice of its FLAIR (input channel flair); no green outline where true is None."""
-    blank = np.zeros_like(pred)
-    return [overlay(inputs[s, flair], pred[s], blank[s] if true is None else true[s]) for s in range(len(inputs))]
+def patient_overlays(slice_files, pred, true):
+    """One RGB overlay per original slice, at its own geometry: the slice file's FLAIR with the prediction (at the
+    original geometry, as the masks written) outlined red and the truth green (none where true is None)."""
+    blank = np.zeros_like(pred[0])
+    return [overlay(dataset.read_image(image)[..., dataset.FLAIR_CHANNEL], pred[s], blank if true is None else true[s])
+            for s, (_, image, _) in enumerate(slice_files)]
 
 
-def save_pictures(patient, frames, predictions_dir, gif_fps=5):
-    """Per-slice PNGs <patient>-<slice>.png and <patient>.gif; returns the GIF path."""
+def save_pictures(patient, frames, numbers, predictions_dir, gif_fps=5):
+    """Per-slice PNGs <patient>_<n>.png, n the dataset's slice number (as its <patient>_<n>.tif), and
+    <patient>.gif; returns the GIF path."""
     predictions_dir = Path(predictions_dir)
     predictions_dir.mkdir(parents=True, exist_ok=True)
-    for index, frame in enumerate(frames):
-        iio.imwrite(predictions_dir / f"{patient}-{index:02d}.png", frame)
+    for number, frame in zip(numbers, frames):
+        iio.imwrite(predictions_dir / f"{patient}_{number}.png", frame)
     gif = predictions_dir / f"{patient}.gif"
     iio.imwrite(gif, np.stack(frames), duration=1000 / gif_fps, loop=0)
     return gif
@@ -186,7 +190,7 @@ def run(**overrides):
     """Predict, write every output, and return what was found.
 
     {'metrics': rows, 'dsc': {patient: reference DSC}, 'gifs': [...], 'patients': [...],
-     'telling_slice': {patient: index of the slice with the most tumour (true, else predicted)},
+     'telling_slice': {patient: the number of its slice with the most tumour (true, else predicted)},
      'figure': the dsc.png written (None without masks), 'predictions_dir': where the outputs are}
     """
     params = parameters.check_inference(parameters.settings(DEFAULTS, **overrides))
@@ -258,18 +262,19 @@ def _predict_and_write(params, model, metadata, image_size, data_dir, source, ou
     ):
         pred = binarise(probs, params["threshold"], params["lcc"])
         has_mask = data.has_masks[patient]
-        telling_slice[patient] = int(np.argmax((truths if has_mask else pred).sum(axis=(1, 2))))
-        gifs.append(save_pictures(patient, patient_overlays(inputs, pred, truths if has_mask else None,
-                                                            dataset.flair_channel(context)),
-                                  out_dir, params["gif_fps"]))
+        files = data.files[patient]
         thresholded, original = post_process(dataset.restore_geometry(probs, data.geometries[index]),
                                              params["threshold"], params["lcc"])
+        truth = dataset.original_truth(files) if has_mask else None
+        numbers = [number for number, _, _ in files]
+        telling_slice[patient] = numbers[int(np.argmax((truth if has_mask else original).sum(axis=(1, 2))))]
+        gifs.append(save_pictures(patient, patient_overlays(files, original, truth), numbers, out_dir,
+                                  params["gif_fps"]))
         if params["write_masks"]:
-            write_mask_tiffs(original, patient, data.files[patient], out_dir / "masks", params["copy_images"])
+            write_mask_tiffs(original, patient, files, out_dir / "masks", params["copy_images"])
         if has_mask:
             reference_dsc[patient] = dsc(pred, truths, lcc=False)
-            rows.append(patient_metrics(patient, thresholded, original, dataset.original_truth(data.files[patient]),
-                                        reference_dsc[patient]))
+            rows.append(patient_metrics(patient, thresholded, original, truth, reference_dsc[patient]))
     if rows:
         write_metrics(rows, out_dir / "metrics.csv")
         summary = metrics_summary(rows)

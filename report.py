@@ -321,9 +321,9 @@ def example_figure(predicted, predictions_dir, path):
     chosen = {"best": ranked[0], "median": ranked[len(ranked) // 2], "worst": ranked[-1]}
     figure = Figure(figsize=(12, 4.6))
     for axes, (label, (patient, value)) in zip(figure.subplots(1, 3), chosen.items()):
-        index = predicted["telling_slice"][patient]
-        axes.imshow(iio.imread(Path(predictions_dir) / f"{patient}-{index:02d}.png"))
-        axes.set_title(f"{label}: {patient}\nDSC {value:.3f}, preprocessed slice {index + 1}", fontsize="medium")
+        number = predicted["telling_slice"][patient]
+        axes.imshow(iio.imread(Path(predictions_dir) / f"{patient}_{number}.png"))
+        axes.set_title(f"{label}: {patient}\nDSC {value:.3f}, slice {number}", fontsize="medium")
         axes.axis("off")
     figure.tight_layout()
     figure.savefig(path)

@@ -142,12 +142,12 @@ def test_notebooks_run_end_to_end_each_run_in_its_own_folder(phantom_dir, tmp_pa
     predictions = second / "predictions"
     assert (predictions / "dsc.png").stat().st_size > 10_000
     pngs = sorted(predictions.glob("*.png"))
-    assert len(pngs) == 3 * 6 + 1 and pngs[0].name == "TCGA_SY_0001_20000101-00.png"
+    # every original slice at its own size, named as the dataset's files (the phantom's 1 .. 8), and dsc.png
+    assert len(pngs) == 3 * 8 + 1 and pngs[0].name == "TCGA_SY_0001_20000101_1.png"
+    assert iio.imread(pngs[0]).shape == (synthetic.SLICE_SIZE, synthetic.SLICE_SIZE, 3)  # not the 32 px grid
     gifs = sorted(predictions.glob("*.gif"))
     assert [gif.stem for gif in gifs] == ["TCGA_SY_0001_20000101", "TCGA_SY_0002_20000101", "TCGA_SY_0006_20000101"]
-    import imageio.v3 as iio
-
-    assert iio.imread(gifs[0], index=None).shape[0] == 6
+    assert iio.imread(gifs[0], index=None).shape[0] == 8
     assert (predictions / "metrics.csv").exists() and not (first / "predictions").exists()
 
 
