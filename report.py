@@ -1,91 +1,36 @@
 """REPORT.md from the results files that experiments.py left under a runs folder.
 
-    python report.py [--runs-dir runs] [--out REPORT.md] [--figures-dir report] [--no-inference]
+    python -m tools.score_runs runs                # first: inference for the finished runs (scores at 256x256)
+    python report.py [--runs-dir runs] [--out REPORT.md] [--figures-dir report]
     python report.py --runs-dir gpu-runs --figures-dir gpu-figures --runs-dir cpu-runs --figures-dir cpu-figures
 
 The report holds one table of every run on the reference split, the k-fold
 cross-validation of the recipes that have one, the val_dsc curves in one
 plot, and for the best run its dsc.png and overlays of its best, median and
-worst validation patient. Inference on each run's validation patients gives
-HD95 (skipped with --no-inference). Text between the analysis markers of an
+worst validation patient, from what tools/score_runs.py left in each run's
+predictions folder (it runs no inference itself). Text between the analysis markers of an
 existing report is kept when it is regenerated. Several runs folders (runs
 made under different protocols: image size, epochs, device) give a section
 each, with one analysis.
 """
 
 import argparse
-import csv
 import datetime
-import json
 import os
 import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
+
+from comparisons import best_run, cross_validation, is_reference_recipe, lcc_rows, mean_hd95, paired_rows
+from runs import load_runs, metrics_rows, native_scores
 
 ANALYSIS_START = "<!-- analysis: written by hand, kept when the report is regenerated -->"
 ANALYSIS_END = "<!-- end of analysis -->"
 # The reference's training (its README: mean DSC 91%, median 92% on the 10 validation patients).
 REFERENCE_SETTINGS = dict(image_size=256, epochs=100, batch_size=16)
 DEFAULT_ANALYSIS = "_No analysis written yet._"
-
-
-@dataclass
-class Run:
-    name: str
-    fold: int | None  # None: the reference split
-    folder: Path
-    results: dict
-
-    @property
-    def params(self):
-        return self.results["params"]
-
-    @property
-    def finished(self):
-        return len(self.results["history"]) >= self.params["epochs"]
-
-    @property
-    def best_entry(self):
-        best = self.results.get("best_epoch")
-        return next((entry for entry in self.results["history"] if entry["epoch"] == best), None)
-
-    @property
-    def per_patient_at_best(self):
-        entry = self.best_entry
-        return entry["val_dsc_per_patient"] if entry else {}
-
-
-def load_runs(runs_dir):
-    """Every run under runs_dir/<name>/ and runs_dir/<name>/fold-<k>/, sorted by name and fold.
-
-    A finished run has its results.json there; an interrupted or failed one only logs/results.json.
-    """
-    runs = []
-    for pattern in ("*", "*/fold-*"):
-        for folder in sorted(path for path in Path(runs_dir).glob(pattern) if path.is_dir()):
-            path = folder / "results.json"
-            if not path.exists():
-                path = folder / "logs" / "results.json"
-            if not path.exists():
-                continue
-            name, fold = folder.name, None
-            if folder.name.startswith("fold-"):
-                name, fold = folder.parent.name, int(folder.name.split("-")[1])
-            runs.append(Run(name, fold, folder, json.loads(path.read_text())))
-    return runs
-
-
-def best_run(runs):
-    """The reference-split run with the best validation mean DSC, a finished one where there is one."""
-    reference_runs = [run for run in runs if run.fold is None]
-    if not reference_runs:
-        return None
-    finished = [run for run in reference_runs if run.finished] or reference_runs
-    return max(finished, key=lambda run: run.results["best_val_dsc"])
 
 
 def reduced_settings(runs):
@@ -142,76 +87,6 @@ def describe_model(params, results=None):
     return text
 
 
-def metrics_rows(folder):
-    """The rows of folder/predictions/metrics.csv (inference with the run's best weights) as strings, or []."""
-    path = Path(folder) / "predictions" / "metrics.csv"
-    if not path.exists():
-        return []
-    with open(path) as handle:
-        return list(csv.DictReader(handle))
-
-
-def mean_hd95(folder):
-    """Mean HD95 over the patients of folder/predictions/metrics.csv (empty values skipped), or None."""
-    values = [float(row["hd95"]) for row in metrics_rows(folder) if row["hd95"] not in ("", "nan")]
-    return float(np.mean(values)) if values else None
-
-
-def lcc_effect(folder):
-    """{patient: (DSC, DSC without the 3-D largest connected component, components)} at the original geometry,
-    from a metrics.csv that has them (inference since they were added), else {}."""
-    return {row["patient"]: (float(row["dsc"]), float(row["dsc_without_lcc"]), int(row["components"]))
-            for row in metrics_rows(folder) if row.get("dsc_without_lcc") not in (None, "")}
-
-
-def lcc_rows(runs, threshold=0.01):
-    """Per run (a fold: per fold) with inference: its DSC at 256x256 with and without the 3-D largest connected
-    component, and the patients whose score the component changed by more than threshold."""
-    rows = []
-    for run in runs:
-        effect = lcc_effect(run.folder)
-        if not effect:
-            continue
-        changed = sorted((item for item in effect.items() if abs(item[1][0] - item[1][1]) > threshold),
-                         key=lambda item: item[1][0] - item[1][1])
-        rows.append(dict(
-            experiment=run.name if run.fold is None else f"{run.name} fold {run.fold}",
-            dsc=float(np.mean([value[0] for value in effect.values()])),
-            without=float(np.mean([value[1] for value in effect.values()])),
-            changed=", ".join(f"{patient} {dsc:.3f} (without {without:.3f}, {components} components)"
-                              for patient, (dsc, without, components) in changed) or "none"))
-    return rows
-
-
-def native_scores(folder):
-    """{patient: DSC at the original 256x256 geometry} from folder/predictions/metrics.csv (inference with the
-    run's best weights, after the 3-D largest connected component), or {} before inference."""
-    return {row["patient"]: float(row["dsc"]) for row in metrics_rows(folder)}
-
-
-def paired_comparison(baseline, other, resamples=10_000, seed=0):
-    """other against baseline on the patients both scored: {patient: DSC} each.
-
-    Returns the number of patients, the mean difference (other - baseline) with a percentile bootstrap 95%
-    interval over patients (resampled with replacement), the two-sided Wilcoxon signed-rank p of the differences
-    (None when every one is 0), and how many patients improve, worsen or tie.
-    """
-    from scipy.stats import wilcoxon
-
-    patients = sorted(set(baseline) & set(other))
-    differences = np.array([other[patient] - baseline[patient] for patient in patients])
-    if not len(differences):
-        return None
-    rng = np.random.default_rng(seed)
-    means = differences[rng.integers(0, len(differences), size=(resamples, len(differences)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    p = float(wilcoxon(differences).pvalue) if np.any(differences != 0) else None
-    return dict(patients=len(differences), mean_difference=float(differences.mean()), low=float(low),
-                high=float(high), wilcoxon_p=p,
-                improved=int((differences > 0).sum()), worse=int((differences < 0).sum()),
-                tied=int((differences == 0).sum()))
-
-
 def summary(run):
     """The table row of a run."""
     params, results = run.params, run.results
@@ -242,41 +117,6 @@ def summary(run):
     )
 
 
-def cross_validation(runs):
-    """Per recipe with fold runs: per-fold best DSC, their mean and std, the pooled per-patient mean on the
-    grid, and the per-patient DSC at the original geometry pooled over the folds that have had inference."""
-    table = {}
-    for run in runs:
-        if run.fold is None:
-            continue
-        entry = table.setdefault(run.name, dict(folds=run.params["folds"], fold_dsc={}, patients={}, native={},
-                                                last={}, last_native={}, unfinished=[]))
-        entry["fold_dsc"][run.fold] = run.results["best_val_dsc"]
-        entry["patients"].update(run.per_patient_at_best)
-        # the last epoch's scores beside the best's: choosing the best epoch on these patients flatters
-        last = run.results["history"][-1] if run.results["history"] else {}
-        entry["last"].update(last.get("val_dsc_per_patient", {}))
-        entry["last_native"].update(last.get("val_dsc_native_per_patient", {}))
-        entry["native"].update(native_scores(run.folder))
-        if not run.finished:
-            entry["unfinished"].append(run.fold)
-    for entry in table.values():
-        values = [entry["fold_dsc"][fold] for fold in sorted(entry["fold_dsc"])]
-        native = list(entry["native"].values())
-        pooled_last = list(entry["last"].values())
-        # at 256x256 only where every pooled patient has it (runs from before the per-epoch native score lack it)
-        last_native = list(entry["last_native"].values()) if len(entry["last_native"]) == len(entry["last"]) else []
-        # the sample standard deviation over folds (0 for a single fold)
-        entry.update(mean=float(np.mean(values)), std=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                     pooled=float(np.mean(list(entry["patients"].values()))),
-                     pooled_last=float(np.mean(pooled_last)) if pooled_last else None,
-                     last_native_mean=float(np.mean(last_native)) if last_native else None,
-                     native_mean=float(np.mean(native)) if native else None,
-                     native_median=float(np.median(native)) if native else None,
-                     complete=len(values) == entry["folds"] and not entry["unfinished"])
-    return table
-
-
 def plot_curves(runs, path):
     """Validation mean DSC per epoch of every run on the reference split, in one plot."""
     import matplotlib
@@ -294,37 +134,6 @@ def plot_curves(runs, path):
     axes.set_ylim(0, 1)
     axes.grid(alpha=0.3)
     axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path)
-
-
-def predict_run(run, device="auto", data_path=None):
-    """Inference with a run's best weights on its own validation patients (a k-fold run's: its fold's); writes
-    run/predictions/. data_path: the kaggle_3m folder here, for a run trained on another machine (its data_dir
-    is that machine's)."""
-    import inference
-
-    params = run.params
-    return inference.run(
-        weights=str(run.folder / "weights" / "unet.pt"), data_path=data_path or run.results["data_dir"],
-        patients=list(run.results["validation_patients"]), cache_dir=params["cache_dir"], tta=params.get("tta", False),
-        predictions_dir=str(run.folder / "predictions"), figure=str(run.folder / "predictions" / "dsc.png"),
-        write_masks=False, device=device, workers=1,
-    )
-
-
-def example_figure(predicted, predictions_dir, path):
-    """Overlays (red prediction, green truth) of the best, median and worst patient, on their most telling slice."""
-    from matplotlib.figure import Figure
-
-    ranked = sorted(predicted["dsc"].items(), key=lambda item: item[1], reverse=True)
-    chosen = {"best": ranked[0], "median": ranked[len(ranked) // 2], "worst": ranked[-1]}
-    figure = Figure(figsize=(12, 4.6))
-    for axes, (label, (patient, value)) in zip(figure.subplots(1, 3), chosen.items()):
-        number = predicted["telling_slice"][patient]
-        axes.imshow(iio.imread(Path(predictions_dir) / f"{patient}_{number}.png"))
-        axes.set_title(f"{label}: {patient}\nDSC {value:.3f}, slice {number}", fontsize="medium")
-        axes.axis("off")
     figure.tight_layout()
     figure.savefig(path)
 
@@ -400,63 +209,6 @@ def best_patients(run):
     return sorted(rows, key=lambda row: row["dsc"])
 
 
-def is_reference_recipe(run):
-    return run.results.get("recipe") == {}
-
-
-def is_modern_recipe(run):
-    from experiments import MODERN
-
-    return run.results.get("recipe") == MODERN
-
-
-def folds_pooled(entry):
-    """"5-fold" when a recipe has run every fold, else "2 of 5 folds"."""
-    run, total = len(entry["fold_dsc"]), entry["folds"]
-    return f"{total}-fold" if run == total else f"{run} of {total} folds"
-
-
-FAST_RECIPE = "unet-bce_dice-fast"  # the best recipe at the CPU protocol: each lever changes one thing of it
-
-
-def paired_rows(runs, cv):
-    """A row per recipe against the reference recipe, on the reference split and pooled over the folds; every
-    other recipe against the modern recipe too (a loss or a network row changes one thing of it, and a k-fold
-    recipe that claims to beat it must do so on the same patients)."""
-    rows = []
-
-    def compare(name, baseline, other, where):
-        """baseline and other: (native-geometry scores, grid scores); native when both sides have it, else both
-        on the grid: never one of each."""
-        (native, grid), (other_native, other_grid) = baseline, other
-        result = paired_comparison(*((native, other_native) if native and other_native else (grid, other_grid)))
-        if result:
-            rows.append(dict(experiment=name, baseline=where, patients=result["patients"],
-                             mean_difference=result["mean_difference"],
-                             interval=f"{result['low']:+.4f} to {result['high']:+.4f}",
-                             wilcoxon_p=result["wilcoxon_p"],
-                             counts=f"{result['improved']} / {result['worse']} / {result['tied']}"))
-
-    def against_baselines(scores, candidates, where):
-        """scores: {recipe name: (native, grid)}; candidates: the runs that may name the two baselines."""
-        reference = next((run.name for run in candidates if is_reference_recipe(run)), None)
-        modern = next((run.name for run in candidates if is_modern_recipe(run)), None)
-        fast = next((run.name for run in candidates if run.name == FAST_RECIPE), None)  # the levers' baseline
-        for baseline, skipped in ((reference, ()), (modern, (reference,)), (fast, (reference, modern))):
-            if baseline in scores:
-                for name in scores:
-                    if name != baseline and name not in skipped:
-                        compare(name, scores[baseline], scores[name], where(baseline, name))
-
-    split_runs = [run for run in runs if run.fold is None]
-    against_baselines({run.name: (native_scores(run.folder), run.per_patient_at_best) for run in split_runs},
-                      split_runs, lambda baseline, name: f"{baseline}, reference split")
-    against_baselines({name: (entry["native"], entry["patients"]) for name, entry in sorted(cv.items())},
-                      [run for run in runs if run.fold is not None],
-                      lambda baseline, name: f"{baseline}, {folds_pooled(cv[name])} pooled")
-    return rows
-
-
 def kept_analysis(out):
     out = Path(out)
     if out.exists():
@@ -509,18 +261,13 @@ def describe_protocol(runs):
             f"{spread(run.results['device'] for run in runs)}")
 
 
-def section_lines(runs, figures_dir, relative, heading, inference, device, data_path=None):
+def section_lines(runs, figures_dir, relative, heading):
     """A runs folder's part of the report: its tables, curves and best run. Returns (lines, split rows best first)."""
     figures_dir.mkdir(parents=True, exist_ok=True)
     reference_runs = [run for run in runs if run.fold is None]
     best, best_pictures = best_run(runs), False
-    if inference:  # every finished run gets its scores and pictures (a later run may beat today's best)
-        for run in runs:
-            if run.finished and (run.folder / "weights" / "unet.pt").exists():
-                predicted = predict_run(run, device, data_path)
-                example_figure(predicted, run.folder / "predictions", run.folder / "predictions" / "examples.png")
     if reference_runs:
-        # without inference, the pictures an earlier inference left in the best run's folder are used
+        # the pictures tools/score_runs.py left in the best run's folder
         pictures = [best.folder / "predictions" / name for name in ("dsc.png", "examples.png")]
         if all(picture.exists() for picture in pictures):
             best_pictures = True
@@ -617,8 +364,7 @@ def section_lines(runs, figures_dir, relative, heading, inference, device, data_
     return lines, rows
 
 
-def write_report(runs_dir="runs", out="REPORT.md", figures_dir="report", inference=True, device="auto",
-                 data_path=None):
+def write_report(runs_dir="runs", out="REPORT.md", figures_dir="report"):
     """Write the report; returns the summary rows of the (first) runs folder's reference-split runs, best first.
 
     runs_dir and figures_dir may be lists of the same length: a section per runs folder (a protocol: runs
@@ -665,8 +411,7 @@ def write_report(runs_dir="runs", out="REPORT.md", figures_dir="report", inferen
         relative = Path(os.path.relpath(figures.resolve(), out.parent.resolve()))  # links from the report
         if several:
             lines += [f"## `{folder}/`: {describe_protocol(runs)}", ""]
-        part, rows = section_lines(runs, figures, relative, "###" if several else "##", inference, device,
-                                   data_path)
+        part, rows = section_lines(runs, figures, relative, "###" if several else "##")
         lines += part
         first_rows = rows if first_rows is None else first_rows
     if not synthetic:
@@ -684,13 +429,8 @@ def main(argv=None):
                         help="runs folder (default runs); again for another section, e.g. another protocol")
     parser.add_argument("--out", default="REPORT.md")
     parser.add_argument("--figures-dir", action="append", help="one per --runs-dir (default report)")
-    parser.add_argument("--no-inference", action="store_true", help="no HD95, no example overlays")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--data-path", help="the kaggle_3m folder for inference, when the runs trained on another "
-                                            "machine (default: each run's own data_dir)")
     args = parser.parse_args(argv)
-    rows = write_report(args.runs_dir or ["runs"], args.out, args.figures_dir or ["report"], not args.no_inference,
-                        args.device, args.data_path)
+    rows = write_report(args.runs_dir or ["runs"], args.out, args.figures_dir or ["report"])
     if rows:
         print(f"{args.out}: {len(rows)} runs on the reference split; best {rows[0]['experiment']} "
               f"{rows[0]['best_dsc']:.4f}")

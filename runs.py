@@ -2,7 +2,10 @@
 predictions, so `tensorboard --logdir runs` shows runs side by side and nothing of one run is written over
 by the next. Inference finds the latest run's weights by itself."""
 
+import csv
+import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 WEIGHTS_FILE = Path("weights") / "unet.pt"
@@ -136,3 +139,67 @@ def inference_outputs(params, data_dir=None):
             predictions_dir = str(path.parent.parent / f"predictions-{data_label(data_dir)}")
     figure = params["figure"] or str(Path(predictions_dir) / "dsc.png")
     return dict(params, weights=weights, predictions_dir=predictions_dir, figure=figure)
+
+
+# ---------------------------------------------------------------- reading finished and stopped runs
+
+
+@dataclass
+class Run:
+    name: str
+    fold: int | None  # None: the reference split
+    folder: Path
+    results: dict
+
+    @property
+    def params(self):
+        return self.results["params"]
+
+    @property
+    def finished(self):
+        return len(self.results["history"]) >= self.params["epochs"]
+
+    @property
+    def best_entry(self):
+        best = self.results.get("best_epoch")
+        return next((entry for entry in self.results["history"] if entry["epoch"] == best), None)
+
+    @property
+    def per_patient_at_best(self):
+        entry = self.best_entry
+        return entry["val_dsc_per_patient"] if entry else {}
+
+
+def load_runs(runs_dir):
+    """Every run under runs_dir/<name>/ and runs_dir/<name>/fold-<k>/, sorted by name and fold.
+
+    A finished run has its results.json there; an interrupted or failed one only logs/results.json.
+    """
+    runs = []
+    for pattern in ("*", "*/fold-*"):
+        for folder in sorted(path for path in Path(runs_dir).glob(pattern) if path.is_dir()):
+            path = folder / "results.json"
+            if not path.exists():
+                path = folder / "logs" / "results.json"
+            if not path.exists():
+                continue
+            name, fold = folder.name, None
+            if folder.name.startswith("fold-"):
+                name, fold = folder.parent.name, int(folder.name.split("-")[1])
+            runs.append(Run(name, fold, folder, json.loads(path.read_text())))
+    return runs
+
+
+def metrics_rows(folder):
+    """The rows of folder/predictions/metrics.csv (inference with the run's best weights) as strings, or []."""
+    path = Path(folder) / "predictions" / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def native_scores(folder):
+    """{patient: DSC at the original 256x256 geometry} from folder/predictions/metrics.csv (inference with the
+    run's best weights, after the 3-D largest connected component), or {} before inference."""
+    return {row["patient"]: float(row["dsc"]) for row in metrics_rows(folder)}

@@ -6,11 +6,14 @@ import shutil
 import numpy as np
 import pytest
 
+import comparisons
 import experiments
 import inference
 import report
 import train
 from loss import LOSSES
+from runs import Run, load_runs, native_scores
+from tools import score_runs
 from unet import MODELS
 
 TINY = dict(image_size=32, init_features=4, batch_size=4, workers=0, validation_cases=3, vis_images=0, epochs=2,
@@ -125,16 +128,16 @@ def hand_made_results(best_epoch, per_patient_by_epoch, folds=0, fold=0, recipe=
 
 def test_summary_takes_the_median_at_the_best_epoch(tmp_path):
     results = hand_made_results(2, [dict(a=0.1, b=0.2, c=0.3), dict(a=0.5, b=0.9, c=0.8)], recipe={})
-    row = report.summary(report.Run("unet-dice", None, tmp_path, results))
+    row = report.summary(Run("unet-dice", None, tmp_path, results))
     assert row["best_dsc"] == pytest.approx(2.2 / 3) and row["median_dsc"] == pytest.approx(0.8)
     assert row["experiment"] == "unet-dice (reference recipe)" and row["train_minutes"] == 2.0
     assert row["last_dsc"] == pytest.approx(2.2 / 3)
     peaked = hand_made_results(1, [dict(a=0.5, b=0.9, c=0.8), dict(a=0.1, b=0.2, c=0.3)])
-    earlier = report.summary(report.Run("unet-dice", None, tmp_path, peaked))
+    earlier = report.summary(Run("unet-dice", None, tmp_path, peaked))
     assert earlier["best_dsc"] == pytest.approx(2.2 / 3) and earlier["last_dsc"] == pytest.approx(0.2)
     assert row["hd95"] is None  # no predictions/metrics.csv
     assert row["device"] == "test device" and row["image_px"] == 256
-    shared = report.summary(report.Run("unet-dice", None, tmp_path, dict(results, shared_by=3)))
+    shared = report.summary(Run("unet-dice", None, tmp_path, dict(results, shared_by=3)))
     assert shared["device"] == "test device, 3 runs at once"  # its train time is not a speed figure
 
 
@@ -146,12 +149,12 @@ def test_an_interrupted_run_is_listed_as_unfinished_and_not_taken_as_the_best(tm
     (tmp_path / "unet-focal" / "logs").mkdir(parents=True)
     (tmp_path / "unet-focal" / "logs" / "results.json").write_text(json.dumps(interrupted))
     (tmp_path / "unet-lovasz").mkdir()  # started, nothing written yet: not a run
-    runs = report.load_runs(tmp_path)
+    runs = load_runs(tmp_path)
     assert [(run.name, run.finished) for run in runs] == [("unet-dice", True), ("unet-focal", False)]
     assert report.summary(runs[1])["epochs"] == "1 of 100, unfinished"
     assert report.summary(runs[0])["epochs"] == 2
-    assert report.best_run(runs).name == "unet-dice"  # 0.6 finished beats 0.9 after 1 of 100 epochs
-    assert report.best_run(runs[1:]).name == "unet-focal"  # unless nothing has finished
+    assert comparisons.best_run(runs).name == "unet-dice"  # 0.6 finished beats 0.9 after 1 of 100 epochs
+    assert comparisons.best_run(runs[1:]).name == "unet-focal"  # unless nothing has finished
 
 
 def test_a_failing_recipe_does_not_stop_the_others(monkeypatch, capsys):
@@ -207,16 +210,16 @@ def test_model_column_names_width_imagenet_and_deep_supervision():
 def test_mean_hd95_skips_patients_without_one(tmp_path):
     (tmp_path / "predictions").mkdir()
     (tmp_path / "predictions" / "metrics.csv").write_text("patient,dsc,hd95\na,0.9,2.0\nb,0.0,\nc,0.8,5.0\n")
-    assert report.mean_hd95(tmp_path) == 3.5
+    assert comparisons.mean_hd95(tmp_path) == 3.5
 
 
 def test_cross_validation_pools_patients_at_each_folds_best_epoch(tmp_path):
     runs = [
-        report.Run("r", 0, tmp_path, hand_made_results(1, [dict(a=0.7, b=0.9), dict(a=0.1, b=0.1)], 2, 0)),
-        report.Run("r", 1, tmp_path, hand_made_results(2, [dict(c=0.5), dict(c=0.95)], 2, 1)),
-        report.Run("r", None, tmp_path, hand_made_results(1, [dict(x=0.3)])),
+        Run("r", 0, tmp_path, hand_made_results(1, [dict(a=0.7, b=0.9), dict(a=0.1, b=0.1)], 2, 0)),
+        Run("r", 1, tmp_path, hand_made_results(2, [dict(c=0.5), dict(c=0.95)], 2, 1)),
+        Run("r", None, tmp_path, hand_made_results(1, [dict(x=0.3)])),
     ]
-    entry = report.cross_validation(runs)["r"]
+    entry = comparisons.cross_validation(runs)["r"]
     assert entry["fold_dsc"] == {0: pytest.approx(0.8), 1: pytest.approx(0.95)}
     # the sample standard deviation: |0.95 - 0.8| / sqrt(2)
     assert entry["mean"] == pytest.approx(0.875) and entry["std"] == pytest.approx(0.15 / 2 ** 0.5)
@@ -228,6 +231,7 @@ def test_cross_validation_pools_patients_at_each_folds_best_epoch(tmp_path):
 def test_report_from_the_runs_keeps_the_hand_written_analysis(runs, tmp_path):
     runs_dir, results, folds = runs
     out, figures = tmp_path / "REPORT.md", tmp_path / "figures"
+    score_runs.score(runs_dir)  # inference, a step of its own: the report runs none
     rows = report.write_report(runs_dir, out, figures)
     text = out.read_text()
     assert "**Synthetic data.**" in text
@@ -249,7 +253,7 @@ def test_report_from_the_runs_keeps_the_hand_written_analysis(runs, tmp_path):
     # without weights or inference (as from the small files a GPU machine sends back) the pictures come back
     collected = tmp_path / "collected"
     shutil.copytree(runs_dir, collected, ignore=shutil.ignore_patterns("weights", "checkpoint.pt"))
-    report.write_report(collected, out, figures, inference=False)
+    report.write_report(collected, out, figures)
     regenerated = out.read_text()
     assert "Deep supervision helped, by hand." in regenerated and report.DEFAULT_ANALYSIS not in regenerated
     assert "## The best run: attention_unet-dice" in regenerated and "](figures/examples.png)" in regenerated
@@ -263,7 +267,7 @@ def test_real_runs_below_the_reference_settings_are_flagged_as_not_comparable(tm
         results["params"].update(params)
         (tmp_path / "runs" / "unet-dice").mkdir(parents=True, exist_ok=True)
         (tmp_path / "runs" / "unet-dice" / "results.json").write_text(json.dumps(results))
-        report.write_report(tmp_path / "runs", tmp_path / "REPORT.md", tmp_path / "figures", inference=False)
+        report.write_report(tmp_path / "runs", tmp_path / "REPORT.md", tmp_path / "figures")
         return (tmp_path / "REPORT.md").read_text()
 
     assert "Reduced settings" not in report_of()  # 256 px, 100 epochs, batch 16: the reference's
@@ -281,7 +285,7 @@ def test_several_runs_folders_give_a_section_each_with_its_own_figures_and_one_a
         (tmp_path / protocol / "unet-dice").mkdir(parents=True)
         (tmp_path / protocol / "unet-dice" / "results.json").write_text(json.dumps(results))
     out = tmp_path / "REPORT.md"
-    argv = ["--out", str(out), "--no-inference"]
+    argv = ["--out", str(out)]
     for protocol in ("gpu", "cpu"):
         argv += ["--runs-dir", str(tmp_path / protocol), "--figures-dir", str(tmp_path / f"{protocol}-figures")]
     assert report.main(argv) == 0
@@ -296,7 +300,7 @@ def test_several_runs_folders_give_a_section_each_with_its_own_figures_and_one_a
     assert (tmp_path / "cpu-figures" / "val_dsc_curves.png").exists()
     assert text.count(report.ANALYSIS_START) == 1 and text.count("- unet-dice: commit abc1234") == 2
     with pytest.raises(ValueError, match="2 runs folders and 1 figures folders"):
-        report.write_report([tmp_path / "gpu", tmp_path / "cpu"], out, tmp_path / "f", inference=False)
+        report.write_report([tmp_path / "gpu", tmp_path / "cpu"], out, tmp_path / "f")
 
 
 def test_report_without_runs_says_what_to_do(tmp_path):
@@ -307,21 +311,21 @@ def test_report_without_runs_says_what_to_do(tmp_path):
 def test_paired_comparison_hand_computed():
     baseline = dict(a=0.5, b=0.6, c=0.7, only_here=0.9)
     better = dict(a=0.6, b=0.7, c=0.8, only_there=0.1)
-    result = report.paired_comparison(baseline, better)
+    result = comparisons.paired_comparison(baseline, better)
     assert result["patients"] == 3 and (result["improved"], result["worse"], result["tied"]) == (3, 0, 0)
     assert result["mean_difference"] == pytest.approx(0.1)
     assert (result["low"], result["high"]) == pytest.approx((0.1, 0.1))  # every resample's mean is 0.1
     # differences +1 and -1: a resample of two has mean -1, 0 or +1 with chances 1/4, 1/2, 1/4
-    split = report.paired_comparison(dict(a=0.0, b=1.0), dict(a=1.0, b=0.0))
+    split = comparisons.paired_comparison(dict(a=0.0, b=1.0), dict(a=1.0, b=0.0))
     assert split["mean_difference"] == 0.0 and (split["low"], split["high"]) == (-1.0, 1.0)
     assert (split["improved"], split["worse"]) == (1, 1)
-    assert report.paired_comparison(dict(a=0.5), dict(b=0.5)) is None
+    assert comparisons.paired_comparison(dict(a=0.5), dict(b=0.5)) is None
     # Wilcoxon signed-rank, exact for 5 untied differences: |d| ranks 0.05 -> 1 (the only negative), 0.1 -> 2,
     # 0.15 -> 3, 0.2 -> 4, 0.3 -> 5; W- = 1, and of the 32 equally likely sign patterns 2 have W <= 1 (sums 0
     # and 1): one-sided 2/32, two-sided 0.125
-    five = report.paired_comparison(dict(zip("abcde", [0.5] * 5)), dict(zip("abcde", [0.6, 0.7, 0.45, 0.8, 0.65])))
+    five = comparisons.paired_comparison(dict(zip("abcde", [0.5] * 5)), dict(zip("abcde", [0.6, 0.7, 0.45, 0.8, 0.65])))
     assert five["wilcoxon_p"] == pytest.approx(0.125)
-    assert report.paired_comparison(dict(a=0.5, b=0.6), dict(a=0.5, b=0.6))["wilcoxon_p"] is None  # all tied
+    assert comparisons.paired_comparison(dict(a=0.5, b=0.6), dict(a=0.5, b=0.6))["wilcoxon_p"] is None  # all tied
 
 
 def write_metrics(folder, scores):
@@ -339,8 +343,8 @@ def test_paired_rows_compare_every_recipe_with_the_reference_recipe_on_the_same_
             grid = {patient: 0.5 + offset for patient in patients}
             results = hand_made_results(1, [grid], folds=2, fold=fold, recipe=recipe)
             write_metrics(folder, {patient: 0.6 + offset + 0.01 * index for index, patient in enumerate(patients)})
-            runs.append(report.Run(name, fold, folder, results))
-    rows = report.paired_rows(runs, report.cross_validation(runs))
+            runs.append(Run(name, fold, folder, results))
+    rows = comparisons.paired_rows(runs, comparisons.cross_validation(runs))
     assert len(rows) == 1
     row = rows[0]
     assert (row["experiment"], row["baseline"], row["patients"]) == ("modern", "unet-dice, 2-fold pooled", 4)
@@ -349,12 +353,13 @@ def test_paired_rows_compare_every_recipe_with_the_reference_recipe_on_the_same_
     # a recipe whose folds have no inference yet is compared on the grid, with the reference recipe on the grid too
     (tmp_path / "modern" / "fold-0" / "predictions" / "metrics.csv").unlink()
     (tmp_path / "modern" / "fold-1" / "predictions" / "metrics.csv").unlink()
-    assert report.paired_rows(runs, report.cross_validation(runs))[0]["mean_difference"] == pytest.approx(0.05)
+    rows = comparisons.paired_rows(runs, comparisons.cross_validation(runs))
+    assert rows[0]["mean_difference"] == pytest.approx(0.05)
 
 
 def pairs(runs):
     """paired_rows of runs by (experiment, baseline)."""
-    rows = report.paired_rows(runs, report.cross_validation(runs))
+    rows = comparisons.paired_rows(runs, comparisons.cross_validation(runs))
     return {(row["experiment"], row["baseline"]): row for row in rows}
 
 
@@ -369,7 +374,7 @@ def test_pooled_over_folds_a_third_recipe_is_paired_with_the_modern_recipe_as_we
             folder = tmp_path / name / f"fold-{fold}"
             write_metrics(folder, {patient: value + offsets[fold] for patient, value in patients.items()})
             results = hand_made_results(1, [dict.fromkeys(patients, 0.5)], folds=2, fold=fold, recipe=dict(recipe))
-            runs.append(report.Run(name, fold, folder, results))
+            runs.append(Run(name, fold, folder, results))
     rows = pairs(runs)
     assert sorted(rows) == [
         ("unet-bce_dice-adamw-cosine", "unet-dice, 2-fold pooled"),
@@ -387,7 +392,7 @@ def test_pooled_over_folds_a_third_recipe_is_paired_with_the_modern_recipe_as_we
     # a lever on the fast recipe, screened on fold 0 (0.75, 0.85 against its 0.7, 0.8), is paired with it too
     folder = tmp_path / "unet-bce_dice-fast-ema" / "fold-0"
     write_metrics(folder, dict(a=0.75, b=0.85))
-    lever = report.Run("unet-bce_dice-fast-ema", 0, folder, hand_made_results(1, [dict(a=0.5, b=0.5)], folds=2,
+    lever = Run("unet-bce_dice-fast-ema", 0, folder, hand_made_results(1, [dict(a=0.5, b=0.5)], folds=2,
                                                                               fold=0, recipe=dict(FAST)))
     rows = pairs(runs + [lever])
     against_fast = rows[("unet-bce_dice-fast-ema", "unet-bce_dice-fast, 1 of 2 folds pooled")]
@@ -403,7 +408,7 @@ def test_on_the_split_a_one_change_run_is_paired_with_the_modern_recipe_as_well_
                                  ("unet-bce_dice-adamw-cosine", dict(MODERN), dict(a=0.7, b=0.7)),
                                  ("unet-lovasz-adamw-cosine", dict(MODERN, loss="lovasz"), dict(a=0.8, b=0.6))):
         write_metrics(tmp_path / name, scores)
-        runs.append(report.Run(name, None, tmp_path / name, hand_made_results(1, [scores], recipe=recipe)))
+        runs.append(Run(name, None, tmp_path / name, hand_made_results(1, [scores], recipe=recipe)))
     rows = pairs(runs)
     assert sorted(rows) == [
         ("unet-bce_dice-adamw-cosine", "unet-dice, reference split"),
@@ -426,26 +431,26 @@ def test_the_report_shows_what_the_largest_connected_component_changed(tmp_path)
         "a,0.0,0,0,0,,8,4,0.0,0.5,2\n"
         "b,0.9,0.8,1,0.8,2.0,8,10,0.9,0.905,3\n")
     results = hand_made_results(1, [dict(a=0.0, b=0.9)], recipe={})
-    runs = [report.Run("unet-dice", None, folder, results)]
-    assert report.lcc_effect(folder) == dict(a=(0.0, 0.5, 2), b=(0.9, 0.905, 3))
-    (row,) = report.lcc_rows(runs)
+    runs = [Run("unet-dice", None, folder, results)]
+    assert comparisons.lcc_effect(folder) == dict(a=(0.0, 0.5, 2), b=(0.9, 0.905, 3))
+    (row,) = comparisons.lcc_rows(runs)
     assert row["dsc"] == pytest.approx(0.45) and row["without"] == pytest.approx(0.7025)
     assert row["changed"] == "a 0.000 (without 0.500, 2 components)"  # b moved by 0.005 only
-    assert report.lcc_rows([report.Run("unet-dice", 3, folder, results)])[0]["experiment"] == "unet-dice fold 3"
+    assert comparisons.lcc_rows([Run("unet-dice", 3, folder, results)])[0]["experiment"] == "unet-dice fold 3"
     assert [(r["patient"], r["components"]) for r in report.best_patients(runs[0])] == [("a", 2), ("b", 3)]
     write_metrics(tmp_path / "older", dict(a=0.5))  # a metrics.csv from before the columns: no row
-    assert report.lcc_rows([report.Run("older", None, tmp_path / "older", results)]) == []
+    assert comparisons.lcc_rows([Run("older", None, tmp_path / "older", results)]) == []
     (tmp_path / "runs" / "unet-dice").mkdir(parents=True)
     (tmp_path / "runs" / "unet-dice" / "results.json").write_text(json.dumps(results))
     shutil.copytree(folder / "predictions", tmp_path / "runs" / "unet-dice" / "predictions")
-    report.write_report(tmp_path / "runs", tmp_path / "REPORT.md", tmp_path / "figures", inference=False)
+    report.write_report(tmp_path / "runs", tmp_path / "REPORT.md", tmp_path / "figures")
     text = (tmp_path / "REPORT.md").read_text()
     assert "## What the 3-D largest connected component does" in text
     assert "| unet-dice | 0.4500 | 0.7025 | a 0.000 (without 0.500, 2 components) |" in text
     assert "| patient | DSC | precision | recall | HD95 (px) | true voxels | DSC without LCC | components |" in text
     (tmp_path / "runs" / "unet-dice" / "predictions" / "metrics.csv").write_text(
         (tmp_path / "older" / "predictions" / "metrics.csv").read_text())
-    report.write_report(tmp_path / "runs", tmp_path / "REPORT.md", tmp_path / "figures", inference=False)
+    report.write_report(tmp_path / "runs", tmp_path / "REPORT.md", tmp_path / "figures")
     text = (tmp_path / "REPORT.md").read_text()  # a run scored before the columns: no empty ones, no LCC section
     assert "| patient | DSC | precision | recall | HD95 (px) | true voxels |\n" in text
     assert "## What the 3-D largest connected component does" not in text
@@ -453,9 +458,10 @@ def test_the_report_shows_what_the_largest_connected_component_changed(tmp_path)
 
 def test_the_report_scores_each_fold_model_on_its_own_fold_at_the_original_geometry(runs, tmp_path):
     runs_dir, _, folds = runs
+    score_runs.score(runs_dir)
     report.write_report(runs_dir, tmp_path / "REPORT.md", tmp_path / "figures")
     for fold, results in enumerate(folds):
-        scored = report.native_scores(runs_dir / "unet-bce_dice" / f"fold-{fold}")
+        scored = native_scores(runs_dir / "unet-bce_dice" / f"fold-{fold}")
         assert sorted(scored) == sorted(results["validation_patients"])
     text = (tmp_path / "REPORT.md").read_text()
     assert "| unet-bce_dice | 2 of 2 |" in text and "| 8 |" in text  # 8 patients at 256x256, pooled
@@ -509,10 +515,11 @@ def test_runs_trained_on_another_machine_are_scored_on_the_data_here(runs, phant
         path.write_text(path.read_text().replace(json.dumps(str(phantom_dir))[1:-1], "/root/lgg/kaggle_3m"))
         shutil.rmtree(moved / "unet-bce_dice" / f"fold-{fold}" / "predictions", ignore_errors=True)
     with pytest.raises(Exception, match="/root/lgg/kaggle_3m"):
-        report.write_report(moved, tmp_path / "R.md", tmp_path / "f")
-    report.write_report(moved, tmp_path / "R.md", tmp_path / "f", data_path=str(phantom_dir))
+        score_runs.score(moved)
+    assert len(score_runs.score(moved, data_path=str(phantom_dir))) == len(folds)
+    assert score_runs.score(moved, data_path=str(phantom_dir)) == []  # scored already: skipped
     for fold, results in enumerate(folds):
-        scored = report.native_scores(moved / "unet-bce_dice" / f"fold-{fold}")
+        scored = native_scores(moved / "unet-bce_dice" / f"fold-{fold}")
         assert sorted(scored) == sorted(results["validation_patients"])
         here = inference.run(weights=str(runs_dir / "unet-bce_dice" / f"fold-{fold}" / "weights" / "unet.pt"),
                              data_path=str(phantom_dir), patients=results["validation_patients"], cache_dir=None,

@@ -1,4 +1,5 @@
-"""Copy the small result files of finished runs into the repository, where report.py reads them without weights.
+"""Copy the small result files of finished runs into the repository, where report.py reads them without weights
+(tools/score_runs.py has scored them).
 
     python -m tools.collect_runs RUNS DESTINATION
 
@@ -13,7 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-import report
+from runs import load_runs
 
 PREDICTIONS = ("metrics.csv", "metrics-summary.csv", "dsc.png", "examples.png")
 
@@ -27,7 +28,7 @@ def log_tail(log, lines=100):
 def collect(runs_dir, destination):
     """Copy the finished runs' small files; returns the run folders written under destination."""
     written = []
-    for run in report.load_runs(runs_dir):
+    for run in load_runs(runs_dir):
         if not run.finished:
             continue
         relative = run.folder.relative_to(runs_dir)

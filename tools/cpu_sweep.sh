@@ -5,7 +5,7 @@
 #
 # Protocol: the full kaggle_3m at DATA, 64 px, 12 epochs, batch 16, seed 42, the slices held in memory with
 # batch augmentation (data_pipeline=device, workers=0: 1.21x the loader path on 2 cores), model selection on
-# validation DSC as the reference. Scores at the original 256x256 geometry come from report.py's inference.
+# validation DSC as the reference. Scores at the original 256x256 geometry come from tools/score_runs.py.
 #   folds: patient-level 5-fold cross-validation of the reference recipe, the modern recipe, the fast recipe and
 #          the modern one with sequence dropout, fold by fold (every recipe on fold k before fold k + 1);
 #   split: the reference split, one question a row: the fast recipe (its own sizes and epochs: 64 then 128 px,

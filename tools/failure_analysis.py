@@ -3,8 +3,8 @@
     python -m tools.failure_analysis DATA LABEL=RUNS/EXPERIMENT [LABEL=RUNS/EXPERIMENT ...] \\
         [--picture results/failures.png] [--out results/failure-analysis-cpu.md]
 
-Each LABEL=RUNS/EXPERIMENT is a recipe's k-fold runs (RUNS/EXPERIMENT/fold-<k>/), scored by report.py's
-inference (predictions/metrics.csv). For every patient below the threshold in any recipe it gives the tumour's
+Each LABEL=RUNS/EXPERIMENT is a recipe's k-fold runs (RUNS/EXPERIMENT/fold-<k>/), scored by
+tools/score_runs.py (predictions/metrics.csv). For every patient below the threshold in any recipe it gives the tumour's
 size (voxels at the original geometry and its quartile among all scored patients), the sequences the dataset
 filled with the FLAIR, and per recipe the DSC, the DSC without the 3-D largest component, precision, recall,
 the predicted components and where the prediction went (DIAGNOSES). The picture shows each such patient's
@@ -22,6 +22,7 @@ import numpy as np
 
 import dataset
 import report
+from runs import load_runs, metrics_rows
 from tools.missing_sequences import missing_sequences
 
 FAILED = 0.5
@@ -47,11 +48,11 @@ def diagnose(row):
 
 def recipe_rows(folder):
     """{patient: metrics row with floats} over every fold of folder (RUNS/EXPERIMENT), and the folds' runs."""
-    runs = [run for run in report.load_runs(Path(folder).parent) if run.name == Path(folder).name and run.fold
+    runs = [run for run in load_runs(Path(folder).parent) if run.name == Path(folder).name and run.fold
             is not None]
     rows = {}
     for run in runs:
-        for row in report.metrics_rows(run.folder):
+        for row in metrics_rows(run.folder):
             # runs scored before a column existed (dsc_without_lcc, components) have nan there
             rows[row["patient"]] = dict(row, fold=run.fold, **{key: float(row.get(key) or "nan") for key in NUMERIC})
     return rows, runs
@@ -185,7 +186,7 @@ def main(argv=None):
             parser.error(f"{item!r}: give LABEL=RUNS/EXPERIMENT")
         recipes[label], runs[label] = recipe_rows(folder)
         if not recipes[label]:
-            parser.error(f"{folder}: no fold with predictions/metrics.csv (run report.py's inference first)")
+            parser.error(f"{folder}: no fold with predictions/metrics.csv (run python -m tools.score_runs first)")
     failed = failures(recipes)
     patients = dataset.list_patients(args.data)
     missing = {patient: missing_sequences(patients[patient]) for patient in failed}

@@ -14,9 +14,10 @@
 #   bash tools/gpu_session.sh bench            speed benchmarks at 256 px (data paths, with torch.compile too;
 #                                              epoch end), their text into $OUT
 #   bash tools/gpu_session.sh train ARGS...    experiments.py ARGS on the real data, stopped in time, then collect
-#   bash tools/gpu_session.sh report           report.py (with inference, HD95) over the runs, then collect (1 min)
-# Seen on an H100 (results/gpu-session-2026-11-23.md): a U-Net run of 100 epochs at 256 px takes about 6 minutes
-# alone, two at once about 10. A session's 15 minutes of device time (since 2026-11-30) hold the five chunks,
+#   bash tools/gpu_session.sh report           tools/score_runs.py (inference, HD95), report.py, then collect (1 min)
+# Seen: two U-Net runs of 100 epochs at 256 px sharing an H100 trained about 10 minutes each
+# (results/gpu-session-2026-11-23.md); one 5-fold fold alone on an H200 455 s, its epoch ends trailing the GPU
+# (results/gpu-session-2026-11-30.md). A session's 15 minutes of device time (since 2026-11-30) hold the chunks,
 # unpacking and one such run alone: join the last receive, unpack and train in one call.
 # A run unfinished when the machine goes back is lost with it (its checkpoint stays there): plan runs that end
 # within the session, and the report step before the device time runs out.
@@ -24,7 +25,7 @@
 #               (<run>.unet-fp16.pt), train.log, the benchmarks' text.
 # Here:         tar -xJf <files_at>/runs.tar.xz -C /tmp/back && cp -r /tmp/back/runs/. results/real-data-gpu/runs/
 #               python report.py --runs-dir results/real-data-gpu/runs --figures-dir results/real-data-gpu/figures \
-#                   --runs-dir results/real-data-cpu/runs --figures-dir results/real-data-cpu/figures --no-inference
+#                   --runs-dir results/real-data-cpu/runs --figures-dir results/real-data-cpu/figures
 #               (REPORT.md: a section per protocol), then commit results/real-data-gpu and REPORT.md
 # Settings (environment): STORE (/root/lgg), INCOMING (lgg-packed), CACHE (data/cache), LIMIT (540 s), OUT,
 #                         PYTHON (the interpreter: python, else python3), SOURCE_COMMIT (the commit sent).
@@ -41,7 +42,7 @@ OUT=${OUT:-$STORE/out}
 PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 case "${1:-}" in
   receive | unpack | bench | train | report | collect) ;;
-  *) sed -n '2,31p' "$0"; exit 2 ;;
+  *) sed -n '2,32p' "$0"; exit 2 ;;
 esac
 mkdir -p "$STORE/packed" "$RUNS" "$OUT"
 if [ -z "${SOURCE_COMMIT:-}" ]; then
@@ -106,6 +107,7 @@ case "$step" in
     fi
     ;;
   report)
+    "$PYTHON" -m tools.score_runs "$RUNS" --data-path "$DATA"
     "$PYTHON" report.py --runs-dir "$RUNS" --out "$STORE/REPORT.md" --figures-dir "$STORE/report"
     collect
     ;;

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from inference import post_process
-from report import paired_comparison
+from comparisons import paired_comparison
 from tools.run_predictions import native_probabilities
 from utils import dsc
 

@@ -4,8 +4,8 @@
         [--baseline unet-bce_dice-fast] [--out results/seed-variance-cpu.md]
 
 Each --seed LABEL=RUNS names a runs folder of one training seed (the same folds: the split's seed is the same).
-Per recipe that has k-fold runs, with the per-patient DSC at the original 256x256 geometry (report.py's
-inference, metrics.csv):
+Per recipe that has k-fold runs, with the per-patient DSC at the original 256x256 geometry (tools/score_runs.py,
+metrics.csv):
 - per seed: the folds run, the pooled mean and median, the sample standard deviation over patients, the
   patients below 0.5, and the pooled last-epoch figure beside the best-epoch one;
 - seed against seed, on the patients both scored: the paired mean difference with its bootstrap interval and
@@ -21,14 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
+import comparisons
 import report
+from runs import load_runs
 
 FAILED = 0.5
 
 
 def recipe_scores(runs_dir):
     """{recipe: cross_validation entry} of a runs folder's k-fold recipes."""
-    return report.cross_validation(report.load_runs(runs_dir))
+    return comparisons.cross_validation(load_runs(runs_dir))
 
 
 def describe(entry):
@@ -42,8 +44,8 @@ def describe(entry):
 
 
 def compare(baseline, other):
-    """report.paired_comparison of two {patient: DSC}, with the mean absolute change; None without overlap."""
-    result = report.paired_comparison(baseline, other)
+    """comparisons.paired_comparison of two {patient: DSC}, with the mean absolute change; None without overlap."""
+    result = comparisons.paired_comparison(baseline, other)
     if result is None:
         return None
     patients = sorted(set(baseline) & set(other))
@@ -126,7 +128,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", action="append", required=True, metavar="LABEL=RUNS",
                         help="a training seed's runs folder; give two or more")
-    parser.add_argument("--baseline", default=report.FAST_RECIPE, help="the recipe the others are paired with")
+    parser.add_argument("--baseline", default=comparisons.FAST_RECIPE, help="the recipe the others are paired with")
     parser.add_argument("--out", help="write the tables here (markdown, with the command and commit)")
     args = parser.parse_args(argv)
     seeds = {}

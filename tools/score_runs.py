@@ -1,0 +1,78 @@
+"""Inference for the finished runs of a runs folder: each with its best weights on its own validation patients
+(a k-fold run's: its fold's), at the original 256x256 geometry, writing predictions/ (metrics.csv, dsc.png) and
+predictions/examples.png (its best, median and worst patient). report.py then reads them; it runs no inference.
+
+    python -m tools.score_runs RUNS [--data-path kaggle_3m] [--device auto] [--again]
+
+--data-path: the kaggle_3m folder here, for runs trained on another machine (their data_dir is that
+machine's). Runs already scored (predictions/metrics.csv) are skipped unless --again.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+
+from runs import load_runs
+
+
+def predict_run(run, device="auto", data_path=None):
+    """Inference with a run's best weights on its own validation patients (a k-fold run's: its fold's); writes
+    run/predictions/. data_path: the kaggle_3m folder here, for a run trained on another machine (its data_dir
+    is that machine's)."""
+    import inference
+
+    params = run.params
+    return inference.run(
+        weights=str(run.folder / "weights" / "unet.pt"), data_path=data_path or run.results["data_dir"],
+        patients=list(run.results["validation_patients"]), cache_dir=params["cache_dir"], tta=params.get("tta", False),
+        predictions_dir=str(run.folder / "predictions"), figure=str(run.folder / "predictions" / "dsc.png"),
+        write_masks=False, device=device, workers=1,
+    )
+
+
+def example_figure(predicted, predictions_dir, path):
+    """Overlays (red prediction, green truth) of the best, median and worst patient, on their most telling slice."""
+    from matplotlib.figure import Figure
+
+    ranked = sorted(predicted["dsc"].items(), key=lambda item: item[1], reverse=True)
+    chosen = {"best": ranked[0], "median": ranked[len(ranked) // 2], "worst": ranked[-1]}
+    figure = Figure(figsize=(12, 4.6))
+    for axes, (label, (patient, value)) in zip(figure.subplots(1, 3), chosen.items()):
+        number = predicted["telling_slice"][patient]
+        axes.imshow(iio.imread(Path(predictions_dir) / f"{patient}_{number}.png"))
+        axes.set_title(f"{label}: {patient}\nDSC {value:.3f}, slice {number}", fontsize="medium")
+        axes.axis("off")
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def score(runs_dir, data_path=None, device="auto", again=False):
+    """Score every finished run with weights under runs_dir (those not scored yet, unless again); returns them."""
+    scored = []
+    for run in load_runs(runs_dir):
+        if not run.finished or not (run.folder / "weights" / "unet.pt").exists():
+            continue
+        if (run.folder / "predictions" / "metrics.csv").exists() and not again:
+            continue
+        predicted = predict_run(run, device, data_path)
+        example_figure(predicted, run.folder / "predictions", run.folder / "predictions" / "examples.png")
+        scored.append(run)
+    return scored
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs_dir")
+    parser.add_argument("--data-path", help="the kaggle_3m folder here (default: each run's own data_dir)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--again", action="store_true", help="score runs that have predictions already too")
+    args = parser.parse_args(argv)
+    scored = score(args.runs_dir, args.data_path, args.device, args.again)
+    print(f"{args.runs_dir}: {len(scored)} run(s) scored" + "".join(f"\n  {run.folder}" for run in scored))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
