@@ -276,6 +276,8 @@ def _train(params, started):
     data_dir, source = dataset.locate_data(params["data_path"])
     device = runtime.resolve_device(params["device"])
     speed = runtime.SpeedOptions(params, device)
+    if speed.hint:
+        print(speed.hint)
     runtime.seed_everything(parameters.training_seed(params), params["deterministic"])
     logs_dir = Path(params["logs_dir"])
     checkpoint_path = logs_dir / CHECKPOINT_NAME

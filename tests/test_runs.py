@@ -4,6 +4,7 @@ import os
 import time
 
 import pytest
+import torch
 
 import checkpoint
 import runs
@@ -136,3 +137,13 @@ def test_tensorboard_names_each_overlay_and_holds_the_runs_settings(phantom_dir,
     hparams = events.PluginTagToContent("hparams")
     settings = hparams["_hparams_/session_start_info"]  # the run's parameters, by name and value
     assert b"run_name" in settings and b"\n\x04loss\x12\x06\x1a\x04dice" in settings
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_stays_float32_on_a_cpu_and_says_when_bf16_would_pay(native, monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    speed = runtime.SpeedOptions(dict(train.DEFAULTS), torch.device("cpu"))
+    assert speed.amp_dtype is None and not speed.channels_last  # float32, as the CPU protocol's runs
+    assert (speed.hint is not None and 'amp="bf16"' in speed.hint) == native
+    asked = runtime.SpeedOptions(dict(train.DEFAULTS, amp="bf16", channels_last=True), torch.device("cpu"))
+    assert asked.amp_dtype == torch.bfloat16 and asked.hint is None
