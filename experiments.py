@@ -98,7 +98,7 @@ def run_dir(runs_dir, name, folds=0, fold=0):
     return folder / f"fold-{fold}" if folds and folds > 1 else folder
 
 
-def parameters(name, out_dir, data_path=None, overrides=None, folds=0, fold=0):
+def run_parameters(name, out_dir, data_path=None, overrides=None, folds=0, fold=0):
     """The train.ipynb parameters of a run: the recipe, then overrides, then where it writes."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; python experiments.py --list shows them")
@@ -143,7 +143,7 @@ def run(name, runs_dir="runs", data_path=None, overrides=None, folds=0, fold=0, 
     import train
 
     out_dir = run_dir(runs_dir, name, folds, fold)
-    params = parameters(name, out_dir, data_path, overrides, folds, fold)
+    params = run_parameters(name, out_dir, data_path, overrides, folds, fold)
     epochs = params.get("epochs", train.DEFAULTS["epochs"])
     if finished(out_dir, epochs):
         print(f"{out_dir}: done already, skipped")

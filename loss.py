@@ -1,7 +1,7 @@
 """Segmentation losses.
 
 DiceLoss is the reference's, on probabilities. The losses of build_loss take
-logits (the networks' logits()), which keeps BCE and focal numerically safe
+logits (what every network's forward returns), which keeps BCE and focal numerically safe
 under mixed precision; the overlap losses apply the sigmoid themselves.
 Sums run over the whole batch, as the reference's Dice, except the Lovasz
 hinge, which is averaged per image (Berman et al. 2018).

@@ -4,6 +4,10 @@ import math
 
 import torch
 
+# the names parameters.py accepts and documents
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "poly")
+
 
 def build_optimizer(parameters, params):
     name, lr, decay = params["optimizer"], params["lr"], params["weight_decay"]
@@ -13,13 +17,13 @@ def build_optimizer(parameters, params):
         return torch.optim.AdamW(parameters, lr=lr, weight_decay=decay)
     if name == "sgd":
         return torch.optim.SGD(parameters, lr=lr, momentum=params["momentum"], nesterov=True, weight_decay=decay)
-    raise ValueError(f"optimizer must be 'adam', 'adamw' or 'sgd', not {name!r}")
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {name!r}")
 
 
 def lr_factor(step, total_steps, warmup_steps=0, schedule="constant"):
     """The multiplier of the base learning rate at a 0-based optimiser step."""
-    if schedule not in ("constant", "cosine", "poly"):
-        raise ValueError(f"schedule must be 'constant', 'cosine' or 'poly', not {schedule!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))

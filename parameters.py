@@ -14,6 +14,10 @@ import os
 import re
 from pathlib import Path
 
+from loss import LOSSES
+from optimizers import OPTIMIZERS, SCHEDULES
+from unet import MODELS
+
 REPO = Path(__file__).resolve().parent
 CACHE_DIR = "data/cache"
 
@@ -25,18 +29,18 @@ TRAIN = dict(
     progressive_epochs=(0, "... then at image_size; only epochs at image_size can give the best weights"),
     context_slices=(0, "2.5-D input: each slice with this many neighbours on either side as more channels "
                        "(1: 9 channels, slices s-1, s, s+1); 0: the slice alone, the reference"),
-    model=("unet", "unet, attention_unet, resnet34_unet, unet++"),
+    model=("unet", ", ".join(MODELS)),
     model_args=(None, 'more constructor arguments: {"pretrained": True} (resnet34_unet), '
                       '{"deep_supervision": True} (unet++)'),
     init_features=(32, "width of the first level (the ResNet-34 U-Net's decoder)"),
-    loss=("dice", "dice, bce, bce_dice, soft_iou, lovasz, focal, tversky, focal_tversky"),
+    loss=("dice", ", ".join(LOSSES)),
     loss_args=(None, 'e.g. {"alpha": 0.3, "beta": 0.7} for tversky'),
     deep_supervision_weights=(None, "weights of the unet++ heads; None: equal"),
-    optimizer=("adam", "adam, adamw, sgd (Nesterov momentum)"),
+    optimizer=("adam", ", ".join(OPTIMIZERS) + " (sgd: Nesterov momentum)"),
     lr=(1e-4, "learning rate"),
     weight_decay=(0.0, "weight decay"),
     momentum=(0.9, "sgd only"),
-    schedule=("constant", "constant, cosine, poly (power 0.9); stepped every batch"),
+    schedule=("constant", ", ".join(SCHEDULES) + " (poly: power 0.9); stepped every batch"),
     warmup_epochs=(0, "linear warm-up of the learning rate over this many epochs"),
     grad_clip=(None, "max gradient norm; None: no clipping"),
     ema_decay=(0.0, "keep an exponential moving average of the weights (buffers too), updated every step with "
@@ -80,6 +84,11 @@ TRAIN = dict(
     folds=(0, "> 1: patient-level k-fold cross-validation instead of the reference split ..."),
     fold=(0, "... validating on this fold (0 .. folds - 1)"),
 )
+
+# What may differ when a stopped run resumes: where its files are, and how (not what) it computes and draws; any
+# other setting changed is refused with what changed (train.resume)
+RESUMABLE = {"resume", "keep_checkpoint", "data_path", "cache_dir", "runs_dir", "run_name", "weights_dir", "logs_dir",
+             "device", "workers", "threads", "compile", "vis_images", "vis_freq"}
 
 # train.ipynb's own switch, handled by train.prepare()
 TRAIN_NOTEBOOK = dict(
@@ -304,15 +313,11 @@ def check_train(params):
              "use 0 (the reference split) or 2 or more")
     _require(isinstance(fold, int) and (folds == 0 or 0 <= fold < folds), "fold", fold,
              f"use 0 .. {max(folds, 1) - 1}")
-    choices = dict(optimizer=("adam", "adamw", "sgd"), schedule=("constant", "cosine", "poly"),
+    # the names come from the registries that build them
+    choices = dict(optimizer=OPTIMIZERS, schedule=SCHEDULES, model=tuple(MODELS), loss=tuple(LOSSES),
                    data_pipeline=("auto", "reference", "device"), amp=("auto", "bf16", "fp16", "off"))
     for name, allowed in choices.items():
         _require(params[name] in allowed, name, params[name], f"use one of {', '.join(allowed)}")
-    from loss import LOSSES
-    from unet import MODELS
-
-    _require(params["model"] in MODELS, "model", params["model"], f"use one of {', '.join(MODELS)}")
-    _require(params["loss"] in LOSSES, "loss", params["loss"], f"use one of {', '.join(LOSSES)}")
     return params
 
 

@@ -38,10 +38,6 @@ SYNTHETIC_DEMO = dict(image_size=64, epochs=10, batch_size=8, lr=1e-3, loss="bce
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
-# What may differ when a run resumes: where its files are, and how (not what) it computes and draws.
-RESUMABLE_CHANGES = {"resume", "keep_checkpoint", "data_path", "cache_dir", "runs_dir", "run_name", "weights_dir",
-                     "logs_dir", "device", "workers", "threads", "compile", "vis_images", "vis_freq"}
-
 
 def prepare(synthetic_demo=True, **overrides):
     """Resolve the data folder; on the synthetic default, apply SYNTHETIC_DEMO if asked.
@@ -204,7 +200,7 @@ def refuse_other_settings(saved_results, results, where):
     now = dict(results["params"], validation_patients=results["validation_patients"])
     # a setting newer than the checkpoint had its default then: new settings default to what the code did before
     before = {name: before.get(name, DEFAULTS.get(name)) for name in now}
-    changed = [name for name in now if name not in RESUMABLE_CHANGES and before[name] != now[name]]
+    changed = [name for name in now if name not in parameters.RESUMABLE and before[name] != now[name]]
     if changed:
         raise parameters.ParameterError(
             f"{where}: cannot resume with other settings: "

@@ -21,7 +21,7 @@ TINY = dict(image_size=32, init_features=4, batch_size=4, workers=0, validation_
 
 
 def test_parameters_are_the_recipe_then_overrides_then_the_run_folder(tmp_path):
-    params = experiments.parameters("resnet34_unet-bce_dice-adamw-cosine-tta", tmp_path / "run", "data",
+    params = experiments.run_parameters("resnet34_unet-bce_dice-adamw-cosine-tta", tmp_path / "run", "data",
                                     dict(epochs=8, lr=5e-4), folds=5, fold=2)
     assert params["model"] == "resnet34_unet" and params["model_args"] == {"pretrained": True}
     assert params["loss"] == "bce_dice" and params["optimizer"] == "adamw" and params["tta"] is True
@@ -31,14 +31,14 @@ def test_parameters_are_the_recipe_then_overrides_then_the_run_folder(tmp_path):
     assert params["logs_dir"] == str((tmp_path / "run" / "logs").resolve())
     assert (params["folds"], params["fold"], params["resume"], params["synthetic_demo"]) == (5, 2, True, False)
     assert params["data_path"].endswith("/data")
-    assert experiments.parameters("unet-dice", tmp_path, overrides=dict(epochs=100))["data_path"] is None
-    assert "warmup_epochs" not in experiments.parameters("unet-dice", tmp_path, overrides=dict(epochs=8))
+    assert experiments.run_parameters("unet-dice", tmp_path, overrides=dict(epochs=100))["data_path"] is None
+    assert "warmup_epochs" not in experiments.run_parameters("unet-dice", tmp_path, overrides=dict(epochs=8))
     with pytest.raises(ValueError, match="unknown experiment 'unet-dise'; python experiments.py --list"):
-        experiments.parameters("unet-dise", tmp_path)
+        experiments.run_parameters("unet-dise", tmp_path)
 
 
 def test_the_fast_recipe_keeps_its_own_epochs_and_sizes_and_says_so(tmp_path, capsys):
-    params = experiments.parameters("unet-bce_dice-fast", tmp_path, overrides=dict(epochs=12, image_size=64,
+    params = experiments.run_parameters("unet-bce_dice-fast", tmp_path, overrides=dict(epochs=12, image_size=64,
                                                                                      batch_size=16))
     assert (params["epochs"], params["image_size"], params["progressive_size"], params["progressive_epochs"]) == \
         (14, 128, 64, 10)
@@ -198,7 +198,7 @@ def test_model_column_names_width_imagenet_and_deep_supervision():
     assert report.describe_model(dict(model="unet", init_features=32)) == "unet"
     assert report.describe_model(dict(model="unet", init_features=64)) == "unet (64 features)"
     assert report.describe_model(dict(model="unet++", model_args={"deep_supervision": True})) == "unet++ (deep sup.)"
-    assert report.describe_model(experiments.parameters("unet-bce_dice-fast-context", "runs/x")) == \
+    assert report.describe_model(experiments.run_parameters("unet-bce_dice-fast-context", "runs/x")) == \
         "unet (2.5-D, ±1 slices)"
     resnet = dict(model="resnet34_unet", model_args={"pretrained": True})
     assert report.describe_model(resnet) == "resnet34_unet (ImageNet asked)"  # a run from before it was recorded
@@ -468,18 +468,18 @@ def test_the_report_scores_each_fold_model_on_its_own_fold_at_the_original_geome
 
 
 def test_progressive_runs_show_both_sizes_and_bf16_in_the_table():
-    fast = experiments.parameters("unet-bce_dice-fast", "runs/x")
+    fast = experiments.run_parameters("unet-bce_dice-fast", "runs/x")
     assert report.describe_size(fast) == "64 -> 128 (10 + 4 epochs)"
     assert report.describe_size(dict(image_size=64)) == 64
     assert report.describe_optimiser(fast) == "adamw 0.001, wd 0.0001, bf16"
-    ema = experiments.parameters("unet-bce_dice-fast-ema", "runs/x")
+    ema = experiments.run_parameters("unet-bce_dice-fast-ema", "runs/x")
     assert report.describe_optimiser(ema) == "adamw 0.001, wd 0.0001, bf16, weights EMA 0.998"
-    assert report.describe_size(experiments.parameters("unet-bce_dice-fast256", "runs/x")) == \
+    assert report.describe_size(experiments.run_parameters("unet-bce_dice-fast256", "runs/x")) == \
         "64 -> 256 (10 + 2 epochs)"
 
 
 def test_the_schedule_column_names_tta_and_sequence_dropout():
-    assert report.describe_schedule(experiments.parameters("unet-bce_dice-adamw-cosine-seqdrop", "runs/x",
+    assert report.describe_schedule(experiments.run_parameters("unet-bce_dice-adamw-cosine-seqdrop", "runs/x",
                                                            overrides=dict(epochs=100))) == \
         "cosine, warm-up 3, clip 1, sequence dropout 0.2"
     assert report.describe_schedule(dict(schedule="constant", tta=True)) == "constant, flip TTA"

@@ -112,3 +112,10 @@ def test_validation_cases_that_leave_no_training_patient_are_refused_before_an_e
 def test_impossible_inference_parameters_are_refused_before_the_weights_are_read(name, value, message, tmp_path):
     with pytest.raises(parameters.ParameterError, match=message):
         inference.run(weights=str(tmp_path / "not-read.pt"), **{name: value})
+
+
+def test_the_settings_a_run_may_resume_with_changed_are_settings_and_none_changes_what_it_computes():
+    assert parameters.RESUMABLE <= set(parameters.TRAIN)
+    # what trains (the model, loss, optimiser, data, seeds, sizes) is never among them
+    assert not parameters.RESUMABLE & {"model", "loss", "optimizer", "lr", "image_size", "epochs", "seed",
+                                       "training_seed", "folds", "fold", "amp", "ema_decay", "context_slices"}
