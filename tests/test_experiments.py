@@ -73,6 +73,7 @@ def runs(phantom_dir, tmp_path_factory):
     return runs_dir, notebook_run, folds
 
 
+@pytest.mark.slow
 def test_a_run_leaves_its_notebook_results_and_weights(runs):
     runs_dir, results, _ = runs
     folder = runs_dir / "attention_unet-dice"
@@ -85,6 +86,7 @@ def test_a_run_leaves_its_notebook_results_and_weights(runs):
     assert "Best validation mean DSC" in notebook  # the executed notebook keeps its outputs
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_skipped(runs, phantom_dir, capsys):
     runs_dir, results, _ = runs
     again = experiments.run("attention_unet-dice", runs_dir, phantom_dir, dict(TINY, cache_dir=str(runs_dir / "c")))
@@ -92,12 +94,14 @@ def test_a_finished_run_is_skipped(runs, phantom_dir, capsys):
     assert again["best_val_dsc"] == results["best_val_dsc"]
 
 
+@pytest.mark.slow
 def test_folds_validate_on_disjoint_patients(runs):
     _, _, folds = runs
     first, second = (set(fold["validation_patients"]) for fold in folds)
     assert not first & second and len(first | second) == 8
 
 
+@pytest.mark.slow
 def test_a_fold_model_is_scored_on_its_own_fold_and_names_the_patients_it_trained_on(runs, phantom_dir, tmp_path,
                                                                                      capsys):
     import inference
@@ -180,6 +184,7 @@ def test_a_failing_recipe_does_not_stop_the_others(monkeypatch, capsys):
     assert "stopped; every run keeps its last finished epoch: the same command resumes them" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_jobs_run_side_by_side_in_their_own_processes(phantom_dir, tmp_path, capsys):
     runs_dir = tmp_path / "runs"
     settings = dict(TINY, cache_dir=str(tmp_path / "cache"), epochs=1)
@@ -228,6 +233,7 @@ def test_cross_validation_pools_patients_at_each_folds_best_epoch(tmp_path):
     assert entry["last_native_mean"] is None  # these runs did not score their epochs at 256x256
 
 
+@pytest.mark.slow
 def test_report_from_the_runs_keeps_the_hand_written_analysis(runs, tmp_path):
     runs_dir, results, folds = runs
     out, figures = tmp_path / "REPORT.md", tmp_path / "figures"
@@ -456,6 +462,7 @@ def test_the_report_shows_what_the_largest_connected_component_changed(tmp_path)
     assert "## What the 3-D largest connected component does" not in text
 
 
+@pytest.mark.slow
 def test_the_report_scores_each_fold_model_on_its_own_fold_at_the_original_geometry(runs, tmp_path):
     runs_dir, _, folds = runs
     score_runs.score(runs_dir)
@@ -506,6 +513,7 @@ def test_a_training_seed_changes_the_run_but_not_its_folds(phantom_dir, tmp_path
     assert history("split", seed=7)[0] != patients  # while seed alone moves the folds too
 
 
+@pytest.mark.slow
 def test_runs_trained_on_another_machine_are_scored_on_the_data_here(runs, phantom_dir, tmp_path):
     runs_dir, _, folds = runs
     moved = tmp_path / "moved"

@@ -1,5 +1,6 @@
 """tools/gpu_session.sh, step by step, on phantom data and a CPU: what a GPU session will run."""
 
+import pytest
 import json
 import os
 import subprocess
@@ -26,6 +27,7 @@ def test_usage_without_a_step():
     assert finished.stdout.rstrip().endswith("(a training stopped at LIMIT is no failure: rerun to resume).")
 
 
+@pytest.mark.slow
 def test_receive_unpack_train_report_and_collect(phantom_dir, tmp_path):
     store, out, incoming = tmp_path / "store", tmp_path / "out", tmp_path / "incoming"
     env = dict(os.environ, STORE=str(store), OUT=str(out), INCOMING=str(incoming), CACHE=str(tmp_path / "cache"))
@@ -59,6 +61,7 @@ def test_receive_unpack_train_report_and_collect(phantom_dir, tmp_path):
     assert not [name for name in names if name.endswith(".pt") or "tfevents" in name]  # small files only
 
 
+@pytest.mark.slow
 def test_train_stopped_at_its_time_limit_says_how_to_go_on(phantom_dir, tmp_path):
     store = tmp_path / "store"
     (store / "kaggle_3m").parent.mkdir(parents=True)
@@ -70,6 +73,7 @@ def test_train_stopped_at_its_time_limit_says_how_to_go_on(phantom_dir, tmp_path
     assert (tmp_path / "out" / "runs.tar.xz").exists()
 
 
+@pytest.mark.slow
 def test_a_failed_training_fails_the_step_after_collecting(phantom_dir, tmp_path):
     store = tmp_path / "store"
     (store / "kaggle_3m").parent.mkdir(parents=True)

@@ -186,6 +186,7 @@ def test_k_fold_training_validates_on_its_fold(phantom_dir, tmp_path):
     assert results["split"] == "patient-level 4-fold cross-validation, fold 1, seed 42"
 
 
+@pytest.mark.slow
 def test_resnet34_request_without_imagenet_file_says_random_init(phantom_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no cached torchvision weights there
     results = train.train(
@@ -199,6 +200,7 @@ def test_resnet34_request_without_imagenet_file_says_random_init(phantom_dir, tm
     assert isinstance(model, ResNet34UNet) and "pretrained" not in metadata["model_args"]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_reports_how_its_first_start_initialised_the_encoder(phantom_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no cached torchvision weights there
     settings = dict(data_path=str(phantom_dir), weights_dir=str(tmp_path / "w"), logs_dir=str(tmp_path / "l"),

@@ -175,6 +175,7 @@ def run_folders(tmp_path):
     return dict(weights_dir=str(tmp_path / "w"), logs_dir=str(tmp_path / "l"), cache_dir=str(tmp_path / "c"))
 
 
+@pytest.mark.slow
 def test_resume_without_a_checkpoint_never_overwrites_best_weights(phantom_dir, tmp_path, capsys):
     folders = run_folders(tmp_path)
     train.train(data_path=str(phantom_dir), **folders, **TINY)
@@ -349,6 +350,7 @@ def trained_run(phantom_dir, tmp_path):
     return tmp_path / "runs" / "mine" / "weights" / "unet.pt"
 
 
+@pytest.mark.slow
 def test_inference_on_other_data_writes_beside_the_runs_own_predictions(phantom_dir, tmp_path):
     weights = trained_run(phantom_dir, tmp_path)
     own = inference.run(weights=str(weights), data_path=str(phantom_dir), cache_dir=None, workers=0)

@@ -1,5 +1,6 @@
 """Lossless packing of a kaggle_3m folder into chunks, and back."""
 
+import pytest
 import numpy as np
 import tifffile
 
@@ -8,6 +9,7 @@ from conftest import write_patient
 from tools import pack_data
 
 
+@pytest.mark.slow
 def test_pack_and_unpack_give_back_the_same_files_and_pixels(phantom_dir, tmp_path):
     chunks = pack_data.pack(phantom_dir, tmp_path / "packed", chunk_mib=0.25)
     assert len(chunks) > 1

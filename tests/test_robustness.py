@@ -210,6 +210,7 @@ train.train(data_path=sys.argv[1], epochs=6, logs_dir=sys.argv[2], weights_dir=s
 """  # threads fixed: "auto" follows the machine's load, and two runs with other thread counts differ in the 7th digit
 
 
+@pytest.mark.slow
 def test_training_killed_mid_epoch_resumes_to_the_same_result(phantom_dir, tmp_path):
     def run(logs, kill_after_epoch=None):
         command = [sys.executable, "-c", KILLABLE, str(phantom_dir), str(logs), str(tmp_path / "cache")]

@@ -37,6 +37,7 @@ def test_torch_hub_builds_the_shipped_model_and_an_untrained_one():
 
 
 @pytest.mark.skipif(not SAMPLE_DIR.is_dir(), reason="real LGG sample not present")
+@pytest.mark.slow
 def test_inference_without_a_run_uses_them_and_scores_what_the_model_card_cites(tmp_path, monkeypatch):
     patient = "TCGA_EZ_7264_20010816"  # one of the 22 patients the shipped model was validated on
     monkeypatch.chdir(tmp_path)  # no runs/ here: inference falls back on the shipped weights

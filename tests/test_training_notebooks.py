@@ -91,6 +91,7 @@ def test_synthetic_demo_settings_apply_only_on_the_synthetic_default(phantom_dir
     assert params["epochs"] == 7
 
 
+@pytest.mark.slow
 def test_the_synthetic_demo_shows_learning(tmp_path):
     """What a newcomer runs first: the phantom default at SYNTHETIC_DEMO. Its validation DSC must rise over the
     epochs (the phantom's lesion is faint and has FLAIR-bright decoys, so it is not learnt in ten steps)."""
@@ -117,6 +118,7 @@ def run_notebook(name, cwd, parameters):
         os.environ["PYTHONPATH"] = env_path
 
 
+@pytest.mark.slow
 def test_a_misspelt_notebook_parameter_stops_the_notebook_before_any_work(tmp_path):
     import papermill
 
@@ -126,6 +128,7 @@ def test_a_misspelt_notebook_parameter_stops_the_notebook_before_any_work(tmp_pa
         run_notebook("inference.ipynb", tmp_path, dict(treshold=0.3))
 
 
+@pytest.mark.slow
 def test_notebooks_run_end_to_end_each_run_in_its_own_folder(phantom_dir, tmp_path):
     common = dict(data_path=str(phantom_dir), workers=0, validation_cases=3)
     tiny = dict(common, synthetic_demo=False, image_size=32, init_features=4, epochs=2, batch_size=4, vis_freq=1,
@@ -151,6 +154,7 @@ def test_notebooks_run_end_to_end_each_run_in_its_own_folder(phantom_dir, tmp_pa
     assert (predictions / "metrics.csv").exists() and not (first / "predictions").exists()
 
 
+@pytest.mark.slow
 def test_inference_notebook_runs_on_patients_without_masks(phantom_dir, tmp_path):
     checkpoint.save_weights(UNet(init_features=4), tmp_path / "weights" / "unet.pt", 32, dict(init_features=4))
     new = tmp_path / "new" / "TCGA_SY_0003_20000101"
