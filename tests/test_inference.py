@@ -139,9 +139,30 @@ def test_metrics_summary_hand_computed(tmp_path):
         assert [row["hd95"] for row in csv.DictReader(handle)] == ["", ""]  # empty, not "nan"
 
 
-def test_run_with_masks_writes_metrics_figure_masks_and_gifs(phantom_dir, weights, tmp_path):
+def saturated(model, logit):
+    """model with every parameter 0 and its output layers' biases at logit: it predicts sigmoid(logit) everywhere,
+    whatever the network (the zero weights and batch norm pass nothing on)."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d) and module.out_channels == 1:
+                module.bias.fill_(logit)
+    return model
+
+
+def crop_box_voxels(slice_files):
+    """The voxels of the box the preprocessing crops out of a patient (what a prediction of everything covers)."""
+    image, _ = dataset.read_patient(slice_files)
+    z, y, x = dataset.crop_bounds(image)
+    return (z.stop - z.start) * (y.stop - y.start) * (x.stop - x.start)
+
+
+def test_run_with_masks_writes_metrics_figure_masks_and_gifs(phantom_dir, tmp_path):
+    weights = tmp_path / "everything.pt"
+    checkpoint.save_weights(saturated(UNet(init_features=4), 20.0), weights, 32, dict(init_features=4))
     out = inference.run(weights=weights, data_path=phantom_dir, validation_cases=3, workers=0, cache_dir=None,
-                        predictions_dir=tmp_path / "p", figure=tmp_path / "dsc.png", threshold=0.0, lcc=False)
+                        predictions_dir=tmp_path / "p", figure=tmp_path / "dsc.png")
     assert out["patients"] == ["TCGA_SY_0002_20000101", "TCGA_SY_0001_20000101", "TCGA_SY_0006_20000101"]
     with open(tmp_path / "p" / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -150,9 +171,12 @@ def test_run_with_masks_writes_metrics_figure_masks_and_gifs(phantom_dir, weight
     with open(tmp_path / "p" / "metrics-summary.csv") as handle:
         summary = {row["statistic"]: row for row in csv.DictReader(handle)}
     assert float(summary["mean"]["dsc"]) == pytest.approx(np.mean([float(row["dsc"]) for row in rows]), abs=1e-6)
-    # threshold 0 predicts everything inside the crop: recall 1
+    # a model that predicts everything: at the original geometry that is the preprocessing's crop box, back where
+    # it came from, so every tumour voxel is found and the box is what is predicted
+    files = dataset.list_patients(phantom_dir)
     assert all(float(row["recall"]) == 1.0 for row in rows)
-    truth = dataset.original_truth(dataset.list_patients(phantom_dir)["TCGA_SY_0002_20000101"])
+    assert [int(row["predicted_voxels"]) for row in rows] == [crop_box_voxels(files[p]) for p in out["patients"]]
+    truth = dataset.original_truth(files["TCGA_SY_0002_20000101"])
     assert int(rows[0]["true_voxels"]) == truth.sum()
     assert (tmp_path / "dsc.png").exists() and len(out["gifs"]) == 3
     assert len(list((tmp_path / "p" / "masks" / "TCGA_SY_0001_20000101").glob("*_mask.tif"))) == 8
@@ -177,19 +201,24 @@ def test_run_without_masks_segments_every_patient(phantom_dir, weights, tmp_path
 
 @pytest.mark.parametrize("name", ["attention_unet", "resnet34_unet", "unet++"])
 def test_run_with_weights_of_every_network(name, phantom_dir, tmp_path):
-    path = tmp_path / f"{name}.pt"
-    checkpoint.save_weights(build_model(name, init_features=4), path, 32, dict(init_features=4), name)
-    out = inference.run(weights=path, data_path=phantom_dir, validation_cases=3, workers=0, cache_dir=None,
-                        predictions_dir=tmp_path / "p", figure=tmp_path / "dsc.png", threshold=0.0, lcc=False,
-                        write_masks=False)
-    assert len(out["metrics"]) == 3 and all(row["recall"] == 1.0 for row in out["metrics"])
+    # each network's output (unet++: four heads, averaged) reaches the masks: everything, then nothing
+    args = dict(init_features=4, deep_supervision=True) if name == "unet++" else dict(init_features=4)
+    scores = {}
+    for logit in (20.0, -20.0):
+        path = tmp_path / f"{name}{logit}.pt"
+        checkpoint.save_weights(saturated(build_model(name, **args), logit), path, 32, args, name)
+        out = inference.run(weights=path, data_path=phantom_dir, validation_cases=3, workers=0, cache_dir=None,
+                            predictions_dir=tmp_path / f"p{logit}", figure=tmp_path / "dsc.png", write_masks=False)
+        scores[logit] = out["metrics"]
+    assert len(scores[20.0]) == 3 and all(row["recall"] == 1.0 for row in scores[20.0])
+    assert all(row["predicted_voxels"] == 0 and row["dsc"] == 0.0 for row in scores[-20.0])
     data = dataset.BrainSegmentationDataset(phantom_dir, subset="validation", validation_cases=3, image_size=32,
                                             random_sampling=False, cache_dir=None, progress=False)
     for patient in data.patients:
         # the dataset's number of the slice with the most tumour, at the original geometry
         truth = dataset.original_truth(data.files[patient])
         number = data.files[patient][int(np.argmax(truth.sum(axis=(1, 2))))][0]
-        assert out["telling_slice"][patient] == number and (tmp_path / "p" / f"{patient}_{number}.png").exists()
+        assert out["telling_slice"][patient] == number and (tmp_path / "p-20.0" / f"{patient}_{number}.png").exists()
 
 
 def test_a_half_precision_copy_keeps_the_metadata_and_predicts_as_the_float32_weights(weights, tmp_path):

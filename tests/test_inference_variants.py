@@ -72,15 +72,17 @@ def test_other_thresholds_are_scored_against_the_same_variant_at_one_half(tmp_pa
 
 def test_the_folds_of_an_experiment_pool_into_one_row(tmp_path):
     def per_fold(folder, cache_dir, device, tta):
-        patient = dict(zip(("fold-0", "fold-1"), "ab"))[folder.name]
-        yield patient, PREDICTIONS[("r1", tta)], TRUTH
+        patient = dict(zip(("fold-0", "fold-1", "modern"), "abc"))[folder.name]
+        yield patient, PREDICTIONS[("r2" if folder.name == "modern" else "r1", tta)], TRUTH
 
     folders = make_runs(tmp_path, {"modern/fold-0": ["a"], "modern/fold-1": ["b"]})
     scores = inference_variants.score_variants(folders, predict=per_fold)
     assert sorted(scores) == ["modern (folds)", "modern (folds) + flip TTA"]
     assert scores["modern (folds)"] == {"a": 1.0, "b": 1.0}
     # the same experiment's run on the split is a row of its own, not pooled with its folds
-    assert inference_variants.experiment_of(tmp_path / "runs" / "modern") == "modern"
+    split = make_runs(tmp_path / "split", {"modern": ["c"]})
+    scores = inference_variants.score_variants(folders + split, predict=per_fold)
+    assert scores["modern"] == {"c": 0.0} and scores["modern (folds)"] == {"a": 1.0, "b": 1.0}
 
 
 def test_an_ensemble_of_runs_on_other_patients_is_refused(tmp_path, capsys):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from loss import LOSSES, DeepSupervision, DiceLoss, build_loss, lovasz_gradient
+from loss import LOSSES, DiceLoss, build_loss, lovasz_gradient
 
 # Four pixels at logit 0 (probability 0.5), one of them tumour.
 ZERO_LOGITS = torch.zeros(1, 1, 2, 2)
@@ -19,9 +19,12 @@ def loss_of(name, logits=ZERO_LOGITS, truth=ONE_POSITIVE, **kwargs):
 def test_dice_on_logits_is_the_reference_dice_on_probabilities():
     # |P.T| = 0.5, |P| = 2, |T| = 1: 1 - (1 + 1) / (3 + 1)
     assert loss_of("dice") == pytest.approx(0.5)
-    logits = torch.randn(2, 1, 8, 8)
-    truth = (torch.rand(2, 1, 8, 8) > 0.7).float()
-    assert loss_of("dice", logits, truth) == pytest.approx(DiceLoss()(torch.sigmoid(logits), truth).item())
+    # logits ln 3 and -ln 3 are probabilities 3/4 and 1/4: P = (3/4, 1/4, 3/4, 1/4), T = (1, 1, 0, 0):
+    # |P.T| = 1, |P| = 2, |T| = 2, so 1 - (2 + 1) / (4 + 1) = 0.4
+    logits = torch.tensor([1.0, -1.0, 1.0, -1.0]).reshape(1, 1, 2, 2) * math.log(3)
+    truth = torch.tensor([1.0, 1.0, 0.0, 0.0]).reshape(1, 1, 2, 2)
+    assert loss_of("dice", logits, truth) == pytest.approx(0.4)
+    assert DiceLoss()(torch.sigmoid(logits), truth).item() == pytest.approx(0.4)  # the reference's, on probabilities
 
 
 def test_bce_and_bce_dice():
@@ -103,7 +106,6 @@ def test_deep_supervision_weights_the_heads():
     assert weighted([a, b], truth).item() == pytest.approx((la + 3 * lb) / 4)
     with pytest.raises(ValueError, match="2 deep supervision weights for 3 outputs"):
         weighted([a, b, a], truth)
-    assert isinstance(bce, DeepSupervision)
 
 
 def test_losses_reject_unknown_names_and_mismatched_shapes():

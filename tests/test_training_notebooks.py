@@ -78,11 +78,6 @@ def test_training_loss_goes_down_on_the_phantom(phantom_dir, tmp_path):
     assert losses[-1] < losses[0]
 
 
-def test_unknown_parameter_is_an_error():
-    with pytest.raises(TypeError, match="unknown parameter.*epoch_count"):
-        train.train(epoch_count=3)
-
-
 def test_synthetic_demo_settings_apply_only_on_the_synthetic_default(phantom_dir):
     params, message = train.prepare(data_path=phantom_dir, epochs=7)
     assert params["epochs"] == 7 and "yours kept: {'epochs': 7}" in message  # asked for: kept, and said
