@@ -70,6 +70,23 @@ def model_arguments(params, in_channels, out_channels):
     return args, saved
 
 
+def optimizer_step(model, x, y_true, loss_fn, optimizer, scaler, autocast, memory_format, grad_clip=None):
+    """One training step, the one every training and benchmark takes: forward under autocast in memory_format,
+    the loss in float32, backward through the gradient scaler (a no-op unless fp16), clipping, the step.
+    Returns the loss tensor (detached: what was minimised)."""
+    optimizer.zero_grad(set_to_none=True)
+    with autocast():
+        logits = model(x.contiguous(memory_format=memory_format))
+    loss = loss_fn(as_float(logits), y_true)
+    scaler.scale(loss).backward()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
 class Run:
     """The model and what steps it (loss, optimiser, schedule, gradient scaler, batches), saved and restored
     whole at every epoch's end."""
@@ -102,23 +119,14 @@ class Run:
         for x, y_true in tqdm(self.batches.train(epoch), total=self.batches.steps, desc=f"epoch {epoch + 1}",
                               leave=False, unit="batch", disable=not runtime.on_terminal()):
             self.step += 1
-            self.optimizer.zero_grad(set_to_none=True)
-            with self.speed.autocast():
-                logits = self.step_model(x.contiguous(memory_format=self.speed.memory_format))
-            loss = self.loss_fn(as_float(logits), y_true)
-            value = loss.item()
+            value = optimizer_step(self.step_model, x, y_true, self.loss_fn, self.optimizer, self.scaler,
+                                   self.speed.autocast, self.speed.memory_format, self.params["grad_clip"]).item()
             if not np.isfinite(value):
                 raise NonFiniteLoss(
                     f"loss became {value} at epoch {epoch + 1}, step {self.step}; stopped. The last good checkpoint "
                     f"({Path(self.params['logs_dir']) / CHECKPOINT_NAME}) is kept: lower lr, or check the data, "
                     "then resume=True"
                 )
-            self.scaler.scale(loss).backward()
-            if self.params["grad_clip"]:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.params["grad_clip"])
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
             self.scheduler.step()

@@ -15,6 +15,7 @@ import time
 import torch
 
 import runtime
+import train
 from loss import build_loss
 from unet import UNet
 
@@ -36,15 +37,14 @@ class Stepper:
         self.step_model = torch.compile(self.model) if compile_model else self.model
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
         self.loss_fn = build_loss("bce_dice")
+        self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
-    def step(self, x, y):
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            logits = self.step_model(x.contiguous(memory_format=self.memory_format))
-        loss = self.loss_fn(logits.float(), y)
-        loss.backward()
-        self.optimizer.step()
-        return loss.item()
+    def step(self, x, y):  # the training's own step
+        return train.optimizer_step(self.step_model, x, y, self.loss_fn, self.optimizer, self.scaler, self.autocast,
+                                    self.memory_format).item()
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
 
 
 def measure(steppers, batch, steps, rounds, device):

@@ -35,15 +35,15 @@ def time_epoch(model, batches, steps, device, autocast_dtype, memory_format, war
     model.train()
     iterator = iter(batches)
 
-    def one_step():
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+
+    def autocast():
+        return torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
+
+    def one_step():  # the training's own step
         x, y = next(iterator)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        context = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
-        with context:
-            y_pred = model(x.contiguous(memory_format=memory_format))
-        loss_fn(y_pred.float(), y).backward()
-        optimizer.step()
+        train.optimizer_step(model, x, y, loss_fn, optimizer, scaler, autocast, memory_format)
 
     for _ in range(warmup):
         one_step()
