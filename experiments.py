@@ -10,12 +10,15 @@ an interrupted one resumes from its checkpoint.
     python experiments.py --all --data-path kaggle_3m --epochs 50
     python experiments.py unet-bce_dice-adamw-cosine-tta --folds 5 --data-path kaggle_3m
     python experiments.py --all --data-path kaggle_3m --jobs 4 --executor python   # 4 runs at once on one GPU
+    python experiments.py unet-dice --folds 5 --data-path kaggle_3m --gpus 0,1,2,3  # a run per GPU, the rest queued
     python experiments.py --all --synthetic      # the phantom data, small settings: minutes on a CPU
     python report.py                             # then REPORT.md from what the runs left
 """
 
 import argparse
 import json
+import os
+import queue
 import subprocess
 import sys
 import time
@@ -186,8 +189,14 @@ def main(argv=None):
     parser.add_argument("--executor", choices=("papermill", "python"), default="papermill")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at once, each in its own process, sharing the device")
+    parser.add_argument("--gpus", help="comma-separated GPU indices (0,1,2,3): each run on one of them, --jobs runs "
+                                       "per GPU at a time, the others queued in order")
     parser.add_argument("--shared-by", type=int, default=1, help=argparse.SUPPRESS)  # set by --jobs for its children
     args = parser.parse_args(argv)
+    try:
+        gpu_slots(args.gpus, args.jobs)
+    except ValueError as error:
+        parser.error(str(error))
     if args.list:
         for name, recipe in EXPERIMENTS.items():
             print(f"{name:45s} {recipe or '(the reference recipe)'}")
@@ -220,12 +229,36 @@ def main(argv=None):
     return 0
 
 
+def gpu_slots(gpus, jobs):
+    """The places a run can take: each GPU of "0,1" (CUDA_VISIBLE_DEVICES values) jobs times; [None]: the one
+    device."""
+    if not gpus:
+        return [None] * jobs
+    names = [gpu.strip() for gpu in str(gpus).split(",") if gpu.strip()]
+    if not names or not all(name.isdigit() for name in names) or len(set(names)) != len(names):
+        raise ValueError(f"--gpus {gpus!r}: give distinct GPU indices separated by commas, e.g. 0,1,2,3")
+    return [name for _ in range(jobs) for name in names]
+
+
 def run_all(todo, args, overrides):
-    """Run each (name, fold) of todo, args.jobs at a time; returns a line per failed run."""
-    if args.jobs > 1:
+    """Run each (name, fold) of todo, args.jobs at a time on the device (or on each of args.gpus); returns a line
+    per failed run."""
+    slots = gpu_slots(args.gpus, args.jobs)
+    if len(slots) > 1 or args.gpus:
         warm_cache(args.data_path, overrides)
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            failures = [failure for failure in pool.map(lambda item: run_as_process(args, *item), todo) if failure]
+        free = queue.Queue()
+        for slot in slots:
+            free.put(slot)
+
+        def on_a_free_slot(item):
+            slot = free.get()  # the runs start in todo's order as places free up
+            try:
+                return run_as_process(args, *item, gpu=slot)
+            finally:
+                free.put(slot)
+
+        with ThreadPoolExecutor(max_workers=len(slots)) as pool:
+            failures = [failure for failure in pool.map(on_a_free_slot, todo) if failure]
     else:
         failures = []
         for name, fold in todo:
@@ -254,8 +287,9 @@ def warm_cache(data_path, overrides):
     dataset.load_volumes(dataset.list_patients(data_dir), params["image_size"], params["cache_dir"])
 
 
-def run_as_process(args, name, fold):
-    """One run in its own process, sharing the device with args.jobs - 1 others; its output goes to run.log.
+def run_as_process(args, name, fold, gpu=None):
+    """One run in its own process, sharing the device with args.jobs - 1 others (gpu: the only GPU it sees); its
+    output is appended to run.log (a resumed run's earlier segments stay there).
 
     Returns None, or a line saying how it failed.
     """
@@ -273,9 +307,10 @@ def run_as_process(args, name, fold):
     out_dir = run_dir(args.runs_dir, name, args.folds, fold)
     out_dir.mkdir(parents=True, exist_ok=True)
     where = describe(name, args.folds, fold)
-    print(f"started {where}: log in {out_dir / 'run.log'}")
-    with open(out_dir / "run.log", "w") as log:
-        finished_process = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    environment = dict(os.environ, **({} if gpu is None else {"CUDA_VISIBLE_DEVICES": gpu}))
+    print(f"started {where}" + ("" if gpu is None else f" on GPU {gpu}") + f": log in {out_dir / 'run.log'}")
+    with open(out_dir / "run.log", "a") as log:
+        finished_process = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=environment)
     if finished_process.returncode != 0:
         last_line = ((out_dir / "run.log").read_text().strip().splitlines() or [""])[-1]
         failure = f"{where}: exit {finished_process.returncode}: {last_line.removeprefix(where + ': ')}"

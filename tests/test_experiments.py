@@ -2,6 +2,9 @@
 
 import json
 import shutil
+import subprocess
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -191,6 +194,10 @@ def test_jobs_run_side_by_side_in_their_own_processes(phantom_dir, tmp_path, cap
     assert results["shared_by"] == 2 and results["params"]["loss"] == "focal" and len(results["history"]) == 1
     assert "Best validation mean DSC" in (runs_dir / "unet-focal" / "run.log").read_text()
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 8  # preprocessed once, before the runs started
+    # the same command again: the finished run is skipped, and its log keeps what the first segment wrote
+    experiments.main(argv)
+    log = (runs_dir / "unet-focal" / "run.log").read_text()
+    assert "Best validation mean DSC" in log and "done already, skipped" in log
 
 
 def test_model_column_names_width_imagenet_and_deep_supervision():
@@ -527,3 +534,41 @@ def test_runs_trained_on_another_machine_are_scored_on_the_data_here(runs, phant
                              data_path=str(phantom_dir), patients=results["validation_patients"], cache_dir=None,
                              predictions_dir=str(tmp_path / f"here-{fold}"), write_masks=False)
         assert scored == {row["patient"]: row["dsc"] for row in here["metrics"]}  # as if it had trained here
+
+
+def test_runs_spread_over_gpus_one_at_a_time_on_each_in_order(tmp_path, monkeypatch):
+    started, intervals, lock = [], [], threading.Lock()
+
+    def fake_run(command, cwd, stdout, stderr, env):  # a run: its GPU, its order, then a results.json
+        name, fold = command[2], command[command.index("--only-fold") + 1]
+        begin = time.monotonic()
+        with lock:
+            started.append((name, fold))
+        time.sleep(0.2)
+        out = experiments.run_dir(tmp_path / "runs", name, 2, int(fold))
+        (out / "results.json").write_text(json.dumps(dict(best_val_dsc=0.5, best_epoch=1)))
+        with lock:
+            intervals.append((env["CUDA_VISIBLE_DEVICES"], begin, time.monotonic()))
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(experiments.subprocess, "run", fake_run)
+    monkeypatch.setattr(experiments, "warm_cache", lambda data_path, overrides: None)
+    argv = ["unet-dice", "unet-focal", "--folds", "2", "--gpus", "0,1", "--executor", "python", "--runs-dir",
+            str(tmp_path / "runs")]
+    assert experiments.main(argv) == 0
+    # the first two runs take the two GPUs (in either order), the other two wait for one to come free
+    assert set(started[:2]) == {("unet-dice", "0"), ("unet-dice", "1")}
+    assert set(started[2:]) == {("unet-focal", "0"), ("unet-focal", "1")}
+    assert {gpu for gpu, _, _ in intervals} == {"0", "1"}  # both GPUs used, and nothing else
+    for gpu in "01":  # never two runs at once on one GPU
+        spans = sorted((begin, end) for used, begin, end in intervals if used == gpu)
+        assert all(end <= next_begin for (_, end), (next_begin, _) in zip(spans, spans[1:]))
+    with pytest.raises(SystemExit):
+        experiments.main(["unet-dice", "--gpus", "0,0"])  # the same GPU twice: refused before any work
+
+
+def test_gpu_slots_hold_jobs_runs_per_gpu():
+    assert experiments.gpu_slots(None, 1) == [None]
+    assert experiments.gpu_slots("0,1", 2) == ["0", "1", "0", "1"]  # a second round on each GPU
+    with pytest.raises(ValueError, match="give distinct GPU indices"):
+        experiments.gpu_slots("0,cuda:1", 1)
