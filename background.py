@@ -6,16 +6,20 @@ average for the reference U-Net at 256 px on a 2-core developer machine:
 results/epoch-end-cpu.md), and goes on training. Tasks run one at a time
 and in order, so the files of epoch k are complete before those of epoch
 k + 1 begin. An error in a task is raised in the training loop at the next
-submit, or at close.
+submit, or at close. At most max_pending tasks wait: a loop faster than its
+epoch ends (an H200 trains a fold's epoch in 4 s, while 22 patients are
+scored at 256x256 on the CPU) waits for the oldest, so its files trail the
+training by at most that many epochs (10 behind on 2026-11-30, and a stop
+lost those epochs' records: results/gpu-session-2026-11-30.md).
 """
 
 from concurrent.futures import ThreadPoolExecutor
 
 
 class BackgroundWork:
-    def __init__(self, enabled=True):
+    def __init__(self, enabled=True, max_pending=2):
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="epoch-end") if enabled else None
-        self.pending = []
+        self.pending, self.max_pending = [], max_pending
 
     def submit(self, function, *args, **kwargs):
         """Run function(*args, **kwargs) after every task submitted before it (at once when disabled)."""
@@ -23,6 +27,8 @@ class BackgroundWork:
         if self.executor is None:
             function(*args, **kwargs)
             return
+        while len(self.pending) >= self.max_pending:  # back-pressure: wait for the oldest
+            self.pending.pop(0).result()
         self.pending.append(self.executor.submit(function, *args, **kwargs))
 
     def raise_errors(self):

@@ -13,7 +13,7 @@ from background import BackgroundWork
 
 def test_tasks_run_in_order_without_holding_up_the_caller():
     release, done = threading.Event(), []
-    work = BackgroundWork()
+    work = BackgroundWork(max_pending=3)
     work.submit(release.wait, 10)
     work.submit(done.append, 1)
     work.submit(done.append, 2)
@@ -21,6 +21,18 @@ def test_tasks_run_in_order_without_holding_up_the_caller():
     release.set()
     work.close()
     assert done == [1, 2]
+
+
+def test_a_caller_ahead_by_max_pending_tasks_waits_for_the_oldest():
+    release, finished = threading.Event(), []
+    work = BackgroundWork(max_pending=2)
+    work.submit(lambda: (release.wait(10), finished.append("first")))
+    work.submit(finished.append, "second")
+    threading.Timer(0.3, release.set).start()
+    work.submit(finished.append, "third")  # two wait already: this one waits until the first has run
+    assert finished[:1] == ["first"]
+    work.close()
+    assert finished == ["first", "second", "third"]
 
 
 def test_an_error_in_a_task_is_raised_at_the_next_submit_or_at_close():
