@@ -78,10 +78,17 @@ def shrink(images, masks, size):
 class Batches:
     """Training batches (an epoch's worth: len(train_set) // batch_size) and validation batches, on device."""
 
-    def __init__(self, pipeline, train_set, valid_set, params, device):
-        self.pipeline, self.device, self.params = pipeline, device, params
+    def __init__(self, pipeline, train_set, valid_set, params, device, group=None):
+        self.pipeline, self.device, self.params, self.group = pipeline, device, params, group
         self.loader_generator = torch.Generator().manual_seed(training_seed(params))
         self.steps = len(train_set) // params["batch_size"]
+        # data-parallel: each rank draws its share of every global batch (distributed.py)
+        self.share = params["batch_size"] if group is None else group.share(params["batch_size"])
+        if group is not None and group.parallel and pipeline != "device":
+            from parameters import ParameterError
+
+            raise ParameterError(f"data_pipeline={pipeline!r}: data-parallel training (torchrun) takes the device "
+                                 'data path; use data_pipeline="device"')
         if pipeline == "reference":
             self.train_loader, self.valid_loader = data_loaders(
                 train_set, valid_set, params, device, self.loader_generator
@@ -100,9 +107,11 @@ class Batches:
             for x, y in self.train_loader:
                 yield shrink(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), size)
         else:
-            for x, y in self.train_slices.sample_batches(
-                self.params["batch_size"], self.steps, self.device_generator, self.augment
-            ):
+            if self.group is not None and self.group.parallel:
+                # each rank its own draws, fixed by the epoch: a resumed rank draws as it would have (the
+                # checkpoint holds rank 0's generator only)
+                self.device_generator.manual_seed(self.group.seed(training_seed(self.params)) + 7919 * epoch)
+            for x, y in self.train_slices.sample_batches(self.share, self.steps, self.device_generator, self.augment):
                 yield shrink(x, y, size)
 
     def validation(self, epoch=0):

@@ -4,6 +4,19 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
 
+class SilentLogger:
+    """The Logger of a process that logs nothing (a data-parallel rank other than 0): every call does nothing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
 class Logger:
     def __init__(self, log_dir):
         self.writer = SummaryWriter(log_dir=str(log_dir))

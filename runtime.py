@@ -80,14 +80,15 @@ class SpeedOptions:
         return dict(data_pipeline=self.pipeline, amp=str(self.amp_dtype), channels_last=self.channels_last)
 
 
-def cpu_settings(params):
+def cpu_settings(params, processes=1):
     """params with workers and threads made numbers for this machine.
 
     On 2 cores, a 2-thread training beside another busy process runs 3.3x slower per step than alone, and a
     1-thread one 2.5x (results/threads-cpu.md): each parallel region waits for a thread the other process
-    holds. So "auto" threads take only the cores that others leave idle at the start.
+    holds. So "auto" threads take only the cores that others leave idle at the start; with several processes
+    of one training (data-parallel), each takes its share of them.
     """
-    cores = os.cpu_count() or 1
+    cores = max(1, (os.cpu_count() or 1) // processes)
     workers = params["workers"]
     if workers == "auto":
         workers = min(4, cores - 1)

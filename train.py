@@ -8,6 +8,7 @@ so a killed run resumes with resume=True, to the same result. The settings are p
 """
 
 import json
+import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,13 +19,14 @@ from tqdm import tqdm
 
 import checkpoint
 import dataset
+import distributed
 import parameters
 import runtime
 import runs
 from background import BackgroundWork
 from batches import Batches, datasets, trained_pixels, training_size
 from evaluation import WEIGHTS_NAME, EpochEnd, validate
-from logger import Logger
+from logger import Logger, SilentLogger
 from loss import build_loss
 from optimizers import build_optimizer, build_scheduler
 from unet import build_model
@@ -91,16 +93,19 @@ class Run:
     """The model and what steps it (loss, optimiser, schedule, gradient scaler, batches), saved and restored
     whole at every epoch's end."""
 
-    def __init__(self, params, train_set, valid_set, device, speed):
+    def __init__(self, params, train_set, valid_set, device, speed, group=None):
         self.params, self.speed, self.step, self.recent_losses = params, speed, 0, []
-        self.batches = Batches(speed.pipeline, train_set, valid_set, params, device)
+        self.batches = Batches(speed.pipeline, train_set, valid_set, params, device, group)
         build_args, self.model_args = model_arguments(params, train_set.in_channels, train_set.out_channels)
         model = build_model(params["model"], **build_args)
         if hasattr(model, "pretrained_message"):
             print(model.pretrained_message)
         self.encoder_weights = getattr(model, "encoder_weights", None)  # "ImageNet" or "random" where it has one
         self.model = model.to(device, memory_format=speed.memory_format)
-        self.step_model = torch.compile(self.model) if params["compile"] else self.model
+        # data-parallel: gradients averaged over the ranks at every step (a plain process: the model itself)
+        self.parallel = group is not None and group.parallel
+        self.step_model = group.wrap(self.model) if group is not None else self.model
+        self.step_model = torch.compile(self.step_model) if params["compile"] else self.step_model
         self.loss_fn = build_loss(params["loss"], deep_supervision_weights=params["deep_supervision_weights"],
                                   **(params["loss_args"] or {}))
         self.optimizer = build_optimizer(self.model.parameters(), params)
@@ -139,8 +144,11 @@ class Run:
 
     @property
     def evaluated_model(self):
-        """What validation scores and the best weights keep: the weights' moving average, when there is one."""
-        return self.step_model if self.ema is None else self.ema.module
+        """What validation scores and the best weights keep: the weights' moving average, when there is one;
+        never the data-parallel wrapper, whose forward is a collective that only rank 0 would join."""
+        if self.ema is not None:
+            return self.ema.module
+        return self.model if self.parallel else self.step_model
 
     def snapshot(self, epoch):
         """A CPU copy of the training state, taken before the next epoch changes it in place."""
@@ -264,41 +272,53 @@ def resume(run, results, checkpoint_path):
 
 
 def train(**overrides):
-    """Train params' model; returns the results dict also written to logs_dir/results.json."""
+    """Train params' model; returns the results dict also written to logs_dir/results.json.
+
+    Under torchrun, every process calls it: data-parallel training (distributed.py), rank 0 writing.
+    """
     params = parameters.check_train(parameters.settings(DEFAULTS, **overrides))
     started = time.perf_counter()
-    params = runtime.cpu_settings(runs.training_folders(params))
-    try:
-        return _train(params, started)
-    except BaseException:
-        runs.remove_if_empty(params)  # a run refused or stopped before its first epoch leaves no empty folder
-        raise
+    with distributed.Group() as group, group.quiet():
+        params = group.broadcast(runtime.cpu_settings(runs.training_folders(params), processes=group.local_size)
+                                 if group.is_main else None)  # one run folder, named by rank 0
+        try:
+            return _train(params, started, group)
+        except BaseException:
+            if group.is_main:
+                runs.remove_if_empty(params)  # a run refused or stopped before its first epoch leaves no empty folder
+            raise
 
 
-def _train(params, started):
+def _train(params, started, group):
     torch.set_num_threads(params["threads"])
     data_dir, source = dataset.locate_data(params["data_path"])
-    device = runtime.resolve_device(params["device"])
+    device = group.device(runtime.resolve_device(params["device"]))
     speed = runtime.SpeedOptions(params, device)
     if speed.hint:
         print(speed.hint)
     runtime.seed_everything(parameters.training_seed(params), params["deterministic"])
     logs_dir = Path(params["logs_dir"])
     checkpoint_path = logs_dir / CHECKPOINT_NAME
+    main = group.is_main  # the one process that validates and writes
     with ExitStack() as locks:
-        folders = {logs_dir.resolve(): "logs", Path(params["weights_dir"]).resolve(): "weights"}
-        for folder, what in folders.items():
-            locks.enter_context(checkpoint.FolderLock(folder, what))
+        if main:
+            folders = {logs_dir.resolve(): "logs", Path(params["weights_dir"]).resolve(): "weights"}
+            for folder, what in folders.items():
+                locks.enter_context(checkpoint.FolderLock(folder, what))
         print(f"data: {data_dir} ({source}); device: {runtime.device_description(device)}, {params['threads']} "
-              f"threads; data pipeline: {speed.pipeline}\nthis run: {logs_dir.parent} (tensorboard --logdir "
-              f"{logs_dir.parent.parent})")
-        train_set, valid_set = datasets(params, data_dir, augment_on_cpu=speed.pipeline == "reference")
-        run = Run(params, train_set, valid_set, device, speed)
+              f"threads; data pipeline: {speed.pipeline}"
+              + (f"; {group.size} processes, data-parallel" if group.parallel else "")
+              + f"\nthis run: {logs_dir.parent} (tensorboard --logdir {logs_dir.parent.parent})")
+        with group.main_first():  # rank 0 writes the preprocessing cache, the others read it
+            train_set, valid_set = datasets(params, data_dir, augment_on_cpu=speed.pipeline == "reference")
+        run = Run(params, train_set, valid_set, device, speed, group)
         results = new_results(params, data_dir, source, device, speed, train_set, valid_set)
+        if group.parallel:
+            results["processes"] = group.size
         if run.encoder_weights:
             results["encoder_weights"] = run.encoder_weights
         first_epoch = resume(run, results, checkpoint_path)
-        with Logger(logs_dir) as logger:
+        with (Logger(logs_dir) if main else SilentLogger()) as logger:
             logger.describe(run.batches.steps, params["vis_freq"])
             with BackgroundWork() as background:
                 epoch_end = EpochEnd(results, logger, valid_set, params, run.model_args, checkpoint_path)
@@ -308,7 +328,9 @@ def _train(params, started):
                 # each epoch's own line comes from its end (evaluation.epoch_line); the bar only on a terminal
                 for epoch in tqdm(range(first_epoch, params["epochs"]), desc="epochs", unit="epoch",
                                   initial=first_epoch, total=params["epochs"], disable=not runtime.on_terminal()):
-                    loss = run.train_epoch(epoch, logger)
+                    loss = group.mean(run.train_epoch(epoch, logger))  # over every rank's share
+                    if not main:
+                        continue
                     visualise = epoch % params["vis_freq"] == 0 or epoch == params["epochs"] - 1
                     validation_started = time.perf_counter()
                     val_loss, probs, trues, examples = validate(
@@ -330,9 +352,40 @@ def _train(params, started):
             last = results["history"][-1] if results["history"] else {}
             logger.hparams(params, {"best val DSC": results["best_val_dsc"], "best epoch": results["best_epoch"] or 0,
                                     "last val DSC at 256x256": last.get("val_dsc_native", 0.0)})
-    if len(results["history"]) >= params["epochs"] and not params["keep_checkpoint"] and checkpoint_path.exists():
+    results = group.broadcast(results if main else None)  # every rank returns what rank 0 wrote
+    if main and len(results["history"]) >= params["epochs"] and not params["keep_checkpoint"] and \
+            checkpoint_path.exists():
         size = checkpoint_path.stat().st_size / 2**20
         checkpoint_path.unlink()  # a finished run resumes nothing: its weights and results.json are what it keeps
         print(f"every epoch has run: {checkpoint_path} ({size:.0f} MiB) removed (keep_checkpoint=True keeps it)")
     print(f"Best validation mean DSC: {results['best_val_dsc']:4f}")
     return results
+
+
+def main(argv=None):
+    """train() from a shell, and from torchrun for data-parallel training (distributed.py)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Train as train.ipynb does, from a shell or under torchrun (torchrun --nproc_per_node=N train.py "
+                    "...: data-parallel, batch_size the global batch). Parameters as in the notebook's first cell.")
+    parser.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="a parameter; VALUE read as JSON, else as text (-p epochs 50 -p data_path kaggle_3m)")
+    args = parser.parse_args(argv)
+    overrides = {}
+    for name, value in args.param:
+        try:
+            overrides[name] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[name] = value
+    try:
+        train(**overrides)
+    except (parameters.ParameterError, dataset.DataError, checkpoint.OutputError, checkpoint.WeightsError,
+            checkpoint.CheckpointError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Data-parallel training on CPU with gloo, two processes: one step equals one process on the whole batch, a
+torchrun run writes one run folder and resumes, and a rank that fails ends the run with its message."""
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import checkpoint
+import distributed
+import train
+from conftest import REPO
+from loss import build_loss
+from unet import UNet
+
+pytestmark = pytest.mark.slow
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def batch():
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(16, 3, 32, 32, generator=generator)
+    y = (torch.rand(16, 1, 32, 32, generator=generator) > 0.8).float()
+    return x, y
+
+
+def one_step(model, group, x, y):
+    """train.optimizer_step on model (wrapped for the group); BCE: a mean over pixels, so the mean of two halves'
+    gradients is the whole batch's. Batch norm in eval mode: its statistics aside, as SyncBatchNorm is GPU-only."""
+    torch.set_num_threads(1)
+    model.eval()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)  # linear in the gradient: its every part shows
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    train.optimizer_step(group.wrap(model), x, y, build_loss("bce"), optimizer, scaler, contextlib.nullcontext,
+                         torch.contiguous_format)
+    return model.state_dict()
+
+
+def rank_main(rank, port, out):
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    with distributed.Group() as group:
+        torch.manual_seed(0)
+        model = UNet(init_features=4)
+        x, y = batch()
+        share = group.share(16)
+        state = one_step(model, group, x[rank * share:(rank + 1) * share], y[rank * share:(rank + 1) * share])
+        if group.is_main:
+            torch.save(state, out)
+
+
+def test_one_step_of_two_ranks_on_eight_slices_each_equals_one_process_on_the_sixteen(tmp_path):
+    mp.spawn(rank_main, args=(free_port(), str(tmp_path / "ranks.pt")), nprocs=2, join=True)
+    torch.manual_seed(0)
+    model = UNet(init_features=4)
+    single = one_step(model, distributed.Group({}), *batch())
+    ranks = torch.load(tmp_path / "ranks.pt")
+    assert any(not torch.equal(single[key], UNet(init_features=4).state_dict()[key]) for key in single)  # it moved
+    for key, value in single.items():
+        torch.testing.assert_close(ranks[key], value, rtol=0, atol=1e-5)
+
+
+def torchrun(tmp_path, *params, environ=None):
+    settings = dict(data_path=str(tmp_path / "phantom"), image_size=32, init_features=4, batch_size=4,
+                    validation_cases=3, data_pipeline="device", runs_dir=str(tmp_path / "runs"), vis_images=0,
+                    cache_dir=str(tmp_path / "cache"), keep_checkpoint=True)
+    settings.update(params)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(free_port()),
+               "train.py"]
+    for name, value in settings.items():
+        command += ["-p", name, json.dumps(value)]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, **(environ or {})))
+
+
+@pytest.fixture
+def phantom(phantom_dir, tmp_path):
+    (tmp_path / "phantom").symlink_to(phantom_dir)
+    return tmp_path
+
+
+def test_a_torchrun_run_writes_one_run_folder_and_resumes(phantom):
+    first = torchrun(phantom, ("epochs", 1))
+    assert first.returncode == 0, first.stderr[-2000:]
+    folders = list((phantom / "runs").iterdir())
+    assert len(folders) == 1 and first.stdout.count("epoch 1/1:") == 1  # rank 0 alone writes and prints
+    results = json.loads((folders[0] / "logs" / "results.json").read_text())
+    assert results["processes"] == 2 and len(results["history"]) == 1
+    # as if stopped after epoch 1 of 2: the same command with resume continues it, in the same folder
+    path = folders[0] / "logs" / train.CHECKPOINT_NAME
+    saved = checkpoint.load_training_checkpoint(path)
+    saved["results"]["params"]["epochs"] = 2
+    checkpoint.save_atomic(saved, path)
+    second = torchrun(phantom, ("epochs", 2), ("run_name", folders[0].name), ("resume", True))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert list((phantom / "runs").iterdir()) == folders
+    resumed = json.loads((folders[0] / "logs" / "results.json").read_text())
+    assert resumed["resumed_after_epochs"] == [1] and [entry["epoch"] for entry in resumed["history"]] == [1, 2]
+
+
+def test_a_rank_that_fails_ends_the_run_with_its_message(phantom):
+    # a sitecustomize on the path makes rank 1 fail in its first epoch, without touching the code under test
+    plant = phantom / "plant"
+    plant.mkdir()
+    (plant / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import batches\n"  # a module the training script imports, so the class is the one it uses
+        "    def planted(self, epoch=0):\n"
+        "        raise RuntimeError('planted failure in the first epoch')\n"
+        "    batches.Batches.train = planted\n")
+    finished = torchrun(phantom, ("epochs", 1), environ=dict(PYTHONPATH=f"{plant}:{REPO}"))
+    assert finished.returncode != 0
+    assert "rank 1 of 2 failed: RuntimeError: planted failure in the first epoch" in finished.stderr
