@@ -75,7 +75,8 @@ TRAIN = dict(
     run_name=(None, "this run's folder in runs_dir; None: a new one, <date>-<time>-<model>-<loss> (with "
                     "resume=True: the latest run)"),
     weights_dir=(None, "where the best weights go (unet.pt); None: runs_dir/run_name/weights"),
-    logs_dir=(None, "TensorBoard events, checkpoint.pt, results.json; None: runs_dir/run_name/logs"),
+    logs_dir=(None, "checkpoint.pt, results.json (and the TensorBoard events, unless it is the run folder's "
+                    "logs/: they go in the run folder); None: runs_dir/run_name/logs"),
     cache_dir=(CACHE_DIR, "preprocessed volumes, keyed by the files and the image size"),
     seed=(42, "seed of the split, and of the initialisation and the sampling unless training_seed is given"),
     training_seed=(None, "seed of the initialisation, sampling and augmentation; None: seed. Another training seed "

@@ -61,6 +61,14 @@ def training_folders(params):
                 logs_dir=params["logs_dir"] or str(folder / "logs"))
 
 
+def events_dir(params):
+    """Where a run's TensorBoard events go: its own folder when weights_dir and logs_dir are that folder's weights/
+    and logs/ (as training_folders and experiments.py make them), so that `tensorboard --logdir runs` names the
+    run by its folder (not "<run>/logs", cut before the model and loss); else logs_dir."""
+    logs, weights = Path(params["logs_dir"]), Path(params["weights_dir"])
+    return logs.parent if logs.name == CHECKPOINT_FILE.parent.name and weights.parent == logs.parent else logs
+
+
 def remove_if_empty(params):
     """Remove a run's folders when they hold nothing worth keeping (no checkpoint, results or weights: only
     empty folders, this process's locks and the event file of an unfinished first epoch) and no other live

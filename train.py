@@ -318,7 +318,7 @@ def _train(params, started, group):
         if run.encoder_weights:
             results["encoder_weights"] = run.encoder_weights
         first_epoch = resume(run, results, checkpoint_path)
-        with (Logger(logs_dir) if main else SilentLogger()) as logger:
+        with (Logger(runs.events_dir(params)) if main else SilentLogger()) as logger:
             logger.describe(run.batches.steps, params["vis_freq"])
             with BackgroundWork() as background:
                 epoch_end = EpochEnd(results, logger, valid_set, params, run.model_args, checkpoint_path)

@@ -127,7 +127,9 @@ def test_tensorboard_names_each_overlay_and_holds_the_runs_settings(phantom_dir,
     results = train.train(data_path=str(phantom_dir), runs_dir=str(tmp_path), run_name="tb", image_size=32,
                           init_features=4, batch_size=4, workers=0, validation_cases=3, epochs=1, vis_images=2,
                           vis_freq=1, cache_dir=str(tmp_path / "c"), threads=1, lr=3e-3)
-    events = EventAccumulator(str(tmp_path / "tb" / "logs"), size_guidance={"images": 0, "tensors": 0}).Reload()
+    # the events sit in the run's own folder: TensorBoard names the run "tb", not "tb/logs"
+    assert not list((tmp_path / "tb" / "logs").glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "tensors": 0}).Reload()
     first = results["validation_patients"][0]
     numbers = [number for number, _, _ in dataset.list_patients(phantom_dir)[first]]
     # the first two validation slices: the patient's second and third file (the first was dropped)

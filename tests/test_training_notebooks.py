@@ -33,7 +33,7 @@ def test_training_writes_logs_results_and_loadable_best_weights(phantom_dir, tmp
     model, metadata = checkpoint.load_weights(tmp_path / "weights" / "unet.pt")
     assert metadata["image_size"] == 32 and metadata["model_args"]["init_features"] == 4
     assert model.encoder1.enc1conv1.weight.shape[0] == 4
-    events = EventAccumulator(str(tmp_path / "logs"))
+    events = EventAccumulator(str(tmp_path))  # the run folder holding weights/ and logs/: its events beside them
     events.Reload()
     assert {"val_loss", "val_dsc"} <= set(events.Tags()["scalars"])
     assert len(events.Scalars("val_dsc")) == 2
@@ -134,7 +134,7 @@ def test_notebooks_run_end_to_end_each_run_in_its_own_folder(phantom_dir, tmp_pa
     assert first.name == "first" and second.name.endswith("-unet-dice")
     for run in (first, second):
         assert (run / "weights" / "unet.pt").exists()
-        assert len(list((run / "logs").glob("events.out.tfevents.*"))) == 1  # nothing merged into another run
+        assert len(list(run.glob("events.out.tfevents.*"))) == 1  # nothing merged into another run
         assert len(json.loads((run / "logs" / "results.json").read_text())["history"]) == 2
     run_notebook("inference.ipynb", tmp_path, dict(common, batch_size=8))  # the latest run's weights by default
     predictions = second / "predictions"
