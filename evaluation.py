@@ -10,6 +10,7 @@ import torch
 
 import checkpoint
 import dataset
+import preprocessing
 from unet import probabilities
 from utils import binarise, dsc, dsc_per_volume, overlay, split_by_patient
 
@@ -71,7 +72,7 @@ class EpochEnd:
         preprocessing, then thresholded and reduced to the 3-D largest connected component, as inference; and
         without that component (what it threw away: a patient whose tumour is not the largest component scores 0)."""
         volumes = split_by_patient(probs, self.valid_set.patient_slice_index)
-        restored = [dataset.restore_geometry(volume, geometry)
+        restored = [preprocessing.restore_geometry(volume, geometry)
                     for volume, geometry in zip(volumes, self.valid_set.geometries)]
         return ([dsc(volume, truth) for volume, truth in zip(restored, self.native_truths)],
                 [dsc(volume, truth, lcc=False) for volume, truth in zip(restored, self.native_truths)])

@@ -279,12 +279,13 @@ def warm_cache(data_path, overrides):
     """Preprocess every patient once, so that parallel runs all read the cache instead of each writing it."""
     import dataset
     import parameters
+    import preprocessing
     import train
 
     params = parameters.settings(train.DEFAULTS, **{key: value for key, value in overrides.items()
                                                     if key in train.DEFAULTS})
     data_dir, _ = dataset.locate_data(data_path)
-    dataset.load_volumes(dataset.list_patients(data_dir), params["image_size"], params["cache_dir"])
+    preprocessing.load_volumes(dataset.list_patients(data_dir), params["image_size"], params["cache_dir"])
 
 
 def run_as_process(args, name, fold, gpu=None):

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import dataset
+import preprocessing
 import parameters
 import runs
 from checkpoint import FolderLock, OutputError, WeightsError, load_weights, write_json_atomic
@@ -263,7 +264,7 @@ def _predict_and_write(params, model, metadata, image_size, data_dir, source, ou
         pred = binarise(probs, params["threshold"], params["lcc"])
         has_mask = data.has_masks[patient]
         files = data.files[patient]
-        thresholded, original = post_process(dataset.restore_geometry(probs, data.geometries[index]),
+        thresholded, original = post_process(preprocessing.restore_geometry(probs, data.geometries[index]),
                                              params["threshold"], params["lcc"])
         truth = dataset.original_truth(files) if has_mask else None
         numbers = [number for number, _, _ in files]

@@ -18,16 +18,17 @@ import numpy as np
 from skimage.transform import resize
 
 import dataset
+import preprocessing
 
 
 def reference_style(slices, image_size):
     volume, mask = dataset.read_patient(slices)
-    volume, mask = dataset.crop_volume(volume, mask)
-    volume, mask = dataset.pad_to_square(volume, mask)
+    volume, mask = preprocessing.crop_volume(volume, mask)
+    volume, mask = preprocessing.pad_to_square(volume, mask)
     shape = (volume.shape[0], image_size, image_size)
     mask = resize(mask, shape, order=0, mode="constant", cval=0, anti_aliasing=False)
     volume = resize(volume, shape + (volume.shape[3],), order=2, mode="constant", cval=0, anti_aliasing=False)
-    return dataset.normalize_volume(volume).astype(np.float32), mask
+    return preprocessing.normalize_volume(volume).astype(np.float32), mask
 
 
 def main():
@@ -46,7 +47,7 @@ def main():
     theirs = {p: reference_style(s, args.image_size) for p, s in subset.items()}
     reference_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    ours = dataset.load_volumes(subset, args.image_size, cache_dir=None, workers=1, progress=False)
+    ours = preprocessing.load_volumes(subset, args.image_size, cache_dir=None, workers=1, progress=False)
     our_seconds = time.perf_counter() - started
     worst = max(float(np.abs(theirs[p][0] - ours[p][0]).max()) for p in subset)
     masks_equal = all(np.array_equal(theirs[p][1] > 0, ours[p][1] > 0) for p in subset)
@@ -57,10 +58,10 @@ def main():
 
     with tempfile.TemporaryDirectory() as cache:
         started = time.perf_counter()
-        dataset.load_volumes(files, args.image_size, cache_dir=cache, workers=args.workers)
+        preprocessing.load_volumes(files, args.image_size, cache_dir=cache, workers=args.workers)
         cold = time.perf_counter() - started
         started = time.perf_counter()
-        dataset.load_volumes(files, args.image_size, cache_dir=cache, workers=args.workers, progress=False)
+        preprocessing.load_volumes(files, args.image_size, cache_dir=cache, workers=args.workers, progress=False)
         warm = time.perf_counter() - started
     print(f"all {len(files)} patients, {args.workers} workers: cold cache {cold:.1f} s, warm cache {warm:.1f} s")
 

@@ -5,6 +5,7 @@ import pytest
 from skimage.transform import resize
 
 import dataset
+import preprocessing
 from conftest import SAMPLE_DIR, write_patient
 
 PHANTOM_VALIDATION = ["TCGA_SY_0002_20000101", "TCGA_SY_0001_20000101", "TCGA_SY_0006_20000101"]
@@ -70,7 +71,7 @@ def test_crop_zeroes_dim_voxels_and_crops_to_bounding_box():
     volume[4, 9, 11, 2] = 20  # exactly 10%: kept
     mask = np.zeros((5, 10, 12), dtype=np.uint8)
     mask[2, 3, 4] = 255
-    cropped, cropped_mask = dataset.crop_volume(volume, mask)
+    cropped, cropped_mask = preprocessing.crop_volume(volume, mask)
     assert cropped.shape == (4, 8, 9, 3)  # z 1..4, y 2..9, x 3..11
     assert cropped_mask.shape == (4, 8, 9)
     assert cropped_mask[1, 1, 1] == 255
@@ -80,10 +81,10 @@ def test_crop_zeroes_dim_voxels_and_crops_to_bounding_box():
 def test_pad_to_square_puts_the_odd_pixel_after():
     volume = np.ones((2, 4, 7, 3))
     mask = np.ones((2, 4, 7))
-    padded, padded_mask = dataset.pad_to_square(volume, mask)
+    padded, padded_mask = preprocessing.pad_to_square(volume, mask)
     assert padded.shape == (2, 7, 7, 3) and padded_mask.shape == (2, 7, 7)
     assert padded[0, :, 0, 0].tolist() == [0, 1, 1, 1, 1, 0, 0]
-    wide, _ = dataset.pad_to_square(np.ones((1, 6, 4, 3)), np.ones((1, 6, 4)))
+    wide, _ = preprocessing.pad_to_square(np.ones((1, 6, 4, 3)), np.ones((1, 6, 4)))
     assert wide[0, 0, :, 0].tolist() == [0, 1, 1, 1, 1, 0]
 
 
@@ -92,7 +93,7 @@ def test_resize_matches_skimage_plane_by_plane_and_masks_become_binary():
     volume = rng.integers(0, 256, size=(3, 20, 20, 3), dtype=np.uint8)
     mask = np.zeros((3, 20, 20), dtype=np.uint8)
     mask[:, 5:12, 6:15] = 255
-    image, out_mask = dataset.resize_volume(volume, mask, 32)
+    image, out_mask = preprocessing.resize_volume(volume, mask, 32)
     assert image.shape == (3, 32, 32, 3) and out_mask.shape == (3, 32, 32)
     assert set(np.unique(out_mask)) == {0, 1}
     expected_mask = resize(mask, (3, 32, 32), order=0, mode="constant", anti_aliasing=False)
@@ -105,7 +106,7 @@ def test_resize_matches_skimage_plane_by_plane_and_masks_become_binary():
 def test_resize_gives_the_numbers_of_the_reference_4d_resize():
     rng = np.random.default_rng(5)
     volume = rng.integers(0, 256, size=(5, 24, 24, 3), dtype=np.uint8)
-    image, _ = dataset.resize_volume(volume, np.zeros((5, 24, 24)), 40)
+    image, _ = preprocessing.resize_volume(volume, np.zeros((5, 24, 24)), 40)
     reference = resize(volume, (5, 40, 40, 3), order=2, mode="constant", cval=0, anti_aliasing=False)
     np.testing.assert_allclose(image, reference, atol=1e-12)
 
@@ -114,7 +115,7 @@ def test_normalisation_rescales_p10_p99_then_standardises_each_channel():
     rng = np.random.default_rng(1)
     volume = rng.uniform(0, 1, size=(4, 16, 16, 3))
     volume[..., 2] *= 0.5
-    out = dataset.normalize_volume(volume)
+    out = preprocessing.normalize_volume(volume)
     np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), 0, atol=1e-9)
     np.testing.assert_allclose(out.std(axis=(0, 1, 2)), 1, atol=1e-9)
     # values above p99 are clipped: they all share the channel's maximum
@@ -126,7 +127,7 @@ def test_normalisation_rescales_p10_p99_then_standardises_each_channel():
 def test_normalisation_of_a_constant_channel_gives_zeros_not_nan():
     volume = np.random.default_rng(2).uniform(0, 1, size=(2, 8, 8, 3))
     volume[..., 1] = 0.0
-    out = dataset.normalize_volume(volume)
+    out = preprocessing.normalize_volume(volume)
     assert np.isfinite(out).all() and np.all(out[..., 1] == 0)
 
 
@@ -176,26 +177,26 @@ def test_random_sampling_never_draws_a_weightless_slice(phantom_dir):
 def test_cache_is_reused_and_keyed_by_image_size(phantom_dir, tmp_path, monkeypatch):
     files = dataset.list_patients(phantom_dir)
     files = {p: files[p] for p in sorted(files)[:2]}
-    first = dataset.load_volumes(files, 32, cache_dir=tmp_path, workers=2, progress=False)
+    first = preprocessing.load_volumes(files, 32, cache_dir=tmp_path, workers=2, progress=False)
     assert len(list(tmp_path.glob("*-32-*.npz"))) == 2
 
     def fail(*args):
         raise AssertionError("preprocessed again despite the cache")
 
-    monkeypatch.setattr(dataset, "_preprocess_patient", fail)
-    again = dataset.load_volumes(files, 32, cache_dir=tmp_path, workers=1, progress=False)
+    monkeypatch.setattr(preprocessing, "_preprocess_patient", fail)
+    again = preprocessing.load_volumes(files, 32, cache_dir=tmp_path, workers=1, progress=False)
     for patient in files:
         np.testing.assert_array_equal(first[patient][0], again[patient][0])
         np.testing.assert_array_equal(first[patient][1], again[patient][1])
     with pytest.raises(AssertionError, match="preprocessed again"):
-        dataset.load_volumes(files, 48, cache_dir=tmp_path, workers=1, progress=False)
+        preprocessing.load_volumes(files, 48, cache_dir=tmp_path, workers=1, progress=False)
 
 
 def test_parallel_and_serial_preprocessing_agree(phantom_dir):
     files = dataset.list_patients(phantom_dir)
     files = {p: files[p] for p in sorted(files)[:3]}
-    serial = dataset.load_volumes(files, 32, cache_dir=None, workers=1, progress=False)
-    parallel = dataset.load_volumes(files, 32, cache_dir=None, workers=2, progress=False)
+    serial = preprocessing.load_volumes(files, 32, cache_dir=None, workers=1, progress=False)
+    parallel = preprocessing.load_volumes(files, 32, cache_dir=None, workers=2, progress=False)
     assert list(parallel) == list(files)
     for patient in files:
         np.testing.assert_array_equal(serial[patient][0], parallel[patient][0])
@@ -247,7 +248,7 @@ REFERENCE_SAMPLE_FIGURES = {
 @pytest.mark.parametrize("patient", sorted(REFERENCE_SAMPLE_FIGURES))
 def test_real_sample_preprocessing_reproduces_the_reference(patient):
     shape, abs_sum, centre_flair, corner_pre, tumour_voxels = REFERENCE_SAMPLE_FIGURES[patient]
-    image, mask, _ = dataset.load_volumes(
+    image, mask, _ = preprocessing.load_volumes(
         {patient: dataset.list_patients(SAMPLE_DIR)[patient]}, 256, cache_dir=None, progress=False
     )[patient]
     assert image.shape == shape
@@ -275,10 +276,10 @@ def test_full_dataset_split_is_the_reference_split():
 
 def test_context_slices_stack_the_neighbours_nearest_first_with_the_ends_repeated():
     volume = np.arange(4, dtype=np.float32).reshape(4, 1, 1, 1) * np.ones((1, 2, 2, 3), dtype=np.float32)
-    stacked = dataset.with_context(volume, 1)
+    stacked = preprocessing.with_context(volume, 1)
     assert stacked.shape == (4, 2, 2, 9)
     # slice s holds s-1, s, s+1 (three channels each), clipped to 0 .. 3 at the ends
     assert [list(stacked[s, 0, 0, ::3]) for s in range(4)] == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]]
-    assert dataset.with_context(volume, 0) is volume
+    assert preprocessing.with_context(volume, 0) is volume
     assert dataset.flair_channel(0) == 1 and dataset.flair_channel(1) == 4  # the centre slice's FLAIR
-    assert [list(dataset.with_context(volume, 2)[0, 0, 0, ::3])] == [[0, 0, 0, 1, 2]]
+    assert [list(preprocessing.with_context(volume, 2)[0, 0, 0, ::3])] == [[0, 0, 0, 1, 2]]

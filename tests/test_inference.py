@@ -8,6 +8,7 @@ import torch
 
 import checkpoint
 import dataset
+import preprocessing
 import inference
 from unet import UNet, build_model
 from utils import segmentation_metrics
@@ -39,8 +40,8 @@ def test_metrics_of_empty_volumes():
 def test_restore_geometry_undoes_crop_pad_and_resize(phantom_dir):
     patient = "TCGA_SY_0004_20000101"
     files = dataset.list_patients(phantom_dir)[patient]
-    image, mask, geometry = dataset.load_volumes({patient: files}, 64, cache_dir=None, progress=False)[patient]
-    restored = dataset.restore_geometry(mask, geometry) > 0.5
+    image, mask, geometry = preprocessing.load_volumes({patient: files}, 64, cache_dir=None, progress=False)[patient]
+    restored = preprocessing.restore_geometry(mask, geometry) > 0.5
     truth = dataset.original_truth(files)
     assert restored.shape == truth.shape == (8, 256, 256)
     assert not restored[0].any() and not restored[-1].any()  # dropped slices stay empty
@@ -53,7 +54,7 @@ def test_restore_geometry_places_a_hand_made_crop():
     square = np.zeros((3, 4, 4))
     square[:, :, 1:3] = 1.0  # the 2 real columns sit after 1 padding column
     square[:, :, 0] = square[:, :, 3] = 7.0  # padding must be cut away
-    out = dataset.restore_geometry(square, geometry)
+    out = preprocessing.restore_geometry(square, geometry)
     assert out.shape == (5, 6, 8)
     assert np.all(out[1:4, 1:5, 2:4] == 1.0)
     assert out.sum() == 3 * 4 * 2
@@ -154,7 +155,7 @@ def saturated(model, logit):
 def crop_box_voxels(slice_files):
     """The voxels of the box the preprocessing crops out of a patient (what a prediction of everything covers)."""
     image, _ = dataset.read_patient(slice_files)
-    z, y, x = dataset.crop_bounds(image)
+    z, y, x = preprocessing.crop_bounds(image)
     return (z.stop - z.start) * (y.stop - y.start) * (x.stop - x.start)
 
 

@@ -14,6 +14,7 @@ import torch
 
 import checkpoint
 import dataset
+import preprocessing
 import inference
 import parameters
 import runs
@@ -128,14 +129,14 @@ def test_the_synthetic_fallback_cannot_be_missed(tmp_path, monkeypatch, capsys):
 
 def test_a_damaged_cache_entry_is_rebuilt_and_said(phantom_dir, tmp_path, capsys):
     files = dict(list(dataset.list_patients(phantom_dir).items())[:1])
-    first = dataset.load_volumes(files, image_size=16, cache_dir=tmp_path, workers=1, progress=False)
+    first = preprocessing.load_volumes(files, image_size=16, cache_dir=tmp_path, workers=1, progress=False)
     entry = next(tmp_path.glob("*.npz"))
     entry.write_bytes(entry.read_bytes()[:100])  # truncated
-    again = dataset.load_volumes(files, image_size=16, cache_dir=tmp_path, workers=1, progress=False)
+    again = preprocessing.load_volumes(files, image_size=16, cache_dir=tmp_path, workers=1, progress=False)
     assert f"{entry}: damaged cache entry" in capsys.readouterr().out
     patient = next(iter(files))
     np.testing.assert_array_equal(again[patient][0], first[patient][0])
-    assert dataset._load_cached(entry) is not None  # rewritten whole
+    assert preprocessing._load_cached(entry) is not None  # rewritten whole
 
 
 # ---------------------------------------------------------------- two trainings, one folder

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import dataset
+import preprocessing
 import inference
 from checkpoint import load_weights
 
@@ -23,5 +24,5 @@ def native_probabilities(folder, cache_dir=None, device="cpu", tta=None):
         tta = results["params"].get("tta", False)
     predictions = inference.predict(model, data, device, tta=tta)
     for index, (patient, (_, probs, _)) in enumerate(predictions.items()):
-        yield (patient, dataset.restore_geometry(probs, data.geometries[index]),
+        yield (patient, preprocessing.restore_geometry(probs, data.geometries[index]),
                dataset.original_truth(data.files[patient]))

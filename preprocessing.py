@@ -1,0 +1,222 @@
+"""The reference's per-volume preprocessing, its inverse, and its cache.
+
+Per patient: slices ordered by their number, first and last slice dropped,
+voxels under 10% of the volume maximum zeroed and the volume cropped to their
+bounding box, padded to a square, resized to `image_size` (images with a
+2nd-order spline, masks nearest), normalised per volume (p10-p99 rescale, then
+per-channel mean/std). Masks come out as 0/1 floats.
+
+Preprocessing runs slice by slice (the same numbers as the reference's 4-D
+resize, several times faster), in parallel over patients, and is cached on
+disk keyed by the files and the parameters.
+"""
+
+import hashlib
+import io
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from skimage.exposure import rescale_intensity
+from skimage.transform import resize
+from tqdm import tqdm
+
+from checkpoint import write_atomic
+
+PREPROCESSING_VERSION = 2
+
+
+DEFAULT_CACHE_DIR = Path("data") / "cache"
+
+
+def crop_bounds(volume):
+    """(z, y, x) slices of the bounding box of voxels at or above 10% of the maximum."""
+    nonzero = volume.max(axis=-1) >= np.max(volume) * 0.1
+    nonzero &= volume.max(axis=-1) > 0
+    if not nonzero.any():
+        from dataset import DataError  # dataset.py imports this module: its names are taken when needed
+
+        raise DataError("volume is entirely black; check the image files")
+    bounds = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        indices = np.nonzero(nonzero.any(axis=other))[0]
+        bounds.append(slice(int(indices[0]), int(indices[-1]) + 1))
+    return tuple(bounds)
+
+
+def crop_volume(volume, mask):
+    """Zero voxels under 10% of the maximum, then crop both to their bounding box."""
+    bounds = crop_bounds(volume)
+    volume = volume.copy()
+    volume[volume < np.max(volume) * 0.1] = 0
+    return volume[bounds], mask[bounds]
+
+
+def pad_to_square(volume, mask):
+    """Zero-pad the shorter in-plane side, the extra pixel going after, as the reference."""
+    height, width = volume.shape[1:3]
+    diff = abs(height - width)
+    before, after = diff // 2, diff - diff // 2
+    pad = ((0, 0), (0, 0), (before, after)) if height > width else ((0, 0), (before, after), (0, 0))
+    if height == width:
+        return volume, mask
+    return np.pad(volume, pad + ((0, 0),)), np.pad(mask, pad)
+
+
+def _zoom_slice(plane, size, order):
+    zoom = (size / plane.shape[0], size / plane.shape[1])
+    # what skimage.transform.resize(mode="constant", anti_aliasing=False) calls
+    return ndimage.zoom(plane, zoom, order=order, mode="grid-constant", cval=0, grid_mode=True)
+
+
+def resize_volume(volume, mask, size):
+    """Resize in-plane to size x size, as skimage.transform.resize on the whole volume.
+
+    The reference resizes the 4-D volume at once with an order-2 spline (81
+    taps per voxel); the axes it keeps are reproduced exactly by the spline, so
+    resizing each 2-D plane (9 taps) gives the same numbers to rounding, about
+    15 times faster. Clipping uses the whole volume's range, as the 4-D resize
+    does. Images come out as float64 in [0, 1] (uint8 / 255); masks as 0/1
+    (the reference kept 0/255 on current scikit-image).
+    """
+    image = volume.astype(np.float64) / 255.0 if volume.dtype == np.uint8 else volume.astype(np.float64)
+    slices, channels = image.shape[0], image.shape[-1]
+    out = np.empty((slices, size, size, channels))
+    for z in range(slices):
+        for c in range(channels):
+            out[z, :, :, c] = _zoom_slice(image[z, :, :, c], size, order=2)
+    np.clip(out, min(image.min(), 0.0), image.max(), out=out)
+    binary = (mask > 0).astype(np.uint8)
+    out_mask = np.stack([_zoom_slice(plane, size, order=0) for plane in binary])
+    return out, out_mask
+
+
+def normalize_volume(volume):
+    """p10-p99 rescale to [0, 1] over the whole volume, then per-channel mean/std."""
+    p10, p99 = np.percentile(volume, 10), np.percentile(volume, 99)
+    volume = rescale_intensity(volume, in_range=(p10, p99))
+    mean = volume.mean(axis=(0, 1, 2))
+    std = volume.std(axis=(0, 1, 2))
+    std[std == 0] = 1.0  # a constant channel becomes 0 rather than NaN
+    return (volume - mean) / std
+
+
+def preprocess(volume, mask, image_size):
+    """Crop, pad, resize, normalise: (float32 (Z,S,S,3), float32 0/1 (Z,S,S))."""
+    volume, mask = crop_volume(volume, mask)
+    volume, mask = pad_to_square(volume, mask)
+    volume, mask = resize_volume(volume, mask, image_size)
+    return normalize_volume(volume).astype(np.float32), mask.astype(np.float32)
+
+
+def restore_geometry(probs, geometry):
+    """Probabilities on the preprocessed grid (Z, S, S) -> the original volume (slices, height, width).
+
+    Undoes the resize (bilinear), the padding to a square and the crop; slices
+    outside the crop (the dropped first and last among them) get 0.
+    """
+    slices, z0, z1, y0, y1, x0, x1, height, width = (int(value) for value in geometry)
+    crop_h, crop_w = y1 - y0, x1 - x0
+    side = max(crop_h, crop_w)
+    square = resize(
+        np.asarray(probs, dtype=np.float64), (probs.shape[0], side, side),
+        order=1, mode="edge", anti_aliasing=False,
+    )
+    top, left = (side - crop_h) // 2, (side - crop_w) // 2
+    out = np.zeros((slices, height, width))
+    out[z0:z1, y0:y1, x0:x1] = square[:, top : top + crop_h, left : left + crop_w]
+    return out
+
+
+def with_context(volume, context_slices):
+    """(Z, H, W, C) -> (Z, H, W, C * (2k + 1)): each slice with its k neighbours on either side, nearest first
+    in slice order (slice s-k ... s ... s+k), the volume's first and last slices repeated beyond its ends
+    (2.5-D input: what lies above and below tells a tumour from a bright vessel)."""
+    if not context_slices:
+        return volume
+    last = len(volume) - 1
+    order = [np.clip(np.arange(len(volume)) + offset, 0, last) for offset in range(-context_slices,
+                                                                                    context_slices + 1)]
+    return np.concatenate([volume[index] for index in order], axis=-1)
+
+
+def cache_key(patient, slices, image_size):
+    paths = [path for _, image, mask in slices for path in (image, mask) if path is not None]
+    stats = [(path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in paths]
+    payload = json.dumps([PREPROCESSING_VERSION, patient, image_size, stats])
+    return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+
+def _cache_path(cache_dir, patient, slices, image_size):
+    return Path(cache_dir) / f"{patient}-{image_size}-{cache_key(patient, slices, image_size)}.npz"
+
+
+GEOMETRY_FIELDS = ("slices", "z_start", "z_stop", "y_start", "y_stop", "x_start", "x_stop", "height", "width")
+
+
+def geometry_of(volume, original_slices):
+    """Where the preprocessed volume sits in the original one (slice indices count the dropped first slice)."""
+    z, y, x = crop_bounds(volume)
+    return np.array(
+        [original_slices, z.start + 1, z.stop + 1, y.start, y.stop, x.start, x.stop, *volume.shape[1:3]],
+        dtype=np.int64,
+    )
+
+
+def _preprocess_patient(patient, slices, image_size, cache_dir):
+    from dataset import DataError, read_patient  # dataset.py imports this module: its names are taken when needed
+
+    try:
+        volume, mask = read_patient(slices)
+        geometry = geometry_of(volume, len(slices))
+        image, mask = preprocess(volume, mask, image_size)
+    except DataError as error:
+        raise DataError(f"patient {patient}: {error}") from None
+    if cache_dir is not None:
+        buffer = io.BytesIO()
+        np.savez(buffer, image=image, mask=mask.astype(np.uint8), geometry=geometry)
+        write_atomic(_cache_path(cache_dir, patient, slices, image_size), buffer.getvalue())
+    return image, mask, geometry
+
+
+def _load_cached(path):
+    """A cache entry, or None (and a line saying so) when it is damaged: it is then rebuilt."""
+    try:
+        with np.load(path) as data:
+            return data["image"], data["mask"].astype(np.float32), data["geometry"]
+    except Exception as error:  # a truncated or corrupt .npz raises several types
+        print(f"{path}: damaged cache entry ({type(error).__name__}), preprocessing that patient again")
+        return None
+
+
+def load_volumes(patient_files, image_size=256, cache_dir=DEFAULT_CACHE_DIR, workers=None, progress=True):
+    """Preprocess (or load from cache) each patient: {patient: (image, mask, geometry)} in the given order."""
+    workers = workers if workers is not None else min(8, os.cpu_count() or 1)
+    results, todo = {}, []
+    for patient, slices in patient_files.items():
+        path = None if cache_dir is None else _cache_path(cache_dir, patient, slices, image_size)
+        cached = _load_cached(path) if path is not None and path.exists() else None
+        if cached is not None:
+            results[patient] = cached
+        else:
+            todo.append(patient)
+    bar = tqdm(total=len(todo), desc="preprocessing", unit="patient", disable=not progress or not todo)
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+            futures = {
+                patient: pool.submit(_preprocess_patient, patient, patient_files[patient], image_size, cache_dir)
+                for patient in todo
+            }
+            for patient, future in futures.items():
+                results[patient] = future.result()
+                bar.update()
+    else:
+        for patient in todo:
+            results[patient] = _preprocess_patient(patient, patient_files[patient], image_size, cache_dir)
+            bar.update()
+    bar.close()
+    return {patient: results[patient] for patient in patient_files}
