@@ -211,3 +211,55 @@ def native_scores(folder):
     """{patient: DSC at the original 256x256 geometry} from folder/predictions/metrics.csv (inference with the
     run's best weights, after the 3-D largest connected component), or {} before inference."""
     return {row["patient"]: float(row["dsc"]) for row in metrics_rows(folder)}
+
+
+# ---------------------------------------------------------------- a run's settings in words (the report's columns)
+
+
+def describe_optimiser(params):
+    text = f"{params['optimizer']} {params['lr']:g}"
+    if params.get("weight_decay"):
+        text += f", wd {params['weight_decay']:g}"
+    if params.get("amp") in ("bf16", "fp16"):
+        text += f", {params['amp']}"
+    if params.get("ema_decay"):
+        text += f", weights EMA {params['ema_decay']:g}"
+    return text
+
+
+def describe_schedule(params):
+    text = params.get("schedule", "constant")
+    if params.get("warmup_epochs"):
+        text += f", warm-up {params['warmup_epochs']}"
+    if params.get("grad_clip"):
+        text += f", clip {params['grad_clip']:g}"
+    if params.get("tta"):
+        text += ", flip TTA"
+    if params.get("sequence_dropout"):
+        text += f", sequence dropout {params['sequence_dropout']:g}"
+    return text
+
+
+def describe_size(params):
+    """The training image size: "64 -> 128 (10 + 4 epochs)" for progressive resizing."""
+    small, epochs = params.get("progressive_size"), params.get("progressive_epochs", 0)
+    if not small or not epochs:
+        return params["image_size"]
+    return f"{small} -> {params['image_size']} ({epochs} + {params['epochs'] - epochs} epochs)"
+
+
+def describe_model(params, results=None):
+    """The network, with what is not its default; an encoder whose ImageNet weights were asked for says whether
+    it had them (results' encoder_weights; older runs did not record it: "ImageNet asked")."""
+    text = params.get("model", "unet")
+    if params.get("init_features", 32) != 32:
+        text += f" ({params['init_features']} features)"
+    args = params.get("model_args") or {}
+    if args.get("pretrained") or args.get("pretrained_path"):
+        text += {"ImageNet": " (ImageNet encoder)", "random": " (random init: no ImageNet file)"}.get(
+            (results or {}).get("encoder_weights"), " (ImageNet asked)")
+    if args.get("deep_supervision"):
+        text += " (deep sup.)"
+    if params.get("context_slices"):
+        text += f" (2.5-D, ±{params['context_slices']} slices)"
+    return text

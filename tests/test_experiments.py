@@ -15,7 +15,7 @@ import inference
 import report
 import train
 from loss import LOSSES
-from runs import Run, load_runs, native_scores
+from runs import Run, describe_model, describe_optimiser, describe_schedule, describe_size, load_runs, native_scores
 from tools import score_runs
 from unet import MODELS
 
@@ -201,16 +201,16 @@ def test_jobs_run_side_by_side_in_their_own_processes(phantom_dir, tmp_path, cap
 
 
 def test_model_column_names_width_imagenet_and_deep_supervision():
-    assert report.describe_model(dict(model="unet", init_features=32)) == "unet"
-    assert report.describe_model(dict(model="unet", init_features=64)) == "unet (64 features)"
-    assert report.describe_model(dict(model="unet++", model_args={"deep_supervision": True})) == "unet++ (deep sup.)"
-    assert report.describe_model(experiments.run_parameters("unet-bce_dice-fast-context", "runs/x")) == \
+    assert describe_model(dict(model="unet", init_features=32)) == "unet"
+    assert describe_model(dict(model="unet", init_features=64)) == "unet (64 features)"
+    assert describe_model(dict(model="unet++", model_args={"deep_supervision": True})) == "unet++ (deep sup.)"
+    assert describe_model(experiments.run_parameters("unet-bce_dice-fast-context", "runs/x")) == \
         "unet (2.5-D, ±1 slices)"
     resnet = dict(model="resnet34_unet", model_args={"pretrained": True})
-    assert report.describe_model(resnet) == "resnet34_unet (ImageNet asked)"  # a run from before it was recorded
-    assert report.describe_model(resnet, dict(encoder_weights="random")) == \
+    assert describe_model(resnet) == "resnet34_unet (ImageNet asked)"  # a run from before it was recorded
+    assert describe_model(resnet, dict(encoder_weights="random")) == \
         "resnet34_unet (random init: no ImageNet file)"
-    assert report.describe_model(resnet, dict(encoder_weights="ImageNet")) == "resnet34_unet (ImageNet encoder)"
+    assert describe_model(resnet, dict(encoder_weights="ImageNet")) == "resnet34_unet (ImageNet encoder)"
 
 
 def test_mean_hd95_skips_patients_without_one(tmp_path):
@@ -477,20 +477,20 @@ def test_the_report_scores_each_fold_model_on_its_own_fold_at_the_original_geome
 
 def test_progressive_runs_show_both_sizes_and_bf16_in_the_table():
     fast = experiments.run_parameters("unet-bce_dice-fast", "runs/x")
-    assert report.describe_size(fast) == "64 -> 128 (10 + 4 epochs)"
-    assert report.describe_size(dict(image_size=64)) == 64
-    assert report.describe_optimiser(fast) == "adamw 0.001, wd 0.0001, bf16"
+    assert describe_size(fast) == "64 -> 128 (10 + 4 epochs)"
+    assert describe_size(dict(image_size=64)) == 64
+    assert describe_optimiser(fast) == "adamw 0.001, wd 0.0001, bf16"
     ema = experiments.run_parameters("unet-bce_dice-fast-ema", "runs/x")
-    assert report.describe_optimiser(ema) == "adamw 0.001, wd 0.0001, bf16, weights EMA 0.998"
-    assert report.describe_size(experiments.run_parameters("unet-bce_dice-fast256", "runs/x")) == \
+    assert describe_optimiser(ema) == "adamw 0.001, wd 0.0001, bf16, weights EMA 0.998"
+    assert describe_size(experiments.run_parameters("unet-bce_dice-fast256", "runs/x")) == \
         "64 -> 256 (10 + 2 epochs)"
 
 
 def test_the_schedule_column_names_tta_and_sequence_dropout():
-    assert report.describe_schedule(experiments.run_parameters("unet-bce_dice-adamw-cosine-seqdrop", "runs/x",
+    assert describe_schedule(experiments.run_parameters("unet-bce_dice-adamw-cosine-seqdrop", "runs/x",
                                                            overrides=dict(epochs=100))) == \
         "cosine, warm-up 3, clip 1, sequence dropout 0.2"
-    assert report.describe_schedule(dict(schedule="constant", tta=True)) == "constant, flip TTA"
+    assert describe_schedule(dict(schedule="constant", tta=True)) == "constant, flip TTA"
 
 
 def test_provenance_names_the_commits_of_a_resumed_runs_earlier_epochs():
