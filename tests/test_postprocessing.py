@@ -15,7 +15,7 @@ def test_each_rule_keeps_the_components_it_names():
     a, b, c = (probs == 0.6), (probs == 0.99), (probs == 0.7)
     masks = postprocessing.apply_rules(probs)
     expected = {"none": a | b | c, "largest (reference)": a, "largest mass": b, "peak > 0.95": b,
-                ">= 10% of largest": a | b | c, ">= 50% of largest": a | b}
+                ">= 10% of largest": a | b | c, ">= 50% of largest": a | b, "highest mean": b}  # B's 0.99 > C's 0.7
     assert sorted(masks) == sorted(expected)
     for rule, mask in expected.items():
         assert np.array_equal(masks[rule], mask), rule
@@ -27,6 +27,25 @@ def test_the_reference_rule_scores_what_inference_scores(phantom_dir, blob_run, 
     scores = postprocessing.score_run(folder)
     scored = inference.run(weights=folder / "weights" / "unet.pt", data_path=phantom_dir, patients=patients,
                            cache_dir=None, predictions_dir=tmp_path / "p", workers=0, write_masks=False, fuse=False)
-    assert scores["largest (reference)"] == pytest.approx([row["dsc"] for row in scored["metrics"]], abs=1e-9)
-    assert scores["none"] == pytest.approx([row["dsc_without_lcc"] for row in scored["metrics"]], abs=1e-9)
+    assert scores["largest (reference)"] == pytest.approx({row["patient"]: row["dsc"] for row in scored["metrics"]},
+                                                          abs=1e-9)
+    assert scores["none"] == pytest.approx({row["patient"]: row["dsc_without_lcc"] for row in scored["metrics"]},
+                                           abs=1e-9)
     assert all(row["components"] > 1 for row in scored["metrics"]) and scores["none"] != scores["largest (reference)"]
+
+
+def test_the_rule_is_chosen_on_the_other_folds_and_applied_to_each():
+    rules = {rule: 0.5 for rule in postprocessing.RULES}
+    # fold 0's patients favour "none", fold 1's "highest mean", fold 2's nothing (every rule 0.5)
+    per_fold = {
+        0: {rule: {"a": 0.9 if rule == "none" else 0.5} for rule in rules},
+        1: {rule: {"b": 0.8 if rule == "highest mean" else 0.5} for rule in rules},
+        2: {rule: {"c": 0.5} for rule in rules},
+    }
+    chosen, pooled = postprocessing.choose_by_folds(per_fold)
+    # fold 0 is judged on folds 1 and 2 ("highest mean" 0.65, the others 0.5), fold 1 on 0 and 2 ("none" 0.7),
+    # fold 2 on 0 and 1 ("none" (0.9 + 0.5) / 2 = 0.70 against "highest mean" (0.5 + 0.8) / 2 = 0.65)
+    assert chosen == {0: "highest mean", 1: "none", 2: "none"}
+    assert pooled == {"a": 0.5, "b": 0.5, "c": 0.5}  # each fold scored under the rule its others chose
+    ties = {fold: {rule: {f"p{fold}": 0.5} for rule in rules} for fold in (0, 1)}
+    assert set(postprocessing.choose_by_folds(ties)[0].values()) == {postprocessing.REFERENCE_RULE}

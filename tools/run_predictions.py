@@ -19,7 +19,7 @@ def native_probabilities(folder, cache_dir=None, device="cpu", tta=None):
     data = dataset.BrainSegmentationDataset(
         results["data_dir"], subset="all", patients=list(results["validation_patients"]),
         image_size=metadata["image_size"], random_sampling=False, require_masks=True,
-        cache_dir=cache_dir or results["params"].get("cache_dir"))
+        cache_dir=cache_dir or results["params"].get("cache_dir"), context_slices=metadata.get("context_slices", 0))
     if tta is None:
         tta = results["params"].get("tta", False)
     predictions = inference.predict(model, data, device, tta=tta)
