@@ -279,6 +279,7 @@ def train(**overrides):
     params = parameters.check_train(parameters.settings(DEFAULTS, **overrides))
     started = time.perf_counter()
     with distributed.Group() as group, group.quiet():
+        group.share(params["batch_size"])  # a global batch the processes cannot share is refused before any work
         params = group.broadcast(runtime.cpu_settings(runs.training_folders(params), processes=group.local_size)
                                  if group.is_main else None)  # one run folder, named by rank 0
         try:

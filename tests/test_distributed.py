@@ -123,3 +123,11 @@ def test_a_rank_that_fails_ends_the_run_with_its_message(phantom):
     finished = torchrun(phantom, ("epochs", 1), environ=dict(PYTHONPATH=f"{plant}:{REPO}"))
     assert finished.returncode != 0
     assert "rank 1 of 2 failed: RuntimeError: planted failure in the first epoch" in finished.stderr
+
+
+def test_a_batch_the_processes_cannot_share_is_refused_by_name():
+    group = distributed.Group(dict(RANK="0", WORLD_SIZE="3", LOCAL_RANK="0"))
+    assert group.share(12) == 4 and group.seed(42) == 42  # rank 0 keeps the plain seed
+    with pytest.raises(Exception, match="batch_size=16: use a multiple of the 3 processes"):
+        group.share(16)
+    assert distributed.Group(dict(RANK="2", WORLD_SIZE="3")).seed(42) == 42 + 2 * distributed.RANK_SEED_STRIDE
