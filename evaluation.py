@@ -12,7 +12,8 @@ import checkpoint
 import dataset
 import preprocessing
 from unet import probabilities
-from utils import binarise, dsc, dsc_per_volume, overlay, split_by_patient
+from metrics import dsc
+from utils import binarise, overlay, split_by_patient
 
 WEIGHTS_NAME = "unet.pt"
 
@@ -45,6 +46,13 @@ def validate(model, batches, loss_fn, speed, keep_images=0, tta=False, flair=dat
     return float(np.mean(losses)), probs, trues, examples
 
 
+def grid_dsc(probs, trues, patient_slice_index):
+    """The reference's validation DSC, per patient on the preprocessed grid: each patient's slices stacked into a
+    volume, thresholded and reduced to its 3-D largest connected component (utils.binarise), then measured."""
+    volumes, truths = (split_by_patient(part, patient_slice_index) for part in (probs, trues))
+    return [dsc(binarise(volume), truth) for volume, truth in zip(volumes, truths)]
+
+
 def split_record(params, valid_set, train_patients):
     """What a trained model must know of its split: inference scores it on these patients only."""
     return dict(seed=params["seed"], validation_cases=params["validation_cases"], folds=params["folds"],
@@ -74,15 +82,15 @@ class EpochEnd:
         volumes = split_by_patient(probs, self.valid_set.patient_slice_index)
         restored = [preprocessing.restore_geometry(volume, geometry)
                     for volume, geometry in zip(volumes, self.valid_set.geometries)]
-        return ([dsc(volume, truth) for volume, truth in zip(restored, self.native_truths)],
-                [dsc(volume, truth, lcc=False) for volume, truth in zip(restored, self.native_truths)])
+        return ([dsc(binarise(volume), truth) for volume, truth in zip(restored, self.native_truths)],
+                [dsc(binarise(volume, lcc=False), truth) for volume, truth in zip(restored, self.native_truths)])
 
     def __call__(self, entry, seconds, val_loss, probs, trues, examples, snapshot):
         """entry: the epoch's history line so far; seconds: train_seconds and wall_seconds at the epoch's end;
         probs, trues: per validation slice; examples: (FLAIR, truth, prediction) to draw; snapshot: the CPU
         copy of the training state for the checkpoint."""
         results, params, step = self.results, self.params, entry["step"]
-        per_patient = dsc_per_volume(probs, trues, self.valid_set.patient_slice_index)
+        per_patient = grid_dsc(probs, trues, self.valid_set.patient_slice_index)
         mean_dsc = float(np.mean(per_patient))
         self.logger.scalar_summary("val_loss", val_loss, step)
         self.logger.scalar_summary("val_dsc", mean_dsc, step)

@@ -36,15 +36,12 @@ import runs
 from checkpoint import FolderLock, OutputError, WeightsError, load_weights, write_json_atomic
 from runtime import resolve_device
 from unet import fused_for_inference, probabilities
-from utils import (binarise, count_components, dsc, largest_connected_component, overlay, plot_dsc,
-                   segmentation_metrics, split_by_patient)
+from metrics import METRIC_COLUMNS, dsc, metrics_summary, patient_metrics
+from utils import binarise, largest_connected_component, overlay, plot_dsc, split_by_patient
 
 DEFAULTS = parameters.defaults(parameters.INFERENCE)
 
-METRIC_COLUMNS = (
-    "patient", "dsc", "iou", "precision", "recall", "hd95", "predicted_voxels", "true_voxels", "dsc_preprocessed",
-    "dsc_without_lcc", "components",
-)
+
 
 
 def predict(model, data, device, batch_size=32, tta=False, workers=0, fuse=False, precision="float32"):
@@ -74,17 +71,6 @@ def post_process(restored, threshold, lcc):
     thresholded volume's 3-D largest connected component alone, as the reference; else the thresholded volume."""
     thresholded = binarise(restored, threshold, lcc=False)
     return thresholded, largest_connected_component(thresholded) if lcc else thresholded
-
-
-def patient_metrics(patient, thresholded, pred, truth, dsc_preprocessed):
-    """The metrics.csv row of a patient from post_process's two volumes and the truth mask.
-
-    The scores are of the post-processed prediction; dsc_without_lcc and components say what that
-    post-processing did: a patient scoring 0 with a high dsc_without_lcc had its tumour in a smaller component
-    than a false one.
-    """
-    return dict(patient=patient, **segmentation_metrics(pred, truth), dsc_preprocessed=dsc_preprocessed,
-                dsc_without_lcc=dsc(thresholded, truth, lcc=False), components=count_components(thresholded))
 
 
 def write_mask_tiffs(mask, patient, slice_files, folder, copy_images=True):
@@ -125,17 +111,6 @@ def write_metrics(rows, path):
         for row in rows:
             writer.writerow({key: ("" if isinstance(value, float) and np.isnan(value) else value)
                              for key, value in row.items()})
-
-
-def metrics_summary(rows):
-    """{"mean": {metric: value}, "median": {...}} over the patients; a metric's empty (NaN) values are skipped."""
-    summary = {}
-    for statistic, function in (("mean", np.nanmean), ("median", np.nanmedian)):
-        summary[statistic] = {}
-        for column in METRIC_COLUMNS[1:]:
-            values = np.array([row[column] for row in rows], dtype=float)
-            summary[statistic][column] = float(function(values)) if np.isfinite(values).any() else float("nan")
-    return summary
 
 
 def write_metrics_summary(summary, path):
@@ -274,7 +249,7 @@ def _predict_and_write(params, model, metadata, image_size, data_dir, source, ou
         if params["write_masks"]:
             write_mask_tiffs(original, patient, files, out_dir / "masks", params["copy_images"])
         if has_mask:
-            reference_dsc[patient] = dsc(pred, truths, lcc=False)
+            reference_dsc[patient] = dsc(pred, truths)  # pred is already post-processed
             rows.append(patient_metrics(patient, thresholded, original, truth, reference_dsc[patient]))
     if rows:
         write_metrics(rows, out_dir / "metrics.csv")

@@ -1,5 +1,5 @@
-"""Metrics and pictures: DSC with 3-D largest connected component, outline
-overlays (red prediction, green truth), the DSC distribution plot."""
+"""Post-processing and pictures: thresholding and the 3-D largest connected component (applied explicitly
+before any measure of metrics.py), outline overlays (red prediction, green truth), the DSC and training plots."""
 
 import numpy as np
 from scipy import ndimage
@@ -35,62 +35,11 @@ def binarise(probabilities, threshold=0.5, lcc=True):
     return largest_connected_component(pred) if lcc else pred
 
 
-def dsc(y_pred, y_true, lcc=True):
-    """Dice similarity coefficient of a prediction (probabilities, post-processed by binarise) against a binary
-    truth. Both empty means perfect agreement: 1.0, never NaN.
-    """
-    pred = binarise(y_pred, lcc=lcc)
-    true = np.asarray(y_true) > 0.5
-    total = pred.sum() + true.sum()
-    if total == 0:
-        return 1.0
-    return float(2.0 * np.logical_and(pred, true).sum() / total)
-
-
-def segmentation_metrics(pred, true):
-    """DSC, IoU, precision, recall, HD95 (voxels, via medpy) and volumes of two binary volumes.
-
-    Conventions where a ratio is 0/0: both empty scores 1 everywhere and HD95
-    0; precision with nothing predicted, or recall with nothing true, is 1
-    only when the other is empty too, else 0. HD95 is NaN when exactly one is
-    empty.
-    """
-    pred, true = np.asarray(pred).astype(bool), np.asarray(true).astype(bool)
-    tp = int(np.logical_and(pred, true).sum())
-    n_pred, n_true = int(pred.sum()), int(true.sum())
-    both_empty = n_pred == 0 and n_true == 0
-    union = n_pred + n_true - tp
-    if both_empty:
-        hd95 = 0.0
-    elif n_pred == 0 or n_true == 0:
-        hd95 = float("nan")
-    else:
-        from medpy.metric.binary import hd95 as medpy_hd95
-
-        hd95 = float(medpy_hd95(pred, true))
-    return dict(
-        dsc=1.0 if both_empty else 2 * tp / (n_pred + n_true),
-        iou=1.0 if both_empty else tp / union,
-        precision=tp / n_pred if n_pred else float(n_true == 0),
-        recall=tp / n_true if n_true else float(n_pred == 0),
-        hd95=hd95,
-        predicted_voxels=n_pred,
-        true_voxels=n_true,
-    )
-
-
 def split_by_patient(slices, patient_slice_index):
     """Stack a flat list of per-slice arrays into one array per patient, in patient order."""
     counts = np.bincount([patient for patient, _ in patient_slice_index])
     bounds = np.concatenate([[0], np.cumsum(counts)])
     return [np.stack(slices[bounds[p] : bounds[p + 1]]) for p in range(len(counts))]
-
-
-def dsc_per_volume(validation_pred, validation_true, patient_slice_index, lcc=True):
-    """One DSC per patient, each computed on the patient's whole 3-D volume."""
-    preds = split_by_patient(validation_pred, patient_slice_index)
-    trues = split_by_patient(validation_true, patient_slice_index)
-    return [dsc(pred, true, lcc=lcc) for pred, true in zip(preds, trues)]
 
 
 def gray2rgb(image):

@@ -10,8 +10,9 @@ import checkpoint
 import dataset
 import preprocessing
 import inference
+import metrics
 from unet import UNet, build_model
-from utils import segmentation_metrics
+from metrics import segmentation_metrics
 
 
 def test_metrics_hand_computed():
@@ -100,11 +101,11 @@ def test_patient_metrics_say_what_the_largest_component_threw_away():
     truth[0, 0, 0:4] = 1
     probs = truth * 0.9
     probs[2:4, 3:5, 3:5] = 0.8  # 2x2x2, not touching the tumour
-    row = inference.patient_metrics("p", *inference.post_process(probs, threshold=0.5, lcc=True), truth, 0.25)
+    row = metrics.patient_metrics("p", *inference.post_process(probs, threshold=0.5, lcc=True), truth, 0.25)
     assert row["dsc"] == 0.0 and row["predicted_voxels"] == 8 and row["true_voxels"] == 4
     assert row["dsc_without_lcc"] == pytest.approx(0.5) and row["components"] == 2
-    assert row["dsc_preprocessed"] == 0.25 and list(row) == list(inference.METRIC_COLUMNS)
-    plain = inference.patient_metrics("p", *inference.post_process(probs, threshold=0.5, lcc=False), truth, 0.25)
+    assert row["dsc_preprocessed"] == 0.25 and list(row) == list(metrics.METRIC_COLUMNS)
+    plain = metrics.patient_metrics("p", *inference.post_process(probs, threshold=0.5, lcc=False), truth, 0.25)
     assert plain["dsc"] == plain["dsc_without_lcc"] == pytest.approx(0.5) and plain["predicted_voxels"] == 12
 
 
@@ -124,7 +125,7 @@ def test_metrics_summary_hand_computed(tmp_path):
                  true_voxels=5, dsc_preprocessed=0.0, dsc_without_lcc=0.3, components=3),
             dict(patient="c", dsc=0.6, iou=0.5, precision=0.5, recall=1.0, hd95=6.0, predicted_voxels=4,
                  true_voxels=2, dsc_preprocessed=0.5, dsc_without_lcc=0.6, components=2)]
-    summary = inference.metrics_summary(rows)
+    summary = metrics.metrics_summary(rows)
     assert summary["mean"]["dsc"] == pytest.approx(0.5) and summary["median"]["dsc"] == pytest.approx(0.6)
     assert summary["mean"]["hd95"] == pytest.approx(4.0) and summary["median"]["hd95"] == pytest.approx(4.0)
     assert summary["mean"]["true_voxels"] == pytest.approx(9.0) and summary["median"]["predicted_voxels"] == 4.0
@@ -135,7 +136,7 @@ def test_metrics_summary_hand_computed(tmp_path):
     assert [row["statistic"] for row in written] == ["mean", "median"]
     assert float(written[0]["recall"]) == 0.5 and float(written[1]["iou"]) == 0.5
     no_hd95 = [dict(row, hd95=nan) for row in rows]
-    inference.write_metrics_summary(inference.metrics_summary(no_hd95), tmp_path / "none.csv")
+    inference.write_metrics_summary(metrics.metrics_summary(no_hd95), tmp_path / "none.csv")
     with open(tmp_path / "none.csv") as handle:
         assert [row["hd95"] for row in csv.DictReader(handle)] == ["", ""]  # empty, not "nan"
 
@@ -168,7 +169,7 @@ def test_run_with_masks_writes_metrics_figure_masks_and_gifs(phantom_dir, tmp_pa
     with open(tmp_path / "p" / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["patient"] for row in rows] == out["patients"]
-    assert list(rows[0]) == list(inference.METRIC_COLUMNS)
+    assert list(rows[0]) == list(metrics.METRIC_COLUMNS)
     with open(tmp_path / "p" / "metrics-summary.csv") as handle:
         summary = {row["statistic"]: row for row in csv.DictReader(handle)}
     assert float(summary["mean"]["dsc"]) == pytest.approx(np.mean([float(row["dsc"]) for row in rows]), abs=1e-6)

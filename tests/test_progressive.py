@@ -98,7 +98,7 @@ def test_only_epochs_at_image_size_can_give_the_best_weights(phantom_dir, tmp_pa
                       weights_dir=str(tmp_path / "w"), **progressive)
     _, valid_set = datasets(params, phantom_dir)
     grid_scores = iter([[0.9] * 3, [0.5] * 3])  # epochs 1 (16 px when progressive) and 2
-    monkeypatch.setattr(evaluation, "dsc_per_volume", lambda *args: next(grid_scores))
+    monkeypatch.setattr(evaluation, "grid_dsc", lambda *args: next(grid_scores))
     results = dict(history=[], best_val_dsc=0.0, best_epoch=None, train_patients=[])
     with Logger(tmp_path / "logs") as logger:
         end = evaluation.EpochEnd(results, logger, valid_set, params, dict(init_features=4), tmp_path / "ckpt.pt")

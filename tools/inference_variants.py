@@ -24,7 +24,7 @@ import numpy as np
 from inference import post_process
 from comparisons import paired_comparison
 from tools.run_predictions import native_probabilities
-from utils import dsc
+from metrics import dsc
 
 TTA = " + flip TTA"
 AT = " @ "
@@ -33,7 +33,7 @@ AT = " @ "
 def score(probabilities, truth, threshold=0.5):
     """The reference's DSC of a patient: thresholded, its largest connected component kept (inference's dsc)."""
     _, prediction = post_process(probabilities, threshold, lcc=True)
-    return dsc(prediction, truth, lcc=False)
+    return dsc(prediction, truth)
 
 
 def experiment_of(folder):

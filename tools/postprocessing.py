@@ -22,7 +22,7 @@ from scipy import ndimage
 from comparisons import paired_comparison
 from runs import load_runs
 from tools.run_predictions import native_probabilities
-from utils import dsc
+from metrics import dsc
 
 REFERENCE_RULE = "largest (reference)"
 
@@ -68,7 +68,7 @@ def score_run(folder, cache_dir=None, device="cpu"):
     scores = {rule: {} for rule in RULES}
     for patient, probabilities, truth in native_probabilities(folder, cache_dir, device):
         for rule, mask in apply_rules(probabilities).items():
-            scores[rule][patient] = dsc(mask, truth, lcc=False)
+            scores[rule][patient] = dsc(mask, truth)
     return scores
 
 
