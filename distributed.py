@@ -114,11 +114,19 @@ class Group:
         with contextlib.redirect_stdout(io.StringIO()):
             yield
 
-    def wrap(self, model):
-        """model for the training step: DistributedDataParallel over the group, or model itself."""
+    def wrap(self, model, sync_batchnorm=False):
+        """model for the training step: DistributedDataParallel over the group (with sync_batchnorm, its batch
+        norm layers made SyncBatchNorm, in place: what is saved is the same state_dict), or model itself."""
         if not self.parallel:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
         device = next(model.parameters()).device
+        if sync_batchnorm:
+            if device.type != "cuda":
+                from parameters import ParameterError
+
+                raise ParameterError("sync_batchnorm=True: SyncBatchNorm runs on GPUs only; leave it off on CPUs")
+            for name, child in list(model.named_children()):
+                setattr(model, name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(child))
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -65,6 +65,8 @@ TRAIN = dict(
                  'bf16, where amp="bf16" trains about 1.8x faster: the run says so)'),
     channels_last=("auto", 'True, False; "auto": on a GPU'),
     compile=(False, "torch.compile the model"),
+    sync_batchnorm=(False, "data-parallel on GPUs (torchrun): batch norm statistics over every process's share "
+                           "(SyncBatchNorm) instead of each its own"),
     deterministic=(False, "deterministic algorithms (slower on a GPU)"),
     resume=(False, "continue a stopped run from logs_dir/checkpoint.pt (with the same settings)"),
     keep_checkpoint=(False, "keep logs_dir/checkpoint.pt once every epoch has run (only a stopped run needs it; "

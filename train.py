@@ -104,7 +104,7 @@ class Run:
         self.model = model.to(device, memory_format=speed.memory_format)
         # data-parallel: gradients averaged over the ranks at every step (a plain process: the model itself)
         self.parallel = group is not None and group.parallel
-        self.step_model = group.wrap(self.model) if group is not None else self.model
+        self.step_model = group.wrap(self.model, params["sync_batchnorm"]) if group is not None else self.model
         self.step_model = torch.compile(self.step_model) if params["compile"] else self.step_model
         self.loss_fn = build_loss(params["loss"], deep_supervision_weights=params["deep_supervision_weights"],
                                   **(params["loss_args"] or {}))

@@ -131,3 +131,8 @@ def test_a_batch_the_processes_cannot_share_is_refused_by_name():
     with pytest.raises(Exception, match="batch_size=16: use a multiple of the 3 processes"):
         group.share(16)
     assert distributed.Group(dict(RANK="2", WORLD_SIZE="3")).seed(42) == 42 + 2 * distributed.RANK_SEED_STRIDE
+
+
+def test_sync_batchnorm_is_refused_on_cpus_by_name(phantom):
+    finished = torchrun(phantom, ("epochs", 1), ("sync_batchnorm", True))
+    assert finished.returncode != 0 and "sync_batchnorm=True: SyncBatchNorm runs on GPUs only" in finished.stderr
