@@ -3,6 +3,7 @@ the original 256x256 geometry, as inference scores), TensorBoard scalars and ove
 checkpoint and results file. Model selection stays on the grid DSC, as the reference's; a progressive run
 chooses among its epochs at image_size only."""
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,12 @@ import torch
 import checkpoint
 import dataset
 import preprocessing
+import runs
 from unet import probabilities
 from metrics import dsc
 from utils import binarise, overlay, split_by_patient
 
-WEIGHTS_NAME = "unet.pt"
+WEIGHTS_NAME = runs.WEIGHTS_FILE.name
 
 
 def validate(model, batches, loss_fn, speed, keep_images=0, tta=False, flair=dataset.FLAIR_CHANNEL):
@@ -60,6 +62,33 @@ def split_record(params, valid_set, train_patients):
                 train_patients=list(train_patients))
 
 
+@dataclass
+class TrainedEpoch:
+    """What the training loop knows of an epoch once its validation pass has run: the first fields of the epoch's
+    history entry (history_entry adds the scores)."""
+    epoch: int  # counted from 1
+    step: int  # optimiser steps so far: TensorBoard's x axis
+    loss: float
+    lr: float
+    image_size: int  # what this epoch trained at (a progressive run's early epochs are smaller)
+    images: int  # trained so far, and their pixels: the run's compute budget
+    pixels: int
+    validation_seconds: float
+    load_average: float | None  # beside the timings: whether something else ran meanwhile
+
+
+def history_entry(trained, val_loss, patients, grid, native, without_lcc, train_seconds):
+    """An epoch's entry in results.json's history, whole: what training knew, then validation's per-patient DSC
+    on the training grid (grid), at the original geometry after the largest component (native) and without it."""
+    return dict(asdict(trained), val_loss=val_loss, val_dsc=float(np.mean(grid)),
+                val_dsc_per_patient=dict(zip(patients, grid)),
+                val_dsc_native=float(np.mean(native)),
+                val_dsc_native_per_patient=dict(zip(patients, native)),
+                val_dsc_native_without_lcc=float(np.mean(without_lcc)),
+                val_dsc_native_without_lcc_per_patient=dict(zip(patients, without_lcc)),
+                train_seconds=train_seconds)
+
+
 class EpochEnd:
     """What follows an epoch's validation pass, run in the background: per-patient DSC, TensorBoard scalars
     and overlays, the best weights, the checkpoint and results.json (in that order: the checkpoint is never
@@ -85,11 +114,11 @@ class EpochEnd:
         return ([dsc(binarise(volume), truth) for volume, truth in zip(restored, self.native_truths)],
                 [dsc(binarise(volume, lcc=False), truth) for volume, truth in zip(restored, self.native_truths)])
 
-    def __call__(self, entry, seconds, val_loss, probs, trues, examples, snapshot):
-        """entry: the epoch's history line so far; seconds: train_seconds and wall_seconds at the epoch's end;
-        probs, trues: per validation slice; examples: (FLAIR, truth, prediction) to draw; snapshot: the CPU
-        copy of the training state for the checkpoint."""
-        results, params, step = self.results, self.params, entry["step"]
+    def __call__(self, trained, seconds, val_loss, probs, trues, examples, snapshot):
+        """trained: the TrainedEpoch; seconds: train_seconds and wall_seconds at the epoch's end; probs, trues:
+        per validation slice; examples: (FLAIR, truth, prediction) to draw; snapshot: the CPU copy of the training
+        state for the checkpoint."""
+        results, params, step = self.results, self.params, trained.step
         per_patient = grid_dsc(probs, trues, self.valid_set.patient_slice_index)
         mean_dsc = float(np.mean(per_patient))
         self.logger.scalar_summary("val_loss", val_loss, step)
@@ -104,9 +133,9 @@ class EpochEnd:
         # which is not what inference gives a smaller model (the small size's own preprocessing: on the
         # reference split 0.884 at 256x256 instead of 0.893), and their grid is another grid: only epochs at
         # image_size are candidates for the best weights.
-        candidate = entry["image_size"] == params["image_size"]
+        candidate = trained.image_size == params["image_size"]
         if candidate and (results["best_epoch"] is None or mean_dsc > results["best_val_dsc"]):  # even at DSC 0
-            results.update(best_val_dsc=mean_dsc, best_epoch=entry["epoch"])
+            results.update(best_val_dsc=mean_dsc, best_epoch=trained.epoch)
             # the evaluated weights: the moving average's when the run keeps one (snapshot["weights"])
             checkpoint.save_weights(snapshot.get("weights", snapshot["model"]),
                                     Path(params["weights_dir"]) / WEIGHTS_NAME, params["image_size"],
@@ -115,18 +144,13 @@ class EpochEnd:
                                     context_slices=params["context_slices"])
         native, without_lcc = self.native_dsc(probs)
         self.logger.scalar_summary("val_dsc_256", float(np.mean(native)), step)
-        entry.update(val_loss=val_loss, val_dsc=mean_dsc,
-                     val_dsc_per_patient=dict(zip(self.valid_set.patients, per_patient)),
-                     val_dsc_native=float(np.mean(native)),
-                     val_dsc_native_per_patient=dict(zip(self.valid_set.patients, native)),
-                     val_dsc_native_without_lcc=float(np.mean(without_lcc)),
-                     val_dsc_native_without_lcc_per_patient=dict(zip(self.valid_set.patients, without_lcc)),
-                     train_seconds=seconds["train_seconds"])
+        entry = history_entry(trained, val_loss, self.valid_set.patients, per_patient, native, without_lcc,
+                              seconds["train_seconds"])
         previous = results["history"][-1]["train_seconds"] if results["history"] else 0.0
         results.update(seconds)
         results["history"].append(entry)
         checkpoint.save_atomic(dict(snapshot, results=results), self.checkpoint_path)
-        checkpoint.write_json_atomic(results, self.checkpoint_path.parent / "results.json")
+        checkpoint.write_json_atomic(results, self.checkpoint_path.parent / runs.RESULTS_FILE.name)
         print(epoch_line(entry, params["epochs"], entry["train_seconds"] - previous,
                          best=results["best_epoch"] == entry["epoch"]), flush=True)
 

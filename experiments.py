@@ -25,6 +25,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import runs
+
 REPO = Path(__file__).resolve().parent
 NOTEBOOK = REPO / "train.ipynb"
 
@@ -119,8 +121,8 @@ def run_parameters(name, out_dir, data_path=None, overrides=None, folds=0, fold=
     params.update(
         data_path=None if data_path is None else str(Path(data_path).resolve()),
         synthetic_demo=False,
-        weights_dir=str(out_dir / "weights"),
-        logs_dir=str(out_dir / "logs"),
+        weights_dir=str(out_dir / runs.WEIGHTS_FILE.parent),
+        logs_dir=str(out_dir / runs.CHECKPOINT_FILE.parent),
         folds=folds,
         fold=fold,
         resume=True,
@@ -129,11 +131,12 @@ def run_parameters(name, out_dir, data_path=None, overrides=None, folds=0, fold=
 
 
 def finished(out_dir, epochs):
-    results = Path(out_dir) / "results.json"
-    if not results.exists():
+    """Whether the run in out_dir trained every epoch and experiments.py recorded it (its keys in results.json)."""
+    try:
+        results = runs.read_results(out_dir)
+    except OSError:
         return False
-    history = json.loads(results.read_text())["history"]
-    return len(history) >= epochs
+    return len(results["history"]) >= epochs and "experiment" in results
 
 
 def run(name, runs_dir="runs", data_path=None, overrides=None, folds=0, fold=0, executor="papermill",
@@ -150,7 +153,7 @@ def run(name, runs_dir="runs", data_path=None, overrides=None, folds=0, fold=0, 
     epochs = params.get("epochs", train.DEFAULTS["epochs"])
     if finished(out_dir, epochs):
         print(f"{out_dir}: done already, skipped")
-        return json.loads((out_dir / "results.json").read_text())
+        return runs.read_results(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     if executor == "papermill":
@@ -165,10 +168,10 @@ def run(name, runs_dir="runs", data_path=None, overrides=None, folds=0, fold=0, 
         train.train(**params)
     else:
         raise ValueError(f"executor must be 'papermill' or 'python', not {executor!r}")
-    results = json.loads((out_dir / "logs" / "results.json").read_text())
+    results = runs.read_results(out_dir)
     results.update(experiment=name, recipe=EXPERIMENTS[name], executor=executor,
                    run_seconds=time.perf_counter() - started, shared_by=shared_by)
-    checkpoint.write_json_atomic(results, out_dir / "results.json")
+    checkpoint.write_json_atomic(results, runs.results_file(out_dir))  # the run's one results.json
     print(f"{out_dir}: best validation mean DSC {results['best_val_dsc']:.4f} at epoch {results['best_epoch']}")
     return results
 
@@ -310,14 +313,14 @@ def run_as_process(args, name, fold, gpu=None):
     where = describe(name, args.folds, fold)
     environment = dict(os.environ, **({} if gpu is None else {"CUDA_VISIBLE_DEVICES": gpu}))
     print(f"started {where}" + ("" if gpu is None else f" on GPU {gpu}") + f": log in {out_dir / 'run.log'}")
-    with open(out_dir / "run.log", "a") as log:
+    with open(out_dir / runs.RUN_LOG, "a") as log:
         finished_process = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=environment)
     if finished_process.returncode != 0:
-        last_line = ((out_dir / "run.log").read_text().strip().splitlines() or [""])[-1]
+        last_line = ((out_dir / runs.RUN_LOG).read_text().strip().splitlines() or [""])[-1]
         failure = f"{where}: exit {finished_process.returncode}: {last_line.removeprefix(where + ': ')}"
         print(f"FAILED {failure}", file=sys.stderr)
         return failure
-    results = json.loads((out_dir / "results.json").read_text())
+    results = runs.read_results(out_dir)
     print(f"finished {where}: best validation mean DSC {results['best_val_dsc']:.4f} at epoch "
           f"{results['best_epoch']}")
     return None

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from comparisons import best_run, cross_validation, is_reference_recipe, lcc_rows, mean_hd95, paired_rows
-from runs import (describe_model, describe_optimiser, describe_schedule, describe_size, load_runs, metrics_rows,
-                  native_scores)
+from runs import (PREDICTIONS_DIR, describe_model, describe_optimiser, describe_schedule, describe_size, load_runs,
+                  metrics_rows, native_scores)
 
 ANALYSIS_START = "<!-- analysis: written by hand, kept when the report is regenerated -->"
 ANALYSIS_END = "<!-- end of analysis -->"
@@ -220,7 +220,7 @@ def section_lines(runs, figures_dir, relative, heading):
     best, best_pictures = best_run(runs), False
     if reference_runs:
         # the pictures tools/score_runs.py left in the best run's folder
-        pictures = [best.folder / "predictions" / name for name in ("dsc.png", "examples.png")]
+        pictures = [best.folder / PREDICTIONS_DIR / name for name in ("dsc.png", "examples.png")]
         if all(picture.exists() for picture in pictures):
             best_pictures = True
             for picture, name in zip(pictures, ("best-dsc.png", "examples.png")):

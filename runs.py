@@ -10,6 +10,14 @@ from pathlib import Path
 
 WEIGHTS_FILE = Path("weights") / "unet.pt"
 CHECKPOINT_FILE = Path("logs") / "checkpoint.pt"
+# a run's one results.json: training writes it beside the checkpoint, experiments.py adds its keys to it
+RESULTS_FILE = Path("logs") / "results.json"
+# where tools/collect_runs.py's copies keep it (results/<protocol>/runs/...), and where runs before the one file
+# kept experiments.py's copy (a superset of logs/results.json's keys): read first where it exists
+COLLECTED_RESULTS_FILE = Path("results.json")
+PREDICTIONS_DIR = Path("predictions")  # inference's masks, GIFs, metrics.csv and figures of the run's own weights
+METRICS_FILE = PREDICTIONS_DIR / "metrics.csv"
+RUN_LOG = Path("run.log")  # experiments.py's (and tools/cpu_sweep.sh's) log of a run started from a shell
 # the best model trained so far, shipped with the repository (pretrained/MODEL_CARD.md): inference uses it when
 # there is no run of one's own yet
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "pretrained" / "unet-lgg-256.pt"
@@ -57,8 +65,8 @@ def training_folders(params):
     if name is None:
         name = new_run_folder(params["runs_dir"], params)
     folder = Path(params["runs_dir"]) / name
-    return dict(params, run_name=name, weights_dir=params["weights_dir"] or str(folder / "weights"),
-                logs_dir=params["logs_dir"] or str(folder / "logs"))
+    return dict(params, run_name=name, weights_dir=params["weights_dir"] or str(folder / WEIGHTS_FILE.parent),
+                logs_dir=params["logs_dir"] or str(folder / CHECKPOINT_FILE.parent))
 
 
 def events_dir(params):
@@ -92,16 +100,24 @@ def remove_if_empty(params):
     return True
 
 
+def results_file(run):
+    """The path of a run folder's results.json: the collected (or older) copy where there is one, else
+    RESULTS_FILE (which need not exist yet)."""
+    collected = Path(run) / COLLECTED_RESULTS_FILE
+    return collected if collected.exists() else Path(run) / RESULTS_FILE
+
+
+def read_results(run):
+    """A run folder's results dict (results_file); OSError where there is none."""
+    return json.loads(results_file(run).read_text())
+
+
 def trained_on(run):
     """The resolved data folder a run trained on (its results.json says), or None when unknown."""
-    import json
-
-    for path in (run / "results.json", run / "logs" / "results.json"):
-        try:
-            return str(Path(json.loads(path.read_text())["data_dir"]).resolve())
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return None
+    try:
+        return str(Path(read_results(run)["data_dir"]).resolve())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def data_label(data_dir):
@@ -140,7 +156,7 @@ def inference_outputs(params, data_dir=None):
         path = Path(weights)
         in_a_run = path.parent.name == WEIGHTS_FILE.parent.name
         # weights outside a run (the shipped ones, the reference's unet.pt): a folder per weights file and data
-        predictions_dir = str(path.parent.parent / "predictions" if in_a_run else Path("predictions") / (
+        predictions_dir = str(path.parent.parent / PREDICTIONS_DIR if in_a_run else Path("predictions") / (
             path.stem if data_dir is None else f"{path.stem}-{data_label(data_dir)}"))
         trained = trained_on(path.parent.parent) if in_a_run else None
         if data_dir is not None and trained is not None and trained != str(Path(data_dir).resolve()):
@@ -181,14 +197,12 @@ class Run:
 def load_runs(runs_dir):
     """Every run under runs_dir/<name>/ and runs_dir/<name>/fold-<k>/, sorted by name and fold.
 
-    A finished run has its results.json there; an interrupted or failed one only logs/results.json.
+    A folder without a results.json (results_file) is no run.
     """
     runs = []
     for pattern in ("*", "*/fold-*"):
         for folder in sorted(path for path in Path(runs_dir).glob(pattern) if path.is_dir()):
-            path = folder / "results.json"
-            if not path.exists():
-                path = folder / "logs" / "results.json"
+            path = results_file(folder)
             if not path.exists():
                 continue
             name, fold = folder.name, None
@@ -200,7 +214,7 @@ def load_runs(runs_dir):
 
 def metrics_rows(folder):
     """The rows of folder/predictions/metrics.csv (inference with the run's best weights) as strings, or []."""
-    path = Path(folder) / "predictions" / "metrics.csv"
+    path = Path(folder) / METRICS_FILE
     if not path.exists():
         return []
     with open(path) as handle:

@@ -25,7 +25,7 @@ import runtime
 import runs
 from background import BackgroundWork
 from batches import Batches, datasets, trained_pixels, training_size
-from evaluation import WEIGHTS_NAME, EpochEnd, validate
+from evaluation import WEIGHTS_NAME, EpochEnd, TrainedEpoch, validate
 from logger import Logger, SilentLogger
 from loss import build_loss
 from optimizers import build_optimizer, build_scheduler
@@ -38,7 +38,7 @@ DEFAULTS = parameters.defaults(parameters.TRAIN)
 SYNTHETIC_DEMO = dict(image_size=64, epochs=10, batch_size=8, lr=1e-3, loss="bce_dice", optimizer="adamw",
                       schedule="cosine", warmup_epochs=1, workers=0, vis_freq=2, vis_images=16)
 
-CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_NAME = runs.CHECKPOINT_FILE.name
 
 
 def prepare(synthetic_demo=True, **overrides):
@@ -231,10 +231,11 @@ def resume(run, results, checkpoint_path):
     Refuses a checkpoint trained with other settings, and a fresh start that would overwrite best weights.
     """
     params = results["params"]
+    results_path = checkpoint_path.parent / runs.RESULTS_FILE.name
     if not params["resume"]:
         # a fresh start into a folder that holds a run would replace its weights, checkpoint and results and
         # mix two runs' TensorBoard events
-        held = [path for path in (checkpoint_path, checkpoint_path.parent / "results.json", Path(results["weights"]))
+        held = [path for path in (checkpoint_path, results_path, Path(results["weights"]))
                 if path.exists()]
         if held:
             raise checkpoint.OutputError(
@@ -244,9 +245,9 @@ def resume(run, results, checkpoint_path):
             )
         return 0
     if not checkpoint_path.exists():
-        finished = read_finished(checkpoint_path.parent / "results.json", params["epochs"])
+        finished = read_finished(results_path, params["epochs"])
         if finished is not None:  # its checkpoint went when the last epoch ended: nothing to resume
-            refuse_other_settings(finished, results, checkpoint_path.parent / "results.json")
+            refuse_other_settings(finished, results, results_path)
             results.update({key: finished[key] for key in RESTORED if key in finished})
             print(f"{checkpoint_path.parent}: every one of the {params['epochs']} epochs has run already; "
                   "nothing to resume")
@@ -341,13 +342,14 @@ def _train(params, started, group):
                     )
                     validation_seconds = time.perf_counter() - validation_started
                     per_epoch = run.batches.steps * params["batch_size"]
-                    entry = dict(epoch=epoch + 1, step=run.step, loss=loss, lr=run.optimizer.param_groups[0]["lr"],
-                                 image_size=training_size(params, epoch), images=per_epoch * (epoch + 1),
-                                 pixels=trained_pixels(params, epoch + 1, per_epoch),
-                                 validation_seconds=validation_seconds, load_average=runtime.load_average())
+                    trained = TrainedEpoch(epoch=epoch + 1, step=run.step, loss=loss,
+                                           lr=run.optimizer.param_groups[0]["lr"],
+                                           image_size=training_size(params, epoch), images=per_epoch * (epoch + 1),
+                                           pixels=trained_pixels(params, epoch + 1, per_epoch),
+                                           validation_seconds=validation_seconds, load_average=runtime.load_average())
                     seconds = dict(train_seconds=time.perf_counter() - train_started,
                                    wall_seconds=wall_before + time.perf_counter() - started)
-                    background.submit(epoch_end, entry, seconds, val_loss, probs, trues, examples,
+                    background.submit(epoch_end, trained, seconds, val_loss, probs, trues, examples,
                                       run.snapshot(epoch))
             # the run's settings beside its scores, so TensorBoard's HParams tab compares runs by what they changed
             last = results["history"][-1] if results["history"] else {}

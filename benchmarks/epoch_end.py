@@ -32,7 +32,7 @@ import checkpoint
 import dataset
 import parameters
 import train
-from evaluation import EpochEnd
+from evaluation import EpochEnd, TrainedEpoch
 from background import BackgroundWork
 from logger import Logger
 from unet import UNet
@@ -77,11 +77,12 @@ def time_epochs(end, model, optimizer, inputs, epochs, vis_freq, operations, wor
     started = time.perf_counter()
     for epoch in range(epochs):
         training_like_work(operations)
-        entry = dict(epoch=epoch + 1, step=epoch + 1, loss=0.5, lr=1e-4, image_size=end.params["image_size"])
+        trained = TrainedEpoch(epoch=epoch + 1, step=epoch + 1, loss=0.5, lr=1e-4, image_size=end.params["image_size"],
+                               images=0, pixels=0, validation_seconds=0.0, load_average=None)
         snapshot = checkpoint.to_cpu(dict(epoch=epoch, step=epoch + 1, model=model.state_dict(),
                                           optimizer=optimizer.state_dict(), rng=checkpoint.rng_state()))
         shown = examples if epoch % vis_freq == 0 else []
-        work.submit(end, entry, dict(train_seconds=0.0, wall_seconds=0.0), 0.5, preds, trues, shown, snapshot)
+        work.submit(end, trained, dict(train_seconds=0.0, wall_seconds=0.0), 0.5, preds, trues, shown, snapshot)
     work.close()
     return (time.perf_counter() - started) / epochs
 

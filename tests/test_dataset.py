@@ -215,7 +215,7 @@ def test_locate_data_prefers_explicit_then_usual_places_then_synthetic(phantom_d
 
 
 def test_validation_split_larger_than_patient_count_is_a_clear_error(phantom_dir):
-    with pytest.raises(dataset.DataError, match="validation_cases=10 but the data has only 8 patients"):
+    with pytest.raises(dataset.DataError, match="validation_cases=10.*only 8 patients"):
         dataset.split_patients(dataset.list_patients(phantom_dir), "train", validation_cases=10)
 
 

@@ -1,4 +1,4 @@
-"""tools/gpu_session.sh, step by step, on phantom data and a CPU: what a GPU session will run."""
+"""tools/gpu/gpu_session.sh, step by step, on phantom data and a CPU: what a GPU session will run."""
 
 import pytest
 import json
@@ -12,13 +12,13 @@ import torch
 import checkpoint
 import dataset
 from conftest import REPO
-from tools import pack_data
+from tools.gpu import pack_data
 
 
 def session(step, *args, env):
     """The step run with the interpreter that runs the tests, as a GPU machine runs it with its own."""
-    return subprocess.run(["bash", "tools/gpu_session.sh", step, *args], cwd=REPO, env=dict(env, PYTHON=sys.executable),
-                          capture_output=True, text=True)
+    return subprocess.run(["bash", "tools/gpu/gpu_session.sh", step, *args], cwd=REPO,
+                          env=dict(env, PYTHON=sys.executable), capture_output=True, text=True)
 
 
 def test_usage_without_a_step():
@@ -43,7 +43,7 @@ def test_receive_unpack_train_report_and_collect(phantom_dir, tmp_path):
             "validation_cases=3", "--set", "vis_images=2"]
     finished = session("train", "unet-dice", "--synthetic", "--epochs", "2", *tiny, env=env)
     assert finished.returncode == 0, finished.stderr
-    results = json.loads((store / "runs" / "unet-dice" / "results.json").read_text())
+    results = json.loads((store / "runs" / "unet-dice" / "logs" / "results.json").read_text())
     assert len(results["history"]) == 2 and results["data_dir"] == str((store / "kaggle_3m").resolve())
     assert results["params"]["cache_dir"] == str(tmp_path / "cache")
     assert "best validation mean DSC" in (out / "train.log").read_text()  # a single run's log comes back too
@@ -56,7 +56,7 @@ def test_receive_unpack_train_report_and_collect(phantom_dir, tmp_path):
     assert finished.returncode == 0, finished.stderr
     with tarfile.open(out / "runs.tar.xz") as archive:
         names = set(archive.getnames())
-    assert {"runs/unet-dice/results.json", "runs/unet-dice/predictions/metrics.csv", "REPORT.md",
+    assert {"runs/unet-dice/logs/results.json", "runs/unet-dice/predictions/metrics.csv", "REPORT.md",
             "report/examples.png", "report/val_dsc_curves.png"} <= names
     assert not [name for name in names if name.endswith(".pt") or "tfevents" in name]  # small files only
 

@@ -136,7 +136,7 @@ def test_lr_factor_hand_computed():
     assert lr_factor(10, 10, 2, "cosine") == pytest.approx(0.0)
     assert lr_factor(6, 10, 2, "poly") == pytest.approx(0.5**0.9)
     assert lr_factor(4, 8, 0, "poly") == pytest.approx(0.5**0.9)
-    with pytest.raises(ValueError, match="schedule must be one of constant, cosine, poly, not 'step'"):
+    with pytest.raises(ValueError, match="schedule.*constant, cosine, poly.*'step'"):
         lr_factor(0, 10, 0, "step")
 
 
@@ -157,7 +157,7 @@ def test_optimisers_take_their_hand_computed_first_step(name, expected):
 
 
 def test_an_unknown_optimiser_is_named():
-    with pytest.raises(ValueError, match="optimizer must be one of adam, adamw, sgd, not 'lion'"):
+    with pytest.raises(ValueError, match="optimizer.*adam, adamw, sgd.*'lion'"):
         build_optimizer([torch.nn.Parameter(torch.ones(1))], dict(lr=0.1, weight_decay=0.0, optimizer="lion"))
 
 
@@ -238,7 +238,7 @@ def test_weights_of_one_network_do_not_load_as_another(tmp_path):
     with pytest.raises(checkpoint.WeightsError, match=r"attention\.pt: weights do not fit UNet\(.*Unexpected key"):
         checkpoint.load_weights(path)
     checkpoint.save_weights(UNet(init_features=4), path, 32, dict(init_features=4), "segformer")
-    with pytest.raises(checkpoint.WeightsError, match="weights of model 'segformer', which this version does not"):
+    with pytest.raises(checkpoint.WeightsError, match="model 'segformer'"):
         checkpoint.load_weights(path)
 
 

@@ -51,8 +51,7 @@ def test_inference_refuses_to_write_predictions_over_the_truth_it_reads(phantom_
     shutil.copytree(phantom_dir, earlier)
     truth = earlier / "TCGA_SY_0001_20000101" / "TCGA_SY_0001_20000101_3_mask.tif"
     before = truth.read_bytes()
-    with pytest.raises(dataset.DataError, match="predictions_dir .*predictions overlaps the data folder .*masks: "
-                                                "predicted masks would be written over"):
+    with pytest.raises(dataset.DataError, match="predictions_dir .*predictions overlaps .*masks"):
         inference.run(weights=str(weights), data_path=str(earlier), predictions_dir=str(tmp_path / "predictions"),
                       workers=0, cache_dir=None)
     with pytest.raises(dataset.DataError, match="overlaps the data folder"):  # and not inside the data folder
@@ -247,14 +246,14 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_how_much_was_needed(
 
 def test_an_output_folder_that_is_a_file_or_read_only_is_one_clear_line(phantom_dir, tmp_path, monkeypatch):
     (tmp_path / "weights").write_text("not a folder")
-    with pytest.raises(checkpoint.OutputError, match="weights: cannot be the weights folder, a file of that name"):
+    with pytest.raises(checkpoint.OutputError, match="weights: cannot be the weights folder"):
         train.train(data_path=str(phantom_dir), weights_dir=str(tmp_path / "weights"),
                     logs_dir=str(tmp_path / "l"), **TINY)
     read_only = tmp_path / "read-only"
     read_only.mkdir(mode=0o500)
     real_access = os.access  # root may write anywhere: the folder is made to look read-only to this process too
     monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != read_only and real_access(path, mode))
-    with pytest.raises(checkpoint.OutputError, match="read-only: the logs folder is read-only; choose a writable"):
+    with pytest.raises(checkpoint.OutputError, match="read-only: .*read-only.*writable"):
         train.train(data_path=str(phantom_dir), weights_dir=str(tmp_path / "w"), logs_dir=str(read_only), **TINY)
 
 
@@ -297,7 +296,7 @@ def test_a_predictions_folder_that_is_a_file_is_one_clear_line(phantom_dir, tmp_
     weights = tmp_path / "unet.pt"
     checkpoint.save_weights(UNet(init_features=4), weights, 32, dict(init_features=4))
     (tmp_path / "out").write_text("a file")
-    with pytest.raises(checkpoint.OutputError, match="out: cannot be the predictions folder, a file of that name"):
+    with pytest.raises(checkpoint.OutputError, match="out: cannot be the predictions folder"):
         inference.run(weights=str(weights), data_path=str(phantom_dir), predictions_dir=str(tmp_path / "out"),
                       workers=0, cache_dir=str(tmp_path / "c"))
 
@@ -454,5 +453,5 @@ def test_a_read_only_file_system_is_one_clear_line(tmp_path, monkeypatch):
         checkpoint.make_folder(tmp_path / "runs")
     monkeypatch.undo()
     monkeypatch.setattr("builtins.open", read_only)
-    with pytest.raises(checkpoint.OutputError, match=r"results\.json: on a read-only file system; choose a folder"):
+    with pytest.raises(checkpoint.OutputError, match=r"results\.json: .*read-only.*choose"):
         checkpoint.write_json_atomic({}, tmp_path / "results.json")

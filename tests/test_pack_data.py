@@ -6,7 +6,7 @@ import tifffile
 
 import dataset
 from conftest import write_patient
-from tools import pack_data
+from tools.gpu import pack_data
 
 
 @pytest.mark.slow

@@ -97,8 +97,7 @@ def test_impossible_training_parameters_are_refused_before_any_data_is_read(name
 def test_validation_cases_that_leave_no_training_patient_are_refused_before_an_epoch(phantom_dir, tmp_path):
     import dataset
 
-    with pytest.raises(dataset.DataError, match="validation_cases=8 but the data has only 8 patients, which "
-                                                "leaves none to train on; lower validation_cases"):
+    with pytest.raises(dataset.DataError, match="validation_cases=8.*only 8 patients.*none to train"):
         train.train(data_path=str(phantom_dir), validation_cases=8, image_size=32, cache_dir=str(tmp_path))
 
 

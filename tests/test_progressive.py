@@ -105,7 +105,9 @@ def test_only_epochs_at_image_size_can_give_the_best_weights(phantom_dir, tmp_pa
         probs = np.zeros((len(valid_set), 32, 32), dtype=np.float32)
         for epoch in (1, 2):
             size = 16 if progressive and epoch == 1 else 32
-            end(dict(epoch=epoch, step=epoch, image_size=size, loss=0.3), dict(train_seconds=1.0, wall_seconds=1.0),
+            trained = evaluation.TrainedEpoch(epoch=epoch, step=epoch, loss=0.3, lr=1e-3, image_size=size, images=0,
+                                              pixels=0, validation_seconds=0.0, load_average=None)
+            end(trained, dict(train_seconds=1.0, wall_seconds=1.0),
                 0.5, probs[:, :size, :size], probs[:, :size, :size].astype(np.uint8), [],
                 dict(model=UNet(init_features=4).state_dict()))
     assert results["best_epoch"] == best_epoch

@@ -1,5 +1,6 @@
 """One folder per run, the latest run found by itself, and CPU settings that follow the machine."""
 
+import json
 import os
 import time
 
@@ -149,3 +150,21 @@ def test_auto_precision_stays_float32_on_a_cpu_and_says_when_bf16_would_pay(nati
     assert (speed.hint is not None and 'amp="bf16"' in speed.hint) == native
     asked = runtime.SpeedOptions(dict(train.DEFAULTS, amp="bf16", channels_last=True), torch.device("cpu"))
     assert asked.amp_dtype == torch.bfloat16 and asked.hint is None
+
+
+def test_a_runs_results_are_read_from_its_one_file_and_older_layouts_still_load(tmp_path):
+    new = tmp_path / "new" / "logs"
+    new.mkdir(parents=True)
+    (new / "results.json").write_text(json.dumps(dict(history=[{}], params=dict(epochs=1), experiment="unet-dice")))
+    # before one results.json per run, experiments.py kept a copy with its own keys at the run's root (and
+    # tools/collect_runs.py still writes one there): that copy is the fuller one and is read first
+    old = tmp_path / "old"
+    (old / "logs").mkdir(parents=True)
+    (old / "logs" / "results.json").write_text(json.dumps(dict(history=[{}], params=dict(epochs=1))))
+    (old / "results.json").write_text(json.dumps(dict(history=[{}], params=dict(epochs=1), experiment="unet-focal")))
+    assert runs.results_file(new.parent) == new / "results.json"
+    assert runs.read_results(old)["experiment"] == "unet-focal"
+    assert [(run.name, run.results["experiment"]) for run in runs.load_runs(tmp_path)] == [
+        ("new", "unet-dice"), ("old", "unet-focal")]
+    with pytest.raises(OSError):
+        runs.read_results(tmp_path / "none")

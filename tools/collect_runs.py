@@ -14,6 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import runs
 from runs import load_runs
 
 PREDICTIONS = ("metrics.csv", "metrics-summary.csv", "dsc.png", "examples.png")
@@ -33,14 +34,13 @@ def collect(runs_dir, destination):
             continue
         relative = run.folder.relative_to(runs_dir)
         target = Path(destination) / relative
-        (target / "predictions").mkdir(parents=True, exist_ok=True)
-        source = run.folder / "results.json"
-        shutil.copyfile(source if source.exists() else run.folder / "logs" / "results.json", target / "results.json")
+        (target / runs.PREDICTIONS_DIR).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(runs.results_file(run.folder), target / runs.COLLECTED_RESULTS_FILE)
         for name in PREDICTIONS:
-            if (run.folder / "predictions" / name).exists():
-                shutil.copyfile(run.folder / "predictions" / name, target / "predictions" / name)
-        if (run.folder / "run.log").exists():
-            (target / "run-tail.log").write_text(log_tail(run.folder / "run.log"))
+            if (run.folder / runs.PREDICTIONS_DIR / name).exists():
+                shutil.copyfile(run.folder / runs.PREDICTIONS_DIR / name, target / runs.PREDICTIONS_DIR / name)
+        if (run.folder / runs.RUN_LOG).exists():
+            (target / "run-tail.log").write_text(log_tail(run.folder / runs.RUN_LOG))
         written.append(target)
     return written
 

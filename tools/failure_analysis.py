@@ -22,6 +22,7 @@ import numpy as np
 
 import dataset
 import report
+import runs
 from runs import load_runs, metrics_rows
 from tools.missing_sequences import missing_sequences
 
@@ -120,7 +121,7 @@ def predicted_masks(run, patients, work_dir):
     weights (inference with the largest component, as scored), or {} when the run kept no weights."""
     import inference
 
-    weights = run.folder / "weights" / "unet.pt"
+    weights = run.folder / runs.WEIGHTS_FILE
     mine = [patient for patient in patients if patient in run.results["validation_patients"]]
     if not weights.exists() or not mine:
         return {}

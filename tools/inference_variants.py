@@ -15,7 +15,6 @@ markdown table.
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from inference import post_process
 from comparisons import paired_comparison
 from tools.run_predictions import native_probabilities
 from metrics import dsc
+import runs
 
 TTA = " + flip TTA"
 AT = " @ "
@@ -43,7 +43,7 @@ def experiment_of(folder):
 
 
 def validation_patients(folder):
-    return sorted(json.loads((Path(folder) / "results.json").read_text())["validation_patients"])
+    return sorted(runs.read_results(folder)["validation_patients"])
 
 
 def score_variants(folders, ensemble=False, cache_dir=None, device="cpu", predict=native_probabilities,

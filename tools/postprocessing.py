@@ -20,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from comparisons import paired_comparison
+import runs
 from runs import load_runs
 from tools.run_predictions import native_probabilities
 from metrics import dsc
@@ -89,7 +90,7 @@ def choose_by_folds(per_fold):
 def folds_lines(recipe_folder, cache_dir=None, device="cpu"):
     """The --folds table and its cross-validated choice, as markdown lines."""
     runs = [run for run in load_runs(Path(recipe_folder).parent) if run.name == Path(recipe_folder).name
-            and run.fold is not None and (run.folder / "weights" / "unet.pt").exists()]
+            and run.fold is not None and (run.folder / runs.WEIGHTS_FILE).exists()]
     if not runs:
         raise SystemExit(f"{recipe_folder}: no fold run with weights/unet.pt under it")
     per_fold = {run.fold: score_run(run.folder, cache_dir, device) for run in runs}

@@ -1,11 +1,11 @@
 """A trained run's probabilities at the original geometry, patient by patient: what the tools that compare
 post-processing rules and inference variants score."""
 
-import json
 from pathlib import Path
 
 import dataset
 import preprocessing
+import runs
 import inference
 from checkpoint import load_weights
 
@@ -14,8 +14,8 @@ def native_probabilities(folder, cache_dir=None, device="cpu", tta=None):
     """Yields (patient, probabilities at the original geometry, truth) for each validation patient of the run in
     folder (results.json, weights/unet.pt), with its best weights; tta None: as the run was trained to infer."""
     folder = Path(folder)
-    results = json.loads((folder / "results.json").read_text())
-    model, metadata = load_weights(folder / "weights" / "unet.pt", device)
+    results = runs.read_results(folder)
+    model, metadata = load_weights(folder / runs.WEIGHTS_FILE, device)
     data = dataset.BrainSegmentationDataset(
         results["data_dir"], subset="all", patients=list(results["validation_patients"]),
         image_size=metadata["image_size"], random_sampling=False, require_masks=True,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import imageio.v3 as iio
 
+import runs
 from runs import load_runs
 
 
@@ -25,9 +26,10 @@ def predict_run(run, device="auto", data_path=None):
 
     params = run.params
     return inference.run(
-        weights=str(run.folder / "weights" / "unet.pt"), data_path=data_path or run.results["data_dir"],
+        weights=str(run.folder / runs.WEIGHTS_FILE), data_path=data_path or run.results["data_dir"],
         patients=list(run.results["validation_patients"]), cache_dir=params["cache_dir"], tta=params.get("tta", False),
-        predictions_dir=str(run.folder / "predictions"), figure=str(run.folder / "predictions" / "dsc.png"),
+        predictions_dir=str(run.folder / runs.PREDICTIONS_DIR),
+        figure=str(run.folder / runs.PREDICTIONS_DIR / "dsc.png"),
         write_masks=False, device=device, workers=1,
     )
 
@@ -52,12 +54,12 @@ def score(runs_dir, data_path=None, device="auto", again=False):
     """Score every finished run with weights under runs_dir (those not scored yet, unless again); returns them."""
     scored = []
     for run in load_runs(runs_dir):
-        if not run.finished or not (run.folder / "weights" / "unet.pt").exists():
+        if not run.finished or not (run.folder / runs.WEIGHTS_FILE).exists():
             continue
-        if (run.folder / "predictions" / "metrics.csv").exists() and not again:
+        if (run.folder / runs.METRICS_FILE).exists() and not again:
             continue
         predicted = predict_run(run, device, data_path)
-        example_figure(predicted, run.folder / "predictions", run.folder / "predictions" / "examples.png")
+        example_figure(predicted, run.folder / runs.PREDICTIONS_DIR, run.folder / runs.PREDICTIONS_DIR / "examples.png")
         scored.append(run)
     return scored
 

@@ -6,8 +6,8 @@ stored channel-planar, row-differenced and xz-compressed, its masks as bits
 (4.1x smaller overall: results/data-packing.md). Unpacking writes the same file names with the
 same pixels, so everything downstream reads it as the original.
 
-    python -m tools.pack_data pack kaggle_3m packed/ --chunk-mib 60
-    python -m tools.pack_data unpack packed/ kaggle_3m
+    python -m tools.gpu.pack_data pack kaggle_3m packed/ --chunk-mib 60
+    python -m tools.gpu.pack_data unpack packed/ kaggle_3m
 """
 
 import argparse

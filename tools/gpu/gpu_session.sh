@@ -2,19 +2,19 @@
 # The steps of real runs on a lent GPU machine (the device tool), in the repo root there.
 # The machine keeps its files only while warm (about 30 s after a call): make the calls back to back.
 #
-# Here, once:   python -m tools.pack_data pack <kaggle_3m> lgg-packed --chunk-mib 38   (about 10 min; chunks that
+# Here, once:   python -m tools.gpu.pack_data pack <kaggle_3m> lgg-packed --chunk-mib 38   (about 10 min; chunks that
 #               fit a call's 64 MiB beside the tracked files: 24 MiB with the shipped weights on 2026-11-30,
 #               `git ls-files -z | xargs -0 du -cb | tail -1` says today's; a receive call costs seconds)
 #               pip wheel --no-deps -w .whl medpy        (HD95 there; the GPU image lacks medpy)
 #               commit, then start every command with  export SOURCE_COMMIT=<git rev-parse --short HEAD here>;
 #               (the tree's .git there is the session's first checkout: without it the runs name a stale commit)
 # There, one call per chunk, steps joined with && where they fit in a call's 10 minutes:
-#   bash tools/gpu_session.sh receive          carry lgg-packed/kaggle_3m.part-00K.tar (and .whl): one chunk a call
-#   bash tools/gpu_session.sh unpack           after the last chunk: the TIFFs, then the preprocessing cache (64 s)
-#   bash tools/gpu_session.sh bench            speed benchmarks at 256 px (data paths, with torch.compile too;
+#   bash tools/gpu/gpu_session.sh receive          carry lgg-packed/kaggle_3m.part-00K.tar (and .whl): one chunk a call
+#   bash tools/gpu/gpu_session.sh unpack           after the last chunk: the TIFFs, then the preprocessing cache (64 s)
+#   bash tools/gpu/gpu_session.sh bench            speed benchmarks at 256 px (data paths, with torch.compile too;
 #                                              epoch end), their text into $OUT
-#   bash tools/gpu_session.sh train ARGS...    experiments.py ARGS on the real data, stopped in time, then collect
-#   bash tools/gpu_session.sh report           tools/score_runs.py (inference, HD95), report.py, then collect (1 min)
+#   bash tools/gpu/gpu_session.sh train ARGS...    experiments.py ARGS on the real data, stopped in time, then collect
+#   bash tools/gpu/gpu_session.sh report           tools/score_runs.py (inference, HD95), report.py, then collect (1 min)
 # Seen: two U-Net runs of 100 epochs at 256 px sharing an H100 trained about 10 minutes each
 # (results/gpu-session-2026-11-23.md); one 5-fold fold alone on an H200 455 s, its epoch ends trailing the GPU
 # (results/gpu-session-2026-11-30.md). A session's 15 minutes of device time (since 2026-11-30) hold the chunks,
@@ -31,7 +31,7 @@
 #                         PYTHON (the interpreter: python, else python3), SOURCE_COMMIT (the commit sent).
 # Exit status: a failed step fails the script (a training stopped at LIMIT is no failure: rerun to resume).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 STORE=${STORE:-/root/lgg}
 DATA=$STORE/kaggle_3m
 RUNS=$STORE/runs
@@ -80,7 +80,7 @@ case "$step" in
     ls -la "$STORE/packed"
     ;;
   unpack)
-    "$PYTHON" -m tools.pack_data unpack "$STORE/packed" "$DATA"
+    "$PYTHON" -m tools.gpu.pack_data unpack "$STORE/packed" "$DATA"
     "$PYTHON" -c "import experiments; experiments.warm_cache('$DATA', {'cache_dir': '$CACHE'})"
     "$PYTHON" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if \
       torch.cuda.is_available() else 'and no GPU')"
