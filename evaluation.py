@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 import checkpoint
+import safe_files
 import dataset
 import preprocessing
 import runs
@@ -149,8 +150,8 @@ class EpochEnd:
         previous = results["history"][-1]["train_seconds"] if results["history"] else 0.0
         results.update(seconds)
         results["history"].append(entry)
-        checkpoint.save_atomic(dict(snapshot, results=results), self.checkpoint_path)
-        checkpoint.write_json_atomic(results, self.checkpoint_path.parent / runs.RESULTS_FILE.name)
+        safe_files.save_atomic(dict(snapshot, results=results), self.checkpoint_path)
+        safe_files.write_json_atomic(results, self.checkpoint_path.parent / runs.RESULTS_FILE.name)
         print(epoch_line(entry, params["epochs"], entry["train_seconds"] - previous,
                          best=results["best_epoch"] == entry["epoch"]), flush=True)
 

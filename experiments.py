@@ -145,7 +145,7 @@ def run(name, runs_dir="runs", data_path=None, overrides=None, folds=0, fold=0, 
 
     shared_by: how many runs shared the device with this one (itself included), kept in its results.
     """
-    import checkpoint
+    import safe_files
     import train
 
     out_dir = run_dir(runs_dir, name, folds, fold)
@@ -171,7 +171,7 @@ def run(name, runs_dir="runs", data_path=None, overrides=None, folds=0, fold=0, 
     results = runs.read_results(out_dir)
     results.update(experiment=name, recipe=EXPERIMENTS[name], executor=executor,
                    run_seconds=time.perf_counter() - started, shared_by=shared_by)
-    checkpoint.write_json_atomic(results, runs.results_file(out_dir))  # the run's one results.json
+    safe_files.write_json_atomic(results, runs.results_file(out_dir))  # the run's one results.json
     print(f"{out_dir}: best validation mean DSC {results['best_val_dsc']:.4f} at epoch {results['best_epoch']}")
     return results
 

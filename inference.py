@@ -33,7 +33,8 @@ import dataset
 import preprocessing
 import parameters
 import runs
-from checkpoint import FolderLock, OutputError, WeightsError, load_weights, write_json_atomic
+from checkpoint import WeightsError, load_weights
+from safe_files import FolderLock, OutputError, write_json_atomic
 from runtime import resolve_device
 from unet import fused_for_inference, probabilities
 from metrics import METRIC_COLUMNS, dsc, metrics_summary, patient_metrics

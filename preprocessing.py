@@ -24,7 +24,7 @@ from skimage.exposure import rescale_intensity
 from skimage.transform import resize
 from tqdm import tqdm
 
-from checkpoint import write_atomic
+from safe_files import write_atomic
 
 PREPROCESSING_VERSION = 2
 

@@ -83,7 +83,7 @@ def remove_if_empty(params):
     training holds them; returns whether they were removed."""
     import shutil
 
-    from checkpoint import FolderLock
+    from safe_files import FolderLock
 
     folders = [Path(params["weights_dir"]), Path(params["logs_dir"])]
     run = folders[1].parent

@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 import checkpoint
+import safe_files
 import dataset
 import distributed
 import parameters
@@ -238,7 +239,7 @@ def resume(run, results, checkpoint_path):
         held = [path for path in (checkpoint_path, results_path, Path(results["weights"]))
                 if path.exists()]
         if held:
-            raise checkpoint.OutputError(
+            raise safe_files.OutputError(
                 f"{held[0].parent}: holds a run already ({', '.join(path.name for path in held)}); resume=True "
                 "continues it, or give this run another run_name (None: a new dated one) or other weights_dir "
                 "and logs_dir"
@@ -254,7 +255,7 @@ def resume(run, results, checkpoint_path):
             return params["epochs"]
         weights = Path(results["weights"])
         if weights.exists():
-            raise checkpoint.OutputError(
+            raise safe_files.OutputError(
                 f"resume=True but {checkpoint_path} does not exist, and starting afresh would overwrite {weights}: "
                 "point logs_dir at the stopped run's logs, or move the weights away and run again"
             )
@@ -306,7 +307,7 @@ def _train(params, started, group):
         if main:
             folders = {logs_dir.resolve(): "logs", Path(params["weights_dir"]).resolve(): "weights"}
             for folder, what in folders.items():
-                locks.enter_context(checkpoint.FolderLock(folder, what))
+                locks.enter_context(safe_files.FolderLock(folder, what))
         print(f"data: {data_dir} ({source}); device: {runtime.device_description(device)}, {params['threads']} "
               f"threads; data pipeline: {speed.pipeline}"
               + (f"; {group.size} processes, data-parallel" if group.parallel else "")
@@ -383,7 +384,7 @@ def main(argv=None):
             overrides[name] = value
     try:
         train(**overrides)
-    except (parameters.ParameterError, dataset.DataError, checkpoint.OutputError, checkpoint.WeightsError,
+    except (parameters.ParameterError, dataset.DataError, safe_files.OutputError, checkpoint.WeightsError,
             checkpoint.CheckpointError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

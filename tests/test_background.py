@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import checkpoint
+import safe_files
 import train
 from background import BackgroundWork
 
@@ -91,13 +92,14 @@ def test_to_cpu_copies_so_that_later_in_place_changes_do_not_reach_the_snapshot(
 
 def test_training_writes_its_files_outside_the_training_thread(phantom_dir, tmp_path, monkeypatch):
     writers = []
-    original = checkpoint.save_atomic
+    original = safe_files.save_atomic
 
     def recording(obj, path):
         writers.append((path.name, threading.current_thread().name))
         original(obj, path)
 
-    monkeypatch.setattr(checkpoint, "save_atomic", recording)
+    monkeypatch.setattr(safe_files, "save_atomic", recording)  # the checkpoint's writer
+    monkeypatch.setattr(checkpoint, "save_atomic", recording)  # the weights' writer (checkpoint.save_weights)
     results = train.train(data_path=phantom_dir, epochs=2, image_size=32, init_features=4, batch_size=4, workers=0,
                           validation_cases=3, vis_images=4, vis_freq=1, logs_dir=tmp_path / "logs",
                           weights_dir=tmp_path / "w", cache_dir=tmp_path / "c", keep_checkpoint=True)

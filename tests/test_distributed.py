@@ -13,6 +13,7 @@ import torch
 import torch.multiprocessing as mp
 
 import checkpoint
+import safe_files
 import distributed
 import train
 from conftest import REPO
@@ -101,7 +102,7 @@ def test_a_torchrun_run_writes_one_run_folder_and_resumes(phantom):
     path = folders[0] / "logs" / train.CHECKPOINT_NAME
     saved = checkpoint.load_training_checkpoint(path)
     saved["results"]["params"]["epochs"] = 2
-    checkpoint.save_atomic(saved, path)
+    safe_files.save_atomic(saved, path)
     second = torchrun(phantom, ("epochs", 2), ("run_name", folders[0].name), ("resume", True))
     assert second.returncode == 0, second.stderr[-2000:]
     assert list((phantom / "runs").iterdir()) == folders

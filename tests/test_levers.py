@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import checkpoint
+import safe_files
 import inference
 import parameters
 import train
@@ -47,7 +48,7 @@ def test_a_resumed_run_carries_its_average_on(phantom_dir, tmp_path):
     saved = checkpoint.load_training_checkpoint(path)  # as if stopped after epoch 1 of 2
     saved["results"]["params"]["epochs"] = 2
     saved["results"]["wall_seconds"] = 1e6  # as if the first segment had run for 11 days
-    checkpoint.save_atomic(saved, path)
+    safe_files.save_atomic(saved, path)
     resumed = trained(phantom_dir, tmp_path / "stopped", epochs=2, ema_decay=0.9, resume=True)
     assert resumed["resumed_after_epochs"] == [1]
     assert 1e6 < resumed["wall_seconds"] < 1e6 + 600  # the segments' wall time adds up

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import checkpoint
+import safe_files
 import dataset
 import train
 import unet
@@ -225,7 +226,7 @@ def test_a_resumed_run_reports_how_its_first_start_initialised_the_encoder(phant
     path = tmp_path / "l" / train.CHECKPOINT_NAME
     saved = checkpoint.load_training_checkpoint(path)
     del saved["results"]["encoder_weights"]
-    checkpoint.save_atomic(saved, path)
+    safe_files.save_atomic(saved, path)
     assert "encoder_weights" not in train.train(**dict(settings, resume=True))
 
 

@@ -13,6 +13,7 @@ import tifffile
 import torch
 
 import checkpoint
+import safe_files
 import dataset
 import preprocessing
 import inference
@@ -145,8 +146,8 @@ def test_a_second_training_on_a_folder_in_use_is_refused(phantom_dir, tmp_path):
     owner = subprocess.Popen(["sleep", "60"])
     try:
         (tmp_path / "w").mkdir()
-        (tmp_path / "w" / checkpoint.FolderLock.NAME).write_text(str(owner.pid))
-        with pytest.raises(checkpoint.OutputError, match=rf"w: in use by another run \(pid {owner.pid}\); "
+        (tmp_path / "w" / safe_files.FolderLock.NAME).write_text(str(owner.pid))
+        with pytest.raises(safe_files.OutputError, match=rf"w: in use by another run \(pid {owner.pid}\); "
                                                          "give this run other weights_dir and logs_dir"):
             train.train(data_path=str(phantom_dir), weights_dir=str(tmp_path / "w"), logs_dir=str(tmp_path / "l"),
                         cache_dir=str(tmp_path / "c"), **TINY)
@@ -160,11 +161,11 @@ def test_a_stale_lock_of_a_killed_run_is_taken_over_and_released(phantom_dir, tm
     dead_pid = subprocess.Popen(["true"])  # a process that has exited: its pid is free
     dead_pid.wait()
     (tmp_path / "l").mkdir()
-    (tmp_path / "l" / checkpoint.FolderLock.NAME).write_text(str(dead_pid.pid))
+    (tmp_path / "l" / safe_files.FolderLock.NAME).write_text(str(dead_pid.pid))
     train.train(data_path=str(phantom_dir), weights_dir=str(tmp_path / "w"), logs_dir=str(tmp_path / "l"),
                 cache_dir=str(tmp_path / "c"), **TINY)
     assert f"a stale lock of a stopped run (pid {dead_pid.pid}), taken over" in capsys.readouterr().out
-    assert not (tmp_path / "l" / checkpoint.FolderLock.NAME).exists()
+    assert not (tmp_path / "l" / safe_files.FolderLock.NAME).exists()
     assert (tmp_path / "w" / "unet.pt").exists()
 
 
@@ -187,7 +188,7 @@ def test_resume_without_a_checkpoint_never_overwrites_best_weights(phantom_dir, 
     assert "every one of the 1 epochs has run already; nothing to resume" in capsys.readouterr().out
     assert len(again["history"]) == 1 and (tmp_path / "w" / "unet.pt").read_bytes() == weights
     # logs_dir pointed at another folder (no checkpoint, no results) beside those weights: refused
-    with pytest.raises(checkpoint.OutputError, match=r"resume=True but .*checkpoint\.pt does not exist, and "
+    with pytest.raises(safe_files.OutputError, match=r"resume=True but .*checkpoint\.pt does not exist, and "
                                                      r"starting afresh would overwrite .*unet\.pt"):
         train.train(data_path=str(phantom_dir), resume=True, **dict(folders, logs_dir=str(tmp_path / "other")),
                     **TINY)
@@ -203,7 +204,7 @@ def test_a_checkpoint_from_before_a_setting_existed_resumes_at_that_settings_def
     path = tmp_path / "l" / train.CHECKPOINT_NAME
     saved = checkpoint.load_training_checkpoint(path)
     del saved["results"]["params"]["sequence_dropout"]  # as written by the code before sequence_dropout
-    checkpoint.save_atomic(saved, path)
+    safe_files.save_atomic(saved, path)
     with pytest.raises(parameters.ParameterError, match=r"sequence_dropout 0\.0 -> 0\.3"):
         train.train(data_path=str(phantom_dir), resume=True, sequence_dropout=0.3, **folders, **dict(TINY, epochs=1))
     results = train.train(data_path=str(phantom_dir), resume=True, **folders, **dict(TINY, epochs=1))
@@ -230,30 +231,30 @@ def test_resume_with_other_settings_is_refused_naming_what_changed(phantom_dir, 
 
 def test_a_full_disk_keeps_the_previous_checkpoint_and_says_how_much_was_needed(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
-    checkpoint.save_atomic({"epoch": 1}, path)
+    safe_files.save_atomic({"epoch": 1}, path)
     before = path.read_bytes()
 
     def full(descriptor):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(checkpoint.OutputError, match=r"checkpoint\.pt: no space left on the device for 0\.\d MiB; "
+    with pytest.raises(safe_files.OutputError, match=r"checkpoint\.pt: no space left on the device for 0\.\d MiB; "
                                                      r"the previous checkpoint\.pt is kept; free space"):
-        checkpoint.save_atomic({"epoch": 2, "weights": torch.zeros(100_000)}, path)
+        safe_files.save_atomic({"epoch": 2, "weights": torch.zeros(100_000)}, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no partial .tmp left
 
 
 def test_an_output_folder_that_is_a_file_or_read_only_is_one_clear_line(phantom_dir, tmp_path, monkeypatch):
     (tmp_path / "weights").write_text("not a folder")
-    with pytest.raises(checkpoint.OutputError, match="weights: cannot be the weights folder"):
+    with pytest.raises(safe_files.OutputError, match="weights: cannot be the weights folder"):
         train.train(data_path=str(phantom_dir), weights_dir=str(tmp_path / "weights"),
                     logs_dir=str(tmp_path / "l"), **TINY)
     read_only = tmp_path / "read-only"
     read_only.mkdir(mode=0o500)
     real_access = os.access  # root may write anywhere: the folder is made to look read-only to this process too
     monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != read_only and real_access(path, mode))
-    with pytest.raises(checkpoint.OutputError, match="read-only: .*read-only.*writable"):
+    with pytest.raises(safe_files.OutputError, match="read-only: .*read-only.*writable"):
         train.train(data_path=str(phantom_dir), weights_dir=str(tmp_path / "w"), logs_dir=str(read_only), **TINY)
 
 
@@ -296,7 +297,7 @@ def test_a_predictions_folder_that_is_a_file_is_one_clear_line(phantom_dir, tmp_
     weights = tmp_path / "unet.pt"
     checkpoint.save_weights(UNet(init_features=4), weights, 32, dict(init_features=4))
     (tmp_path / "out").write_text("a file")
-    with pytest.raises(checkpoint.OutputError, match="out: cannot be the predictions folder"):
+    with pytest.raises(safe_files.OutputError, match="out: cannot be the predictions folder"):
         inference.run(weights=str(weights), data_path=str(phantom_dir), predictions_dir=str(tmp_path / "out"),
                       workers=0, cache_dir=str(tmp_path / "c"))
 
@@ -307,7 +308,7 @@ def test_a_fresh_training_into_an_existing_run_is_refused_and_keeps_it(phantom_d
     train.train(**settings)
     run = tmp_path / "runs" / "mine"
     kept = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
-    with pytest.raises(checkpoint.OutputError, match=r"mine/logs: holds a run already \(results\.json, "
+    with pytest.raises(safe_files.OutputError, match=r"mine/logs: holds a run already \(results\.json, "
                                                      r"unet\.pt\); resume=True continues it"):
         train.train(**dict(settings, lr=0.01))
     assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == kept  # not a byte changed
@@ -330,11 +331,11 @@ def test_a_training_refused_before_its_first_epoch_leaves_no_empty_run_folder(ph
     try:
         held = tmp_path / "runs" / "held"
         (held / "weights").mkdir(parents=True)
-        (held / "weights" / checkpoint.FolderLock.NAME).write_text(str(owner.pid))
-        with pytest.raises(checkpoint.OutputError, match="in use by another run"):
+        (held / "weights" / safe_files.FolderLock.NAME).write_text(str(owner.pid))
+        with pytest.raises(safe_files.OutputError, match="in use by another run"):
             train.train(data_path=str(phantom_dir), runs_dir=str(tmp_path / "runs"), run_name="held",
                         cache_dir=str(tmp_path / "c"), **TINY)
-        assert (held / "weights" / checkpoint.FolderLock.NAME).exists()
+        assert (held / "weights" / safe_files.FolderLock.NAME).exists()
     finally:
         owner.kill()
         owner.wait()
@@ -372,7 +373,7 @@ def test_a_predictions_folder_of_other_weights_or_data_is_refused(phantom_dir, t
     kept = (out / "metrics.csv").read_bytes()
     other_weights = tmp_path / "other.pt"
     checkpoint.save_weights(UNet(init_features=4), other_weights, 32, dict(init_features=4))
-    with pytest.raises(checkpoint.OutputError, match=rf"shared-predictions: holds predictions of {weights} on "
+    with pytest.raises(safe_files.OutputError, match=rf"shared-predictions: holds predictions of {weights} on "
                                                      rf"{phantom_dir}; these would be of {other_weights} on"):
         inference.run(weights=str(other_weights), data_path=str(phantom_dir), predictions_dir=str(out),
                       cache_dir=None, workers=0)
@@ -388,13 +389,13 @@ def test_a_second_inference_into_a_folder_in_use_is_refused(phantom_dir, tmp_pat
     try:
         out = tmp_path / "p"
         out.mkdir()
-        (out / checkpoint.FolderLock.NAME).write_text(str(owner.pid))
-        with pytest.raises(checkpoint.OutputError, match=r"p: in use by another run \(pid \d+\); another inference "
+        (out / safe_files.FolderLock.NAME).write_text(str(owner.pid))
+        with pytest.raises(safe_files.OutputError, match=r"p: in use by another run \(pid \d+\); another inference "
                                                          r"writes there"):
             inference.run(weights=str(weights), data_path=str(phantom_dir), predictions_dir=str(out), workers=0)
-        assert [path.name for path in out.iterdir()] == [checkpoint.FolderLock.NAME]
+        assert [path.name for path in out.iterdir()] == [safe_files.FolderLock.NAME]
         # and weights a live training still writes are refused: mid-training weights scored as the run's
-        (weights.parent / checkpoint.FolderLock.NAME).write_text(str(owner.pid))
+        (weights.parent / safe_files.FolderLock.NAME).write_text(str(owner.pid))
         with pytest.raises(checkpoint.WeightsError, match=rf"unet\.pt: its run is still training \(pid {owner.pid}\)"):
             inference.run(weights=str(weights), data_path=str(phantom_dir), workers=0)
         assert not (tmp_path / "runs" / "mine" / "predictions").exists()
@@ -448,10 +449,10 @@ def test_a_read_only_file_system_is_one_clear_line(tmp_path, monkeypatch):
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(Path, "mkdir", read_only)
-    with pytest.raises(checkpoint.OutputError, match=r"runs: on a read-only file system, the output folder cannot "
+    with pytest.raises(safe_files.OutputError, match=r"runs: on a read-only file system, the output folder cannot "
                                                      r"be made; choose a folder on a writable one \(on Kaggle"):
-        checkpoint.make_folder(tmp_path / "runs")
+        safe_files.make_folder(tmp_path / "runs")
     monkeypatch.undo()
     monkeypatch.setattr("builtins.open", read_only)
-    with pytest.raises(checkpoint.OutputError, match=r"results\.json: .*read-only.*choose"):
-        checkpoint.write_json_atomic({}, tmp_path / "results.json")
+    with pytest.raises(safe_files.OutputError, match=r"results\.json: .*read-only.*choose"):
+        safe_files.write_json_atomic({}, tmp_path / "results.json")
