@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 import dataset
+import layouts
+from layouts import kaggle_3m
 from device_data import DeviceAugment, DeviceSlices
 from parameters import training_seed
 from runtime import seed_worker
@@ -26,7 +28,11 @@ def datasets(params, data_dir, augment_on_cpu=True):
         cache_dir=params["cache_dir"],
         workers=max(1, params["workers"]),
         context_slices=params["context_slices"],
+        dataset=params["dataset"],
     )
+    if params["sequence_dropout"] and not isinstance(layouts.detect(data_dir, params["dataset"]), kaggle_3m.Kaggle3m):
+        raise dataset.DataError(f"sequence_dropout={params['sequence_dropout']}: it fills kaggle_3m's pre- and "
+                                f"post-contrast with the FLAIR, which {data_dir} has not; use 0")
     augment = None
     if augment_on_cpu:
         augment = transforms(scale=params["aug_scale"], angle=params["aug_angle"], flip_prob=params["flip_prob"],

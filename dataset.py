@@ -1,19 +1,18 @@
-"""LGG FLAIR-abnormality dataset with the reference's semantics: where the kaggle_3m data is, its patients and
-slices, the channels, the seed-42 split and k folds, and the Dataset that samples slices as the reference does.
-The per-volume preprocessing, its inverse and its cache are preprocessing.py's.
+"""The dataset with the reference's semantics: where the data is, the seed-42 split and k folds, and the Dataset
+that samples slices as the reference does. Each layout's files and channels are its reader's (layouts/); the
+preprocessing, its inverse and its cache are preprocessing.py's.
 """
 
-import os
 import random
-import re
 from pathlib import Path
 
 import numpy as np
-import tifffile
 import torch
 from torch.utils.data import Dataset
 
+import layouts
 import synthetic
+from layouts import DataError
 from preprocessing import DEFAULT_CACHE_DIR, load_volumes, with_context
 
 DEFAULT_SYNTHETIC_ROOT = Path("data") / "synthetic"
@@ -30,28 +29,9 @@ SEARCH_PATTERNS = (
     "/kaggle/input/*/kaggle_3m",
     "/kaggle/input/*/*/kaggle_3m",
 )
-MACOS_DEBRIS = "__MACOSX"
-_SLICE_NAME = re.compile(r"^(?P<patient>.+)_(?P<number>\d+)(?P<mask>_mask)?\.tiff?$", re.IGNORECASE)
-
-
-class DataError(ValueError):
-    """Bad input data: the message says which file, what is wrong, what to do."""
 
 
 # ---------------------------------------------------------------- locating data
-
-
-def is_slice_file(name):
-    """A .tif or .tiff of any case, but not macOS zip debris (._name AppleDouble files)."""
-    return name.lower().endswith((".tif", ".tiff")) and not name.startswith("._")
-
-
-def _holds_patients(folder):
-    folder = Path(folder)
-    return folder.is_dir() and any(
-        child.is_dir() and child.name != MACOS_DEBRIS and any(is_slice_file(f.name) for f in child.iterdir())
-        for child in folder.iterdir()
-    )
 
 
 def _say_synthetic_fallback():
@@ -61,10 +41,10 @@ def _say_synthetic_fallback():
           f"For the real data, put kaggle_3m in one of those places or set data_path to it.\n{line}")
 
 
-def locate_data(path=None, synthetic_root=DEFAULT_SYNTHETIC_ROOT):
+def locate_data(path=None, synthetic_root=DEFAULT_SYNTHETIC_ROOT, dataset=None):
     """Return (data folder, how it was found).
 
-    An explicit `path` must hold patient folders. Without one, the usual
+    An explicit `path` must hold data in a known layout (dataset's, when given). Without one, the usual
     places (./kaggle_3m, ./archive/kaggle_3m, ./lgg-mri-segmentation/kaggle_3m,
     Kaggle's and Heywhale's ../input/**/kaggle_3m) are searched, and if none
     holds data the synthetic phantom set is generated and used.
@@ -74,18 +54,14 @@ def locate_data(path=None, synthetic_root=DEFAULT_SYNTHETIC_ROOT):
         if not path.is_dir():
             raise DataError(
                 f"{path}: data folder does not exist; point data_path at the kaggle_3m folder of the LGG "
-                "dataset, or set it to None for the synthetic default"
+                "dataset (or a folder of your own images), or set it to None for the synthetic default"
             )
-        if not _holds_patients(path):
-            raise DataError(
-                f"{path}: no patient folders with .tif slices found; point data_path at the "
-                "kaggle_3m folder of the LGG dataset, or set it to None for the synthetic default"
-            )
+        layouts.detect(path, dataset)  # a folder of no known layout is said now, with the layouts it could be
         return path, "explicit path"
     for pattern in SEARCH_PATTERNS:
         root = Path("/") if pattern.startswith("/") else Path(".")
         for candidate in sorted(root.glob(pattern.lstrip("/"))):
-            if _holds_patients(candidate):
+            if layouts.LAYOUTS["kaggle_3m"].holds(candidate):
                 return candidate.resolve(), f"found at {pattern}"
     _say_synthetic_fallback()
     return synthetic.make_phantom_dataset(synthetic_root), "synthetic phantom default"
@@ -95,73 +71,19 @@ def is_synthetic(data_dir):
     return (Path(data_dir) / synthetic._MARKER).exists()
 
 
-# ---------------------------------------------------------------- listing files
+# ---------------------------------------------------------------- the split
 
 
-def list_patients(data_dir, require_masks=True):
-    """Map patient id -> list of (slice number, image path, mask path), ordered by number.
-
-    With require_masks=False, images may come without masks (mask path None),
-    as for new patients to segment.
-    """
-    data_dir = Path(data_dir)
-    patients, seen = {}, set()
-    for dirpath, dirnames, filenames in os.walk(data_dir, followlinks=True):  # symlinked patient folders too
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a link back to a folder already read: no loop, no patient twice
-            dirnames.clear()
-            continue
-        seen.add(real)
-        dirnames[:] = [name for name in dirnames if name != MACOS_DEBRIS]
-        slices = {}
-        for filename in sorted(filenames):
-            if not is_slice_file(filename):
-                continue
-            path = Path(dirpath) / filename
-            match = _SLICE_NAME.match(filename)
-            if match is None:
-                raise DataError(
-                    f"{path}: slice name without a number; expected <patient>_<number>.tif "
-                    "or <patient>_<number>_mask.tif: rename or remove it"
-                )
-            entry = slices.setdefault(int(match["number"]), {})
-            kind = "mask" if match["mask"] else "image"
-            if kind in entry:
-                raise DataError(
-                    f"{path}: slice number {int(match['number'])} already taken by {entry[kind].name}; "
-                    "remove the duplicate"
-                )
-            entry[kind] = path
-        if not slices:
-            continue
-        patient = Path(dirpath).name
-        if patient in patients:
-            raise DataError(
-                f"{dirpath}: patient {patient} appears twice under {data_dir}; "
-                "point data_path at a single kaggle_3m folder"
-            )
-        for number, entry in slices.items():
-            if "mask" not in entry and require_masks:
-                raise DataError(
-                    f"{entry['image']}: image without its mask; add {patient}_{number}_mask.tif "
-                    "or remove the image"
-                )
-            if "image" not in entry:
-                raise DataError(
-                    f"{entry['mask']}: mask without its image; add {patient}_{number}.tif "
-                    "or remove the mask"
-                )
-        patients[patient] = [(n, slices[n]["image"], slices[n].get("mask")) for n in sorted(slices)]
-    if not patients:
-        raise DataError(
-            f"{data_dir}: no patient folders with .tif slices found; point data_path at the "
-            "kaggle_3m folder of the LGG dataset"
-        )
-    return patients
+def validation_count(validation_cases, cases):
+    """How many of cases validate: validation_cases itself (an int), or that fraction of them (a float below 1,
+    rounded, at least 1)."""
+    if isinstance(validation_cases, float) and 0 < validation_cases < 1:
+        return max(1, round(validation_cases * cases))
+    return validation_cases
 
 
 def split_patients(patients, subset, validation_cases=10, seed=42, folds=0, fold=0):
-    """The reference split: sorted ids, random.seed(seed), random.sample(ids, k).
+    """The reference split: sorted ids, random.seed(seed), random.sample(ids, k), k = validation_count.
 
     The validation list keeps random.sample's order (the reference's slice order
     in validation depends on it); the training list is sorted.
@@ -185,118 +107,31 @@ def split_patients(patients, subset, validation_cases=10, seed=42, folds=0, fold
         random.Random(seed).shuffle(shuffled)
         validation = shuffled[fold::folds]
     else:
-        if validation_cases > len(patients) or (subset == "train" and validation_cases >= len(patients)):
+        count = validation_count(validation_cases, len(patients))
+        if count > len(patients) or (subset == "train" and count >= len(patients)):
             raise DataError(
                 f"validation_cases={validation_cases} but the data has only {len(patients)} "
                 "patients, which leaves none to train on; lower validation_cases"
             )
         random.seed(seed)
-        validation = random.sample(patients, k=validation_cases)
+        validation = random.sample(patients, k=count)
     if subset == "validation":
         return validation
     return sorted(set(patients) - set(validation))
 
 
-# ---------------------------------------------------------------- reading slices
+# ---------------------------------------------------------------- dataset
 
 
-def _read_tiff(path):
-    try:
-        return tifffile.imread(path)
-    except Exception as error:  # tifffile raises many types for damaged files
-        if "imagecodecs" in str(error) or "compression" in str(error):
-            raise DataError(
-                f"{path}: a compressed TIFF whose codec needs the imagecodecs package ({error}); "
-                "pip install imagecodecs, the file itself is fine"
-            ) from None
-        raise DataError(
-            f"{path}: unreadable TIFF ({type(error).__name__}: {error}); re-download the file or remove the slice"
-        ) from None
-
-
-def read_image(path):
-    image = _read_tiff(path)
-    if image.ndim != 3 or image.shape[-1] != 3:
-        raise DataError(
-            f"{path}: image of shape {image.shape}; expected height x width x 3 "
-            "(pre-contrast, FLAIR, post-contrast)"
-        )
-    return image
-
-
-def read_mask(path):
-    mask = _read_tiff(path)
-    if mask.ndim == 3 and all(np.array_equal(mask[..., 0], mask[..., c]) for c in range(mask.shape[-1])):
-        mask = mask[..., 0]  # a grey mask saved with identical channels
-    if mask.ndim != 2:
-        raise DataError(f"{path}: mask of shape {mask.shape}; expected height x width")
-    values = np.unique(mask)
-    if not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):
-        raise DataError(
-            f"{path}: mask values {values[:6].tolist()}{'...' if len(values) > 6 else ''}; "
-            "expected {0, 255} or {0, 1}: binarise the mask"
-        )
-    return mask
-
-
-def read_patient(slices):
-    """Read one patient's slices and drop the first and the last, as the reference does."""
-    images, masks = [], []
-    for _, image_path, mask_path in slices:
-        image = read_image(image_path)
-        mask = read_mask(mask_path) if mask_path is not None else np.zeros(image.shape[:2], np.uint8)
-        if mask.shape != image.shape[:2]:
-            raise DataError(f"{mask_path}: mask of shape {mask.shape} for an image of shape {image.shape}")
-        if images and image.dtype != images[0].dtype:
-            raise DataError(
-                f"{image_path}: a {image.dtype} slice among {images[0].dtype} slices ({slices[0][1].name} is "
-                f"{images[0].dtype}); the 10% crop and the normalisation are per volume, so one slice of another "
-                f"bit depth would blank the others: convert it to {images[0].dtype} like the rest"
-            )
-        if images and image.shape != images[0].shape:
-            raise DataError(
-                f"{image_path}: image of shape {image.shape}, but {slices[0][1].name} has {images[0].shape}; "
-                "all slices of a patient must have one size"
-            )
-        images.append(image)
-        masks.append(mask)
-    return np.stack(images)[1:-1], np.stack(masks)[1:-1]
-
-
-def original_truth(slice_files):
-    """The truth masks of a patient's original slices, as booleans (slices, height, width)."""
-    return np.stack([read_mask(mask) for _, _, mask in slice_files]) > 0
-
-
-# An LGG abnormality fills at most a few percent of the brain's bounding box (in kaggle_3m at most 3.7%, in
-# TCGA_HT_7694, of the box around its nonzero FLAIR voxels); masks marking most of it are inverted or blank-filled.
-MAX_MASK_FRACTION = 0.5
-
-
-def refuse_implausible_masks(mask, slice_files):
-    """Refuse a patient's preprocessed masks that mark most of the volume abnormal: trained or scored, they
-    would teach or reward the inverse of the task without a word."""
+def refuse_implausible_masks(mask, slice_files, max_fraction):
+    """Refuse a case's preprocessed masks that mark more than max_fraction of it abnormal (the layout's): trained
+    or scored, they would teach or reward the inverse of the task without a word."""
     fraction = float(np.mean(mask > 0))
-    if fraction > MAX_MASK_FRACTION:
+    if fraction > max_fraction:
         raise DataError(
             f"{slice_files[0][1].parent}: its masks mark {fraction:.0%} of the volume abnormal; masks are 0 for "
             "normal tissue and 255 for the abnormality (inverted masks?): fix them, or move the patient out"
         )
-
-
-# ---------------------------------------------------------------- channels
-
-SEQUENCES = ("pre-contrast", "FLAIR", "post-contrast")  # a kaggle_3m slice's channels, in order
-FLAIR_CHANNEL = SEQUENCES.index("FLAIR")
-
-
-def flair_channel(context_slices=0):
-    """The input channel of the centre slice's FLAIR when each slice comes with context_slices neighbours on
-    either side (with_context's layout)."""
-    return context_slices * len(SEQUENCES) + FLAIR_CHANNEL
-
-
-# ---------------------------------------------------------------- dataset
 
 
 def slice_sampling_weights(mask_volume):
@@ -309,7 +144,9 @@ def slice_sampling_weights(mask_volume):
 
 
 class BrainSegmentationDataset(Dataset):
-    """Brain MRI dataset for FLAIR abnormality segmentation (reference semantics)."""
+    """Brain MRI dataset for FLAIR abnormality segmentation (reference semantics), and a case per image for the
+    folder layouts (layouts/folders.py): dataset names the layout, None detects it; validation_cases None is the
+    layout's own split (kaggle_3m: 10 patients; folders: 20% of the images)."""
 
     out_channels = 1
 
@@ -320,7 +157,7 @@ class BrainSegmentationDataset(Dataset):
         image_size=256,
         subset="train",
         random_sampling=True,
-        validation_cases=10,
+        validation_cases=None,
         seed=42,
         cache_dir=DEFAULT_CACHE_DIR,
         workers=None,
@@ -330,10 +167,20 @@ class BrainSegmentationDataset(Dataset):
         folds=0,
         fold=0,
         context_slices=0,
+        dataset=None,
+        channels=None,
     ):
+        self.layout = layout = layouts.detect(images_dir, dataset)
+        if context_slices and not layout.volumes:
+            raise DataError(f"{images_dir}: context_slices={context_slices}, but the {layout.name} layout's images "
+                            "are no slices of volumes; use context_slices=0")
         self.context_slices = context_slices
-        self.in_channels = len(SEQUENCES) * (2 * context_slices + 1)
-        all_files = list_patients(images_dir, require_masks=require_masks and random_sampling)
+        all_files = layout.cases(images_dir, require_masks=require_masks and random_sampling)
+        # the channels the model takes (channels: a trained model's count, at inference), else the data's own
+        self.channels = layout.channels(all_files) if channels is None else layout.channels_for(channels, all_files)
+        self.in_channels = len(self.channels) * (2 * context_slices + 1)
+        if validation_cases is None:
+            validation_cases = layout.validation_cases
         if patients is not None:
             missing = sorted(set(patients) - set(all_files))
             if missing:
@@ -347,20 +194,22 @@ class BrainSegmentationDataset(Dataset):
         self.files = files
         self.has_masks = {patient: all(mask is not None for _, _, mask in files[patient]) for patient in files}
         for patient, slices in files.items():
-            if len(slices) < 3:
+            if layout.volumes and len(slices) < 3:
                 raise DataError(
                     f"{slices[0][1].parent}: patient {patient} has {len(slices)} slices, too few to "
                     "drop the first and last; remove the folder or add its slices"
                 )
-        loaded = load_volumes(files, image_size, cache_dir, workers, progress)
+        loaded = load_volumes(files, image_size, cache_dir, workers, progress, layout, self.channels)
         for patient in self.patients:
-            refuse_implausible_masks(loaded[patient][1], files[patient])
+            refuse_implausible_masks(loaded[patient][1], files[patient], layout.max_mask_fraction)
         self.volumes = [(with_context(loaded[p][0], context_slices), loaded[p][1][..., np.newaxis])
                         for p in self.patients]
         self.geometries = [loaded[p][2] for p in self.patients]
         self.random_sampling = random_sampling
         self.slice_weights = None
-        if random_sampling:
+        if random_sampling and not layout.volumes:  # a case per image: each image as often as any other
+            self.slice_weights = [np.full(len(mask), 1 / len(mask)) for _, mask in self.volumes]
+        elif random_sampling:
             self.slice_weights = []
             for patient, (_, mask) in zip(self.patients, self.volumes):
                 try:
@@ -374,6 +223,16 @@ class BrainSegmentationDataset(Dataset):
             (p, s) for p, (volume, _) in enumerate(self.volumes) for s in range(volume.shape[0])
         ]
         self.transform = transform
+
+    @property
+    def overlay_channel(self):
+        """The input channel overlays draw on: the layout's (kaggle_3m: the FLAIR), of the centre slice when each
+        slice comes with context_slices neighbours on either side (with_context's layout)."""
+        return self.context_slices * len(self.channels) + self.layout.overlay_channel(self.channels)
+
+    def truth(self, patient):
+        """A case's masks at each slice's own geometry, as booleans (slices, height, width)."""
+        return self.layout.truth(self.files[patient])
 
     def __len__(self):
         return len(self.patient_slice_index)

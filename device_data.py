@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from layouts.kaggle_3m import FLAIR_CHANNEL, POST_CONTRAST, PRE_CONTRAST
+
 
 class DeviceSlices:
     """All slices of a dataset stacked on one device: images (N, 3, S, S), masks (N, 1, S, S)."""
@@ -107,8 +109,11 @@ def drop_sequences(images, prob, generator=None):
     pattern = torch.randint(0, 3, (count,), generator=generator, device=device)  # 0: pre, 1: post, 2: both
     pre = (dropped & (pattern != 1))[:, None, None]
     post = (dropped & (pattern != 0))[:, None, None]
-    flair = images[:, 1]
-    return torch.stack([torch.where(pre, flair, images[:, 0]), flair, torch.where(post, flair, images[:, 2])], 1)
+    flair = images[:, FLAIR_CHANNEL]
+    channels = list(images.unbind(1))
+    channels[PRE_CONTRAST] = torch.where(pre, flair, images[:, PRE_CONTRAST])
+    channels[POST_CONTRAST] = torch.where(post, flair, images[:, POST_CONTRAST])
+    return torch.stack(channels, 1)
 
 
 def warp(images, masks, theta):

@@ -11,7 +11,6 @@ import torch
 
 import checkpoint
 import safe_files
-import dataset
 import preprocessing
 import runs
 from unet import probabilities
@@ -21,10 +20,10 @@ from utils import binarise, overlay, split_by_patient
 WEIGHTS_NAME = runs.WEIGHTS_FILE.name
 
 
-def validate(model, batches, loss_fn, speed, keep_images=0, tta=False, flair=dataset.FLAIR_CHANNEL):
+def validate(model, batches, loss_fn, speed, keep_images=0, tta=False, flair=0):
     """Mean batch loss; the probabilities (float32) and truths (uint8 0/1) of every slice, on the CPU; and the
     (FLAIR, truth, thresholded prediction) of the first keep_images slices, for overlays (flair: the input
-    channel of the slice's own FLAIR, dataset.flair_channel).
+    channel overlays draw on, the dataset's overlay_channel: for kaggle_3m the slice's own FLAIR).
 
     The loss is of the plain prediction; the probabilities are the flip-TTA ones when tta.
     """
@@ -49,11 +48,12 @@ def validate(model, batches, loss_fn, speed, keep_images=0, tta=False, flair=dat
     return float(np.mean(losses)), probs, trues, examples
 
 
-def grid_dsc(probs, trues, patient_slice_index):
+def grid_dsc(probs, trues, patient_slice_index, lcc=True):
     """The reference's validation DSC, per patient on the preprocessed grid: each patient's slices stacked into a
-    volume, thresholded and reduced to its 3-D largest connected component (utils.binarise), then measured."""
+    volume, thresholded and (with lcc, the layout's largest_component) reduced to its 3-D largest connected
+    component (utils.binarise), then measured."""
     volumes, truths = (split_by_patient(part, patient_slice_index) for part in (probs, trues))
-    return [dsc(binarise(volume), truth) for volume, truth in zip(volumes, truths)]
+    return [dsc(binarise(volume, lcc=lcc), truth) for volume, truth in zip(volumes, truths)]
 
 
 def split_record(params, valid_set, train_patients):
@@ -103,7 +103,8 @@ class EpochEnd:
         self.results, self.logger, self.valid_set = results, logger, valid_set
         self.params, self.model_args, self.checkpoint_path = params, model_args, Path(checkpoint_path)
         # the truths at the original geometry, read once: each epoch is scored there too (native_dsc)
-        self.native_truths = [dataset.original_truth(valid_set.files[patient]) for patient in valid_set.patients]
+        self.native_truths = [valid_set.truth(patient) for patient in valid_set.patients]
+        self.lcc = valid_set.layout.largest_component
 
     def native_dsc(self, probs):
         """Per-patient DSC at the original geometry: the probabilities put back through the inverse of the
@@ -112,7 +113,7 @@ class EpochEnd:
         volumes = split_by_patient(probs, self.valid_set.patient_slice_index)
         restored = [preprocessing.restore_geometry(volume, geometry)
                     for volume, geometry in zip(volumes, self.valid_set.geometries)]
-        return ([dsc(binarise(volume), truth) for volume, truth in zip(restored, self.native_truths)],
+        return ([dsc(binarise(volume, lcc=self.lcc), truth) for volume, truth in zip(restored, self.native_truths)],
                 [dsc(binarise(volume, lcc=False), truth) for volume, truth in zip(restored, self.native_truths)])
 
     def __call__(self, trained, seconds, val_loss, probs, trues, examples, snapshot):
@@ -120,14 +121,16 @@ class EpochEnd:
         per validation slice; examples: (FLAIR, truth, prediction) to draw; snapshot: the CPU copy of the training
         state for the checkpoint."""
         results, params, step = self.results, self.params, trained.step
-        per_patient = grid_dsc(probs, trues, self.valid_set.patient_slice_index)
+        per_patient = grid_dsc(probs, trues, self.valid_set.patient_slice_index, self.lcc)
         mean_dsc = float(np.mean(per_patient))
         self.logger.scalar_summary("val_loss", val_loss, step)
         self.logger.scalar_summary("val_dsc", mean_dsc, step)
         for index, (flair, true, pred) in enumerate(examples):  # the first validation slices, in order
             patient, plane = self.valid_set.patient_slice_index[index]
             name = self.valid_set.patients[patient]
-            number = self.valid_set.files[name][plane + 1][0]  # the preprocessing dropped the first slice
+            # the file's own number: the grid's slices start at the geometry's first kept one (the preprocessing
+            # dropped a volume's first slice and cropped black ones)
+            number = self.valid_set.files[name][int(self.valid_set.geometries[patient][1]) + plane][0]
             self.logger.image_summary(f"validation overlays (red prediction, green truth)/{name} slice {number}",
                                       overlay(flair, pred, true), step)
         # A progressive run's smaller epochs train and validate on the image_size preprocessing averaged down,
@@ -153,12 +156,14 @@ class EpochEnd:
         safe_files.save_atomic(dict(snapshot, results=results), self.checkpoint_path)
         safe_files.write_json_atomic(results, self.checkpoint_path.parent / runs.RESULTS_FILE.name)
         print(epoch_line(entry, params["epochs"], entry["train_seconds"] - previous,
-                         best=results["best_epoch"] == entry["epoch"]), flush=True)
+                         best=results["best_epoch"] == entry["epoch"],
+                         native="256x256" if self.valid_set.layout.volumes else "each image's own size"), flush=True)
 
 
-def epoch_line(entry, epochs, seconds, best=False):
+def epoch_line(entry, epochs, seconds, best=False, native="256x256"):
     """The log's one line for an epoch, written once its results are saved (the progress bars show only on a
-    terminal: under papermill --log-output they wrote ~1,000 lines an epoch and never these figures)."""
+    terminal: under papermill --log-output they wrote ~1,000 lines an epoch and never these figures). native: the
+    original geometry's name (kaggle_3m's slices are 256x256; a folder's images each have their own size)."""
     return (f"epoch {entry['epoch']}/{epochs}: loss {entry['loss']:.4f}, val loss {entry['val_loss']:.4f}, "
-            f"val DSC {entry['val_dsc']:.4f} (at 256x256 {entry['val_dsc_native']:.4f}), {seconds:.1f} s"
+            f"val DSC {entry['val_dsc']:.4f} (at {native} {entry['val_dsc_native']:.4f}), {seconds:.1f} s"
             + (", best so far" if best else ""))

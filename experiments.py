@@ -281,14 +281,16 @@ def describe(name, folds, fold):
 def warm_cache(data_path, overrides):
     """Preprocess every patient once, so that parallel runs all read the cache instead of each writing it."""
     import dataset
+    import layouts
     import parameters
     import preprocessing
     import train
 
     params = parameters.settings(train.DEFAULTS, **{key: value for key, value in overrides.items()
                                                     if key in train.DEFAULTS})
-    data_dir, _ = dataset.locate_data(data_path)
-    preprocessing.load_volumes(dataset.list_patients(data_dir), params["image_size"], params["cache_dir"])
+    data_dir, _ = dataset.locate_data(data_path, dataset=params["dataset"])
+    layout = layouts.detect(data_dir, params["dataset"])
+    preprocessing.load_volumes(layout.cases(data_dir), params["image_size"], params["cache_dir"], layout=layout)
 
 
 def run_as_process(args, name, fold, gpu=None):

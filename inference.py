@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import dataset
+import layouts
 import preprocessing
 import parameters
 import runs
@@ -67,6 +68,13 @@ def predict(model, data, device, batch_size=32, tta=False, workers=0, fuse=False
     return {patient: tuple(part[p] for part in grouped) for p, patient in enumerate(data.patients)}
 
 
+def model_channels(metadata, context_slices):
+    """How many channels of each slice the model takes (its input channels, less the neighbours'), or None for a
+    plain state_dict that does not say."""
+    channels = (metadata.get("model_args") or {}).get("in_channels")
+    return None if channels is None else channels // (2 * context_slices + 1)
+
+
 def post_process(restored, threshold, lcc):
     """(thresholded, prediction) of the probabilities at the original geometry: the prediction is, with lcc, the
     thresholded volume's 3-D largest connected component alone, as the reference; else the thresholded volume."""
@@ -74,30 +82,40 @@ def post_process(restored, threshold, lcc):
     return thresholded, largest_connected_component(thresholded) if lcc else thresholded
 
 
-def write_mask_tiffs(mask, patient, slice_files, folder, copy_images=True):
-    """One <patient>_<n>_mask.tif (uint8 0/255) per original slice, optionally with its image beside it."""
-    folder = Path(folder) / patient
+def write_masks(mask, patient, slice_files, folder, layout, copy_images=True):
+    """One mask file (uint8 0/255, at the slice's own size) per original slice, named as the layout names them
+    (kaggle_3m: <patient>/<patient>_<n>_mask.tif; a case per image: <case>_mask.png), optionally with the image
+    beside it."""
+    folder = Path(folder) / patient if layout.volumes else Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for plane, (number, image_path, _) in zip(mask, slice_files):
-        tifffile.imwrite(folder / f"{patient}_{number}_mask.tif", (plane > 0).astype(np.uint8) * 255)
+        path = folder / layout.mask_name(patient, number if layout.volumes else None)
+        written = (plane > 0).astype(np.uint8) * 255
+        tifffile.imwrite(path, written) if path.suffix == ".tif" else iio.imwrite(path, written)
         if copy_images:
-            shutil.copyfile(image_path, folder / f"{patient}_{number}.tif")
+            shutil.copyfile(image_path, folder / image_path.name)
     return folder
 
 
-def patient_overlays(slice_files, pred, true):
-    """One RGB overlay per original slice, at its own geometry: the slice file's FLAIR with the prediction (at the
-    original geometry, as the masks written) outlined red and the truth green (none where true is None)."""
+def patient_overlays(data, patient, pred, true):
+    """One RGB overlay per original slice, at its own geometry: the slice file's overlay channel (kaggle_3m: the
+    FLAIR) with the prediction (at the original geometry, as the masks written) outlined red and the truth green
+    (none where true is None)."""
     blank = np.zeros_like(pred[0])
-    return [overlay(dataset.read_image(image)[..., dataset.FLAIR_CHANNEL], pred[s], blank if true is None else true[s])
-            for s, (_, image, _) in enumerate(slice_files)]
+    channel = data.layout.overlay_channel(data.channels)
+    return [overlay(data.layout.read_image(image, len(data.channels))[..., channel], pred[s],
+                    blank if true is None else true[s])
+            for s, (_, image, _) in enumerate(data.files[patient])]
 
 
 def save_pictures(patient, frames, numbers, predictions_dir, gif_fps=5):
     """Per-slice PNGs <patient>_<n>.png, n the dataset's slice number (as its <patient>_<n>.tif), and
-    <patient>.gif; returns the GIF path."""
+    <patient>.gif; returns the GIF path. numbers None: one image, <case>.png alone, its path returned."""
     predictions_dir = Path(predictions_dir)
     predictions_dir.mkdir(parents=True, exist_ok=True)
+    if numbers is None:
+        iio.imwrite(predictions_dir / f"{patient}.png", frames[0])
+        return predictions_dir / f"{patient}.png"
     for number, frame in zip(numbers, frames):
         iio.imwrite(predictions_dir / f"{patient}_{number}.png", frame)
     gif = predictions_dir / f"{patient}.gif"
@@ -127,9 +145,11 @@ def write_metrics_summary(summary, path):
 def choose_subset(params, data_dir):
     if params["patients"] is not None or params["subset"] != "auto":
         return params["subset"] if params["subset"] != "auto" else "all"
-    files = dataset.list_patients(data_dir, require_masks=False)
+    layout = layouts.detect(data_dir, params["dataset"])
+    files = layout.cases(data_dir, require_masks=False)
     all_masked = all(mask is not None for slices in files.values() for _, _, mask in slices)
-    return "validation" if all_masked and len(files) > params["validation_cases"] else "all"
+    cases = params["validation_cases"] if params["validation_cases"] is not None else layout.validation_cases
+    return "validation" if all_masked and len(files) > dataset.validation_count(cases, len(files)) else "all"
 
 
 def choose_patients(params, data_dir, split):
@@ -138,7 +158,7 @@ def choose_patients(params, data_dir, split):
     with their masks, whatever validation_cases says."""
     own = (split or {}).get("validation_patients")
     if params["patients"] is None and params["subset"] in ("auto", "validation") and own:
-        files = dataset.list_patients(data_dir, require_masks=False)
+        files = layouts.detect(data_dir, params["dataset"]).cases(data_dir, require_masks=False)
         if all(patient in files and all(mask for _, _, mask in files[patient]) for patient in own):
             return "all", list(own)
     return choose_subset(params, data_dir), params["patients"]
@@ -167,11 +187,12 @@ def run(**overrides):
     """Predict, write every output, and return what was found.
 
     {'metrics': rows, 'dsc': {patient: reference DSC}, 'gifs': [...], 'patients': [...],
+     'pictures': {patient: its GIF, or for a case of one image its overlay PNG},
      'telling_slice': {patient: the number of its slice with the most tumour (true, else predicted)},
      'figure': the dsc.png written (None without masks), 'predictions_dir': where the outputs are}
     """
     params = parameters.check_inference(parameters.settings(DEFAULTS, **overrides))
-    data_dir, source = dataset.locate_data(params["data_path"])
+    data_dir, source = dataset.locate_data(params["data_path"], dataset=params["dataset"])
     params = runs.inference_outputs(params, data_dir)
     refuse_weights_in_training(params["weights"])
     device = resolve_device(params["device"])
@@ -228,27 +249,31 @@ def _predict_and_write(params, model, metadata, image_size, data_dir, source, ou
     data = dataset.BrainSegmentationDataset(
         data_dir, subset=subset, patients=patients, image_size=image_size, random_sampling=False,
         validation_cases=params["validation_cases"], cache_dir=params["cache_dir"], workers=params["workers"],
-        require_masks=False, context_slices=context,
+        require_masks=False, context_slices=context, dataset=params["dataset"],
+        channels=model_channels(metadata, context),
     )
+    lcc = data.layout.largest_component if params["lcc"] is None else params["lcc"]
     warn_trained_on(data.patients, split, params["weights"])
     predictions = predict(model, data, device, params["batch_size"], params["tta"], fuse=params["fuse"],
                           precision=params["precision"])
-    rows, reference_dsc, gifs, telling_slice = [], {}, [], {}
+    rows, reference_dsc, gifs, telling_slice, pictures = [], {}, [], {}, {}
     for index, (patient, (inputs, probs, truths)) in enumerate(
         tqdm(predictions.items(), desc="writing", unit="patient")
     ):
-        pred = binarise(probs, params["threshold"], params["lcc"])
+        pred = binarise(probs, params["threshold"], lcc)
         has_mask = data.has_masks[patient]
         files = data.files[patient]
         thresholded, original = post_process(preprocessing.restore_geometry(probs, data.geometries[index]),
-                                             params["threshold"], params["lcc"])
-        truth = dataset.original_truth(files) if has_mask else None
+                                             params["threshold"], lcc)
+        truth = data.truth(patient) if has_mask else None
         numbers = [number for number, _, _ in files]
         telling_slice[patient] = numbers[int(np.argmax((truth if has_mask else original).sum(axis=(1, 2))))]
-        gifs.append(save_pictures(patient, patient_overlays(files, original, truth), numbers, out_dir,
-                                  params["gif_fps"]))
+        pictures[patient] = save_pictures(patient, patient_overlays(data, patient, original, truth),
+                                          numbers if data.layout.volumes else None, out_dir, params["gif_fps"])
+        if data.layout.volumes:
+            gifs.append(pictures[patient])
         if params["write_masks"]:
-            write_mask_tiffs(original, patient, files, out_dir / "masks", params["copy_images"])
+            write_masks(original, patient, files, out_dir / "masks", data.layout, params["copy_images"])
         if has_mask:
             reference_dsc[patient] = dsc(pred, truths)  # pred is already post-processed
             rows.append(patient_metrics(patient, thresholded, original, truth, reference_dsc[patient]))
@@ -262,5 +287,6 @@ def _predict_and_write(params, model, metadata, image_size, data_dir, source, ou
         print(f"{len(rows)} patients with masks: DSC mean {summary['mean']['dsc']:.4f}, median "
               f"{summary['median']['dsc']:.4f} (original geometry); reference DSC mean "
               f"{summary['mean']['dsc_preprocessed']:.4f}")
-    return dict(metrics=rows, dsc=reference_dsc, gifs=gifs, patients=data.patients, telling_slice=telling_slice,
+    return dict(metrics=rows, dsc=reference_dsc, gifs=gifs, pictures=pictures, patients=data.patients,
+                telling_slice=telling_slice,
                 figure=params["figure"] if rows else None, predictions_dir=str(out_dir))

@@ -14,6 +14,7 @@ import os
 import re
 from pathlib import Path
 
+from layouts import LAYOUTS
 from loss import LOSSES
 from optimizers import OPTIMIZERS, SCHEDULES
 from unet import MODELS
@@ -21,8 +22,16 @@ from unet import MODELS
 REPO = Path(__file__).resolve().parent
 CACHE_DIR = "data/cache"
 
+# the parameters both notebooks take, said once
+DATASET = (None, "the data's layout: kaggle_3m, images_masks, lung_ct or nuclei (layouts/); None: detected")
+VALIDATION_CASES = (None, "validation cases: a number, or a fraction of the cases (0.2); None: the layout's "
+                          "(kaggle_3m: the reference split's 10 patients; folder layouts: 20% of the images)")
+CACHE = (CACHE_DIR, "preprocessed volumes, keyed by the files and the image size")
+
 TRAIN = dict(
-    data_path=(None, "kaggle_3m folder; None: look in the usual places, else the synthetic phantom default"),
+    data_path=(None, "kaggle_3m folder, or a folder of your own images (README: Your own images); None: look in "
+                     "the usual places, else the synthetic phantom default"),
+    dataset=DATASET,
     image_size=(256, "side of the square slices the network sees (a multiple of 16)"),
     progressive_size=(None, "progressive resizing: train and validate the first progressive_epochs epochs on "
                             "the slices averaged down to this smaller size (a multiple of 16) ..."),
@@ -79,11 +88,11 @@ TRAIN = dict(
     weights_dir=(None, "where the best weights go (unet.pt); None: runs_dir/run_name/weights"),
     logs_dir=(None, "checkpoint.pt, results.json (and the TensorBoard events, unless it is the run folder's "
                     "logs/: they go in the run folder); None: runs_dir/run_name/logs"),
-    cache_dir=(CACHE_DIR, "preprocessed volumes, keyed by the files and the image size"),
+    cache_dir=CACHE,
     seed=(42, "seed of the split, and of the initialisation and the sampling unless training_seed is given"),
     training_seed=(None, "seed of the initialisation, sampling and augmentation; None: seed. Another training seed "
                          "on the same split or folds measures what a rerun changes"),
-    validation_cases=(10, "validation patients of the reference split"),
+    validation_cases=VALIDATION_CASES,
     folds=(0, "> 1: patient-level k-fold cross-validation instead of the reference split ..."),
     fold=(0, "... validating on this fold (0 .. folds - 1)"),
 )
@@ -103,11 +112,14 @@ INFERENCE = dict(
     weights=(None, "a weights file of train.ipynb, or the reference's published unet.pt; None: the latest "
                    "run's, runs_dir/<run>/weights/unet.pt, else the shipped pretrained/unet-lgg-256.pt"),
     runs_dir=("runs", "where train.ipynb's runs are"),
-    data_path=(None, "kaggle_3m-layout folder, with or without masks; None: auto-detect, else synthetic"),
+    data_path=(None, "kaggle_3m-layout folder, or a folder of your own images, with or without masks; None: "
+                     "auto-detect, else synthetic"),
+    dataset=DATASET,
     subset=("auto", '"validation", "all"; "auto": the validation split when every patient has masks'),
     patients=(None, "a list of patient folder names: overrides subset"),
     threshold=(0.5, "probability above which a pixel is abnormal"),
-    lcc=(True, "keep the 3-D largest connected component"),
+    lcc=(None, "keep the 3-D largest connected component; None: the layout's rule (kaggle_3m yes, as the "
+               "reference; the folder layouts no: nuclei are many)"),
     tta=(False, "average with the horizontally flipped prediction"),
     image_size=(None, "None: the size stored in the weights file (256 for the reference's unet.pt)"),
     batch_size=(32, "slices per batch"),
@@ -117,8 +129,8 @@ INFERENCE = dict(
                           'results/inference-speed-cpu.md)'),
     device=("auto", '"auto": the GPU if there is one, else the CPU'),
     workers=(2, "data loader processes for the preprocessing"),
-    validation_cases=(10, "validation patients of the reference split"),
-    cache_dir=(CACHE_DIR, "preprocessed volumes, keyed by the files and the image size"),
+    validation_cases=VALIDATION_CASES,
+    cache_dir=CACHE,
     predictions_dir=(None, "overlays, GIFs, masks/, metrics.csv, metrics-summary.csv; None: the weights' run's "
                            "predictions folder (runs_dir/<run>/predictions; on data other than the run trained on, "
                            "runs_dir/<run>/predictions-<data>); for weights outside a run, "
@@ -250,8 +262,12 @@ def _check_common(params):
     _require(missing is None, "device", params["device"], missing)
     _require(isinstance(params["batch_size"], int) and params["batch_size"] >= 1, "batch_size",
              params["batch_size"], "use 1 or more")
-    _require(isinstance(params["validation_cases"], int) and params["validation_cases"] >= 1, "validation_cases",
-             params["validation_cases"], "use 1 or more (10: the reference split)")
+    cases = params["validation_cases"]
+    _require(cases is None or isinstance(cases, int) and not isinstance(cases, bool) and cases >= 1
+             or isinstance(cases, float) and 0 < cases < 1, "validation_cases", cases,
+             "use a number of cases (10: the reference split), a fraction between 0 and 1, or None")
+    _require(params["dataset"] is None or params["dataset"] in LAYOUTS, "dataset", params["dataset"],
+             f"use one of {', '.join(LAYOUTS)}, or None to detect it")
 
 
 def training_seed(params):

@@ -24,6 +24,8 @@ from skimage.exposure import rescale_intensity
 from skimage.transform import resize
 from tqdm import tqdm
 
+import layouts
+from layouts import DataError
 from safe_files import write_atomic
 
 PREPROCESSING_VERSION = 2
@@ -37,8 +39,6 @@ def crop_bounds(volume):
     nonzero = volume.max(axis=-1) >= np.max(volume) * 0.1
     nonzero &= volume.max(axis=-1) > 0
     if not nonzero.any():
-        from dataset import DataError  # dataset.py imports this module: its names are taken when needed
-
         raise DataError("volume is entirely black; check the image files")
     bounds = []
     for axis in range(3):
@@ -105,9 +105,12 @@ def normalize_volume(volume):
     return (volume - mean) / std
 
 
-def preprocess(volume, mask, image_size):
-    """Crop, pad, resize, normalise: (float32 (Z,S,S,3), float32 0/1 (Z,S,S))."""
-    volume, mask = crop_volume(volume, mask)
+def preprocess(volume, mask, image_size, crop=True):
+    """Crop (unless crop is False: a layout of images, not volumes), pad, resize, normalise: (float32 (Z,S,S,C),
+    float32 0/1 (Z,S,S)). Normalised per case: an image of its own is normalised by its own percentiles, whatever
+    its bit depth (16-bit CT as 8-bit photographs)."""
+    if crop:
+        volume, mask = crop_volume(volume, mask)
     volume, mask = pad_to_square(volume, mask)
     volume, mask = resize_volume(volume, mask, image_size)
     return normalize_volume(volume).astype(np.float32), mask.astype(np.float32)
@@ -144,22 +147,35 @@ def with_context(volume, context_slices):
     return np.concatenate([volume[index] for index in order], axis=-1)
 
 
-def cache_key(patient, slices, image_size):
-    paths = [path for _, image, mask in slices for path in (image, mask) if path is not None]
-    stats = [(path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in paths]
-    payload = json.dumps([PREPROCESSING_VERSION, patient, image_size, stats])
-    return hashlib.sha1(payload.encode()).hexdigest()[:16]
+def slice_paths(slices):
+    """Every file of a case: its images and masks (a mask may be several files)."""
+    for _, image, mask in slices:
+        yield image
+        if mask is not None:
+            yield from (mask if isinstance(mask, tuple) else (mask,))
 
 
-def _cache_path(cache_dir, patient, slices, image_size):
-    return Path(cache_dir) / f"{patient}-{image_size}-{cache_key(patient, slices, image_size)}.npz"
+def cache_key(patient, slices, image_size, layout=None, channels=None):
+    stats = [(path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in slice_paths(slices)]
+    key = [PREPROCESSING_VERSION, patient, image_size, stats]
+    if layout is not None and not layout.volumes:  # another preprocessing (no crop), of these channels
+        key.append([layout.name, list(channels)])
+    return hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
+
+
+def _cache_path(cache_dir, patient, slices, image_size, layout=None, channels=None):
+    return Path(cache_dir) / f"{patient}-{image_size}-{cache_key(patient, slices, image_size, layout, channels)}.npz"
 
 
 GEOMETRY_FIELDS = ("slices", "z_start", "z_stop", "y_start", "y_stop", "x_start", "x_stop", "height", "width")
 
 
-def geometry_of(volume, original_slices):
-    """Where the preprocessed volume sits in the original one (slice indices count the dropped first slice)."""
+def geometry_of(volume, original_slices, crop=True):
+    """Where the preprocessed volume sits in the original one (slice indices count the dropped first slice);
+    without crop, every pixel of every slice."""
+    if not crop:
+        return np.array([len(volume), 0, len(volume), 0, volume.shape[1], 0, volume.shape[2], *volume.shape[1:3]],
+                        dtype=np.int64)
     z, y, x = crop_bounds(volume)
     return np.array(
         [original_slices, z.start + 1, z.stop + 1, y.start, y.stop, x.start, x.stop, *volume.shape[1:3]],
@@ -167,19 +183,17 @@ def geometry_of(volume, original_slices):
     )
 
 
-def _preprocess_patient(patient, slices, image_size, cache_dir):
-    from dataset import DataError, read_patient  # dataset.py imports this module: its names are taken when needed
-
+def _preprocess_patient(patient, slices, image_size, cache_dir, layout, channels):
     try:
-        volume, mask = read_patient(slices)
-        geometry = geometry_of(volume, len(slices))
-        image, mask = preprocess(volume, mask, image_size)
+        volume, mask = layout.read_case(slices, channels)
+        geometry = geometry_of(volume, len(slices), crop=layout.volumes)
+        image, mask = preprocess(volume, mask, image_size, crop=layout.volumes)
     except DataError as error:
-        raise DataError(f"patient {patient}: {error}") from None
+        raise DataError(f"{'patient' if layout.volumes else 'case'} {patient}: {error}") from None
     if cache_dir is not None:
         buffer = io.BytesIO()
         np.savez(buffer, image=image, mask=mask.astype(np.uint8), geometry=geometry)
-        write_atomic(_cache_path(cache_dir, patient, slices, image_size), buffer.getvalue())
+        write_atomic(_cache_path(cache_dir, patient, slices, image_size, layout, channels), buffer.getvalue())
     return image, mask, geometry
 
 
@@ -193,12 +207,16 @@ def _load_cached(path):
         return None
 
 
-def load_volumes(patient_files, image_size=256, cache_dir=DEFAULT_CACHE_DIR, workers=None, progress=True):
-    """Preprocess (or load from cache) each patient: {patient: (image, mask, geometry)} in the given order."""
+def load_volumes(patient_files, image_size=256, cache_dir=DEFAULT_CACHE_DIR, workers=None, progress=True,
+                 layout=None, channels=None):
+    """Preprocess (or load from cache) each case of a layout (None: kaggle_3m) with these channels (None: the
+    layout's): {case: (image, mask, geometry)} in the given order."""
+    layout = layout or layouts.LAYOUTS["kaggle_3m"]
+    channels = tuple(channels or layout.channels(patient_files))
     workers = workers if workers is not None else min(8, os.cpu_count() or 1)
     results, todo = {}, []
     for patient, slices in patient_files.items():
-        path = None if cache_dir is None else _cache_path(cache_dir, patient, slices, image_size)
+        path = None if cache_dir is None else _cache_path(cache_dir, patient, slices, image_size, layout, channels)
         cached = _load_cached(path) if path is not None and path.exists() else None
         if cached is not None:
             results[patient] = cached
@@ -208,7 +226,8 @@ def load_volumes(patient_files, image_size=256, cache_dir=DEFAULT_CACHE_DIR, wor
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
             futures = {
-                patient: pool.submit(_preprocess_patient, patient, patient_files[patient], image_size, cache_dir)
+                patient: pool.submit(_preprocess_patient, patient, patient_files[patient], image_size, cache_dir,
+                                     layout, channels)
                 for patient in todo
             }
             for patient, future in futures.items():
@@ -216,7 +235,8 @@ def load_volumes(patient_files, image_size=256, cache_dir=DEFAULT_CACHE_DIR, wor
                 bar.update()
     else:
         for patient in todo:
-            results[patient] = _preprocess_patient(patient, patient_files[patient], image_size, cache_dir)
+            results[patient] = _preprocess_patient(patient, patient_files[patient], image_size, cache_dir, layout,
+                                                   channels)
             bar.update()
     bar.close()
     return {patient: results[patient] for patient in patient_files}

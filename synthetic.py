@@ -103,3 +103,57 @@ def make_phantom_dataset(root, patients=16, slices=16, seed=0):
     )
     marker.write_text(json.dumps(params))
     return data_dir
+
+
+# ---------------------------------------------------------------- one's own images: the folder layouts
+
+FOLDER_SIZES = ((64, 64), (48, 80), (96, 72))  # images of different sizes, as users' own are
+
+
+def phantom_cells(rng, height, width, cells=5):
+    """(grey float image (H, W) in [0, 1], one bool mask (H, W) per cell): bright round cells of different sizes
+    on a dark, noisy background, a few of them touching the image's edge."""
+    y, x = np.mgrid[:height, :width]
+    image = rng.normal(0.1, 0.03, size=(height, width))
+    masks = []
+    for _ in range(cells):
+        radius = rng.uniform(0.06, 0.12) * min(height, width)
+        centre = rng.uniform(0, 1, size=2) * (height, width)
+        cell = (y - centre[0]) ** 2 + (x - centre[1]) ** 2 < radius ** 2
+        image[cell] += rng.uniform(0.5, 0.8)
+        masks.append(cell)
+    return np.clip(image, 0, 1), masks
+
+
+def make_phantom_folder(root, layout="images_masks", images=12, seed=0):
+    """Write `images` phantom cell images in one of the folder layouts (layouts/folders.py) under root and return
+    root: images_masks (RGB PNGs, 0/255 masks), nuclei (RGBA PNGs, a mask file per cell) or lung_ct (signed 16-bit
+    TIFFs in CT numbers, 0/255 masks); the sizes vary (FOLDER_SIZES)."""
+    import imageio.v3 as iio
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for index in range(images):
+        name = f"cell_{index:03d}"
+        image, cells = phantom_cells(rng, *FOLDER_SIZES[index % len(FOLDER_SIZES)])
+        union = (np.any(cells, axis=0) * 255).astype(np.uint8)
+        if layout == "images_masks":
+            (root / "images").mkdir(parents=True, exist_ok=True)
+            (root / "masks").mkdir(parents=True, exist_ok=True)
+            iio.imwrite(root / "images" / f"{name}.png", np.repeat((image * 255).astype(np.uint8)[..., None], 3, -1))
+            iio.imwrite(root / "masks" / f"{name}.png", union)
+        elif layout == "nuclei":
+            (root / name / "images").mkdir(parents=True, exist_ok=True)
+            (root / name / "masks").mkdir(parents=True, exist_ok=True)
+            grey = (image * 255).astype(np.uint8)
+            iio.imwrite(root / name / "images" / f"{name}.png", np.dstack([grey, grey, grey, np.full_like(grey, 255)]))
+            for number, cell in enumerate(cells):
+                iio.imwrite(root / name / "masks" / f"{number}.png", (cell * 255).astype(np.uint8))
+        elif layout == "lung_ct":
+            (root / "2d_images").mkdir(parents=True, exist_ok=True)
+            (root / "2d_masks").mkdir(parents=True, exist_ok=True)
+            tifffile.imwrite(root / "2d_images" / f"{name}.tif", (image * 1400 - 1000).astype(np.int16))
+            tifffile.imwrite(root / "2d_masks" / f"{name}.tif", union)
+        else:
+            raise ValueError(f"no phantom for layout {layout!r}: use images_masks, nuclei or lung_ct")
+    return root

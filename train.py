@@ -20,6 +20,7 @@ from tqdm import tqdm
 import checkpoint
 import safe_files
 import dataset
+import layouts
 import distributed
 import parameters
 import runtime
@@ -48,7 +49,7 @@ def prepare(synthetic_demo=True, **overrides):
     Returns the full parameters (data_path made explicit) and a line saying what was chosen.
     """
     params = parameters.check_train(parameters.settings(DEFAULTS, **overrides))
-    data_dir, source = dataset.locate_data(params["data_path"])
+    data_dir, source = dataset.locate_data(params["data_path"], dataset=params["dataset"])
     params["data_path"] = str(data_dir)
     message = f"data: {data_dir} ({source})"
     if synthetic_demo and dataset.is_synthetic(data_dir):
@@ -182,7 +183,9 @@ def as_float(logits):
 def describe_split(params):
     if params["folds"] > 1:
         return f"patient-level {params['folds']}-fold cross-validation, fold {params['fold']}, seed {params['seed']}"
-    return f"reference: random.sample seed {params['seed']}, {params['validation_cases']} validation patients"
+    cases = params["validation_cases"]
+    validation = f"{cases:.0%} of the cases validating" if isinstance(cases, float) else f"{cases} validation patients"
+    return f"reference: random.sample seed {params['seed']}, {validation}"
 
 
 def new_results(params, data_dir, source, device, speed, train_set, valid_set):
@@ -190,7 +193,7 @@ def new_results(params, data_dir, source, device, speed, train_set, valid_set):
     return dict(
         commit=runtime.git_commit(), device=runtime.device_description(device),
         data_dir=str(Path(data_dir).resolve()), data_source="synthetic phantom data" if synthetic else source,
-        synthetic_data=synthetic,
+        synthetic_data=synthetic, layout=train_set.layout.name, channels=list(train_set.channels),
         params=params, speed_options=speed.describe(), split=describe_split(params),
         train_patients=train_set.patients, validation_patients=valid_set.patients, history=[],
         best_val_dsc=0.0, best_epoch=None, weights=str(Path(params["weights_dir"]) / WEIGHTS_NAME),
@@ -294,7 +297,9 @@ def train(**overrides):
 
 def _train(params, started, group):
     torch.set_num_threads(params["threads"])
-    data_dir, source = dataset.locate_data(params["data_path"])
+    data_dir, source = dataset.locate_data(params["data_path"], dataset=params["dataset"])
+    if params["validation_cases"] is None:  # the layout's split, recorded as a number (as runs before it did)
+        params = dict(params, validation_cases=layouts.detect(data_dir, params["dataset"]).validation_cases)
     device = group.device(runtime.resolve_device(params["device"]))
     speed = runtime.SpeedOptions(params, device)
     if speed.hint:
@@ -339,7 +344,7 @@ def _train(params, started, group):
                     val_loss, probs, trues, examples = validate(
                         run.evaluated_model, run.batches.validation(epoch), run.loss_fn, speed,
                         keep_images=params["vis_images"] if visualise else 0, tta=params["tta"],
-                        flair=dataset.flair_channel(params["context_slices"]),
+                        flair=valid_set.overlay_channel,
                     )
                     validation_seconds = time.perf_counter() - validation_started
                     per_epoch = run.batches.steps * params["batch_size"]

@@ -6,6 +6,8 @@ which the training loader seeds per worker and per epoch."""
 import numpy as np
 from skimage.transform import rescale, rotate
 
+from layouts.kaggle_3m import FLAIR_CHANNEL, POST_CONTRAST, PRE_CONTRAST
+
 
 class Compose:
     def __init__(self, transforms):
@@ -96,7 +98,7 @@ class SequenceDropout:
         pattern = np.random.randint(3)  # 0: pre-contrast, 1: post-contrast, 2: both
         image = image.copy()
         if pattern != 1:
-            image[..., 0] = image[..., 1]
+            image[..., PRE_CONTRAST] = image[..., FLAIR_CHANNEL]
         if pattern != 0:
-            image[..., 2] = image[..., 1]
+            image[..., POST_CONTRAST] = image[..., FLAIR_CHANNEL]
         return image, mask

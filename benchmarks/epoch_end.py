@@ -48,7 +48,7 @@ def plausible_predictions(trues):
 def epoch_inputs(valid_set, vis_images):
     trues = np.concatenate([mask[..., 0] for _, mask in valid_set.volumes]).astype(np.uint8)
     preds = plausible_predictions(trues)
-    flair = np.concatenate([volume[..., 1] for volume, _ in valid_set.volumes])
+    flair = np.concatenate([volume[..., valid_set.overlay_channel] for volume, _ in valid_set.volumes])
     examples = list(zip(flair[:vis_images], trues, preds))
     return preds, trues, examples
 

@@ -23,6 +23,7 @@ import torch
 
 import checkpoint
 import dataset
+from layouts import kaggle_3m
 import inference
 import runs
 import runtime
@@ -42,7 +43,7 @@ def main():
     parser.add_argument("--out", help="also write the lines with their provenance to this markdown file")
     args = parser.parse_args()
     data_dir, _ = dataset.locate_data(args.data)
-    patient = args.patient if args.data else sorted(dataset.list_patients(data_dir))[0]
+    patient = args.patient if args.data else sorted(kaggle_3m.list_patients(data_dir))[0]
     lines = []
     with tempfile.TemporaryDirectory() as folder:
         weights = args.weights or str(runs.SHIPPED_WEIGHTS)

@@ -17,12 +17,12 @@ import time
 import numpy as np
 from skimage.transform import resize
 
-import dataset
+from layouts import kaggle_3m
 import preprocessing
 
 
 def reference_style(slices, image_size):
-    volume, mask = dataset.read_patient(slices)
+    volume, mask = kaggle_3m.read_patient(slices)
     volume, mask = preprocessing.crop_volume(volume, mask)
     volume, mask = preprocessing.pad_to_square(volume, mask)
     shape = (volume.shape[0], image_size, image_size)
@@ -39,7 +39,7 @@ def main():
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     args = parser.parse_args()
 
-    files = dataset.list_patients(args.data)
+    files = kaggle_3m.list_patients(args.data)
     print(f"{len(files)} patients, {sum(len(s) for s in files.values())} slices, {os.cpu_count()} cores")
     subset = dict(list(sorted(files.items()))[: args.patients])
 

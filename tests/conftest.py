@@ -14,6 +14,9 @@ from unet import UNet
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = Path(os.environ.get("LGG_SAMPLE_DIR", REPO.parent / "shared" / "data" / "lgg-sample" / "kaggle_3m"))
+# 20 real nuclei images of the 2018 Data Science Bowl (its README), for the nuclei layout
+NUCLEI_SAMPLE_DIR = Path(os.environ.get("DSB2018_SAMPLE_DIR",
+                                        REPO.parent / "shared" / "data" / "dsb2018-sample" / "stage1_train"))
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ import pytest
 from skimage.transform import resize
 
 import dataset
+from layouts import kaggle_3m
 import preprocessing
 from conftest import SAMPLE_DIR, write_patient
 
@@ -20,7 +21,7 @@ def numbered_patient(root, patient="TCGA_AA_0001_20000101", count=12):
 
 def test_slices_are_ordered_by_number_not_by_name(tmp_path):
     numbered_patient(tmp_path)
-    files = dataset.list_patients(tmp_path)["TCGA_AA_0001_20000101"]
+    files = kaggle_3m.list_patients(tmp_path)["TCGA_AA_0001_20000101"]
     assert [number for number, _, _ in files] == list(range(1, 13))
     assert files[9][1].name == "TCGA_AA_0001_20000101_10.tif"
     assert files[9][2].name == "TCGA_AA_0001_20000101_10_mask.tif"
@@ -28,13 +29,13 @@ def test_slices_are_ordered_by_number_not_by_name(tmp_path):
 
 def test_first_and_last_slices_are_dropped(tmp_path):
     numbered_patient(tmp_path)
-    volume, mask = dataset.read_patient(dataset.list_patients(tmp_path)["TCGA_AA_0001_20000101"])
+    volume, mask = kaggle_3m.read_patient(kaggle_3m.list_patients(tmp_path)["TCGA_AA_0001_20000101"])
     assert volume.shape == (10, 8, 8, 3) and mask.shape == (10, 8, 8)
     assert list(volume[:, 0, 0, 0]) == list(range(2, 12))
 
 
 def test_reference_split_on_phantom_names(phantom_dir):
-    patients = dataset.list_patients(phantom_dir)
+    patients = kaggle_3m.list_patients(phantom_dir)
     validation = dataset.split_patients(patients, "validation", validation_cases=3)
     train = dataset.split_patients(patients, "train", validation_cases=3)
     assert validation == PHANTOM_VALIDATION  # random.sample's order, kept as the reference does
@@ -175,7 +176,7 @@ def test_random_sampling_never_draws_a_weightless_slice(phantom_dir):
 
 
 def test_cache_is_reused_and_keyed_by_image_size(phantom_dir, tmp_path, monkeypatch):
-    files = dataset.list_patients(phantom_dir)
+    files = kaggle_3m.list_patients(phantom_dir)
     files = {p: files[p] for p in sorted(files)[:2]}
     first = preprocessing.load_volumes(files, 32, cache_dir=tmp_path, workers=2, progress=False)
     assert len(list(tmp_path.glob("*-32-*.npz"))) == 2
@@ -193,7 +194,7 @@ def test_cache_is_reused_and_keyed_by_image_size(phantom_dir, tmp_path, monkeypa
 
 
 def test_parallel_and_serial_preprocessing_agree(phantom_dir):
-    files = dataset.list_patients(phantom_dir)
+    files = kaggle_3m.list_patients(phantom_dir)
     files = {p: files[p] for p in sorted(files)[:3]}
     serial = preprocessing.load_volumes(files, 32, cache_dir=None, workers=1, progress=False)
     parallel = preprocessing.load_volumes(files, 32, cache_dir=None, workers=2, progress=False)
@@ -204,7 +205,7 @@ def test_parallel_and_serial_preprocessing_agree(phantom_dir):
 
 def test_locate_data_prefers_explicit_then_usual_places_then_synthetic(phantom_dir, tmp_path, monkeypatch):
     assert dataset.locate_data(phantom_dir) == (phantom_dir, "explicit path")
-    with pytest.raises(dataset.DataError, match="no patient folders"):
+    with pytest.raises(dataset.DataError, match="no data in a known layout"):
         dataset.locate_data(tmp_path)
     monkeypatch.chdir(tmp_path)
     found, source = dataset.locate_data(synthetic_root=tmp_path / "synthetic")
@@ -216,18 +217,18 @@ def test_locate_data_prefers_explicit_then_usual_places_then_synthetic(phantom_d
 
 def test_validation_split_larger_than_patient_count_is_a_clear_error(phantom_dir):
     with pytest.raises(dataset.DataError, match="validation_cases=10.*only 8 patients"):
-        dataset.split_patients(dataset.list_patients(phantom_dir), "train", validation_cases=10)
+        dataset.split_patients(kaggle_3m.list_patients(phantom_dir), "train", validation_cases=10)
 
 
 @pytest.mark.skipif(not SAMPLE_DIR.is_dir(), reason="real LGG sample not present")
 def test_real_sample_patients_load_with_binary_masks(tmp_path):
-    files = dataset.list_patients(SAMPLE_DIR)
+    files = kaggle_3m.list_patients(SAMPLE_DIR)
     assert len(files) == 6
     assert sum(len(slices) for slices in files.values()) == 188
     data = dataset.BrainSegmentationDataset(
         SAMPLE_DIR, subset="all", image_size=64, random_sampling=False, cache_dir=tmp_path, progress=False
     )
-    raw_slices = sum(dataset.read_patient(slices)[0].shape[0] for slices in files.values())
+    raw_slices = sum(kaggle_3m.read_patient(slices)[0].shape[0] for slices in files.values())
     assert raw_slices == 188 - 2 * 6
     # the 10% crop also drops 3 all-dark end slices, as the reference's crop does
     assert len(data) == 173
@@ -249,7 +250,7 @@ REFERENCE_SAMPLE_FIGURES = {
 def test_real_sample_preprocessing_reproduces_the_reference(patient):
     shape, abs_sum, centre_flair, corner_pre, tumour_voxels = REFERENCE_SAMPLE_FIGURES[patient]
     image, mask, _ = preprocessing.load_volumes(
-        {patient: dataset.list_patients(SAMPLE_DIR)[patient]}, 256, cache_dir=None, progress=False
+        {patient: kaggle_3m.list_patients(SAMPLE_DIR)[patient]}, 256, cache_dir=None, progress=False
     )[patient]
     assert image.shape == shape
     assert np.abs(image.astype(np.float64)).sum() == pytest.approx(abs_sum, rel=1e-6)
@@ -268,7 +269,7 @@ REFERENCE_VALIDATION = [
 
 @pytest.mark.skipif(not FULL_DATA, reason="set LGG_FULL_DATA to the full kaggle_3m folder")
 def test_full_dataset_split_is_the_reference_split():
-    files = dataset.list_patients(FULL_DATA)
+    files = kaggle_3m.list_patients(FULL_DATA)
     assert len(files) == 110 and sum(len(s) for s in files.values()) == 3929
     assert dataset.split_patients(files, "validation") == REFERENCE_VALIDATION
     assert len(dataset.split_patients(files, "train")) == 100
@@ -281,5 +282,4 @@ def test_context_slices_stack_the_neighbours_nearest_first_with_the_ends_repeate
     # slice s holds s-1, s, s+1 (three channels each), clipped to 0 .. 3 at the ends
     assert [list(stacked[s, 0, 0, ::3]) for s in range(4)] == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]]
     assert preprocessing.with_context(volume, 0) is volume
-    assert dataset.flair_channel(0) == 1 and dataset.flair_channel(1) == 4  # the centre slice's FLAIR
     assert [list(preprocessing.with_context(volume, 2)[0, 0, 0, ::3])] == [[0, 0, 0, 1, 2]]

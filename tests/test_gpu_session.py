@@ -10,7 +10,7 @@ import tarfile
 import torch
 
 import checkpoint
-import dataset
+from layouts import kaggle_3m
 from conftest import REPO
 from tools.gpu import pack_data
 
@@ -36,7 +36,7 @@ def test_receive_unpack_train_report_and_collect(phantom_dir, tmp_path):
         finished = session(step, env=env)
         assert finished.returncode == 0, finished.stderr
     assert sorted(path.name for path in (store / "packed").iterdir()) == [chunk.name for chunk in chunks]
-    assert sorted(dataset.list_patients(store / "kaggle_3m")) == sorted(dataset.list_patients(phantom_dir))
+    assert sorted(kaggle_3m.list_patients(store / "kaggle_3m")) == sorted(kaggle_3m.list_patients(phantom_dir))
     assert len(list((tmp_path / "cache").glob("*-256-*.npz"))) == 8  # preprocessed at the training size
 
     tiny = ["--set", "image_size=32", "--set", "init_features=4", "--set", "batch_size=4", "--set",

@@ -8,6 +8,7 @@ import torch
 
 import checkpoint
 import dataset
+from layouts import kaggle_3m
 import preprocessing
 import inference
 import metrics
@@ -40,10 +41,10 @@ def test_metrics_of_empty_volumes():
 
 def test_restore_geometry_undoes_crop_pad_and_resize(phantom_dir):
     patient = "TCGA_SY_0004_20000101"
-    files = dataset.list_patients(phantom_dir)[patient]
+    files = kaggle_3m.list_patients(phantom_dir)[patient]
     image, mask, geometry = preprocessing.load_volumes({patient: files}, 64, cache_dir=None, progress=False)[patient]
     restored = preprocessing.restore_geometry(mask, geometry) > 0.5
-    truth = dataset.original_truth(files)
+    truth = kaggle_3m.LAYOUT.truth(files)
     assert restored.shape == truth.shape == (8, 256, 256)
     assert not restored[0].any() and not restored[-1].any()  # dropped slices stay empty
     assert segmentation_metrics(restored, truth)["dsc"] > 0.95
@@ -63,16 +64,16 @@ def test_restore_geometry_places_a_hand_made_crop():
 
 def test_predicted_masks_have_the_dataset_names_and_round_trip(phantom_dir, tmp_path):
     patient = "TCGA_SY_0004_20000101"
-    files = dataset.list_patients(phantom_dir)[patient]
+    files = kaggle_3m.list_patients(phantom_dir)[patient]
     mask = np.zeros((8, 256, 256), bool)
     mask[3, 100:120, 90:110] = True
-    inference.write_mask_tiffs(mask, patient, files, tmp_path)
+    inference.write_masks(mask, patient, files, tmp_path, kaggle_3m.LAYOUT)
     names = sorted(p.name for p in (tmp_path / patient).glob("*_mask.tif"))
     assert names == sorted(f"{patient}_{n}_mask.tif" for n in range(1, 9))
-    again = dataset.list_patients(tmp_path)[patient]
-    volume, masks = dataset.read_patient(again)
+    again = kaggle_3m.list_patients(tmp_path)[patient]
+    volume, masks = kaggle_3m.read_patient(again)
     assert volume.shape == (6, 256, 256, 3) and masks.shape == (6, 256, 256)
-    assert set(np.unique(masks)) == {0, 255} and masks[2].sum() == 400 * 255
+    assert set(np.unique(masks)) == {0, 1} and masks[2].sum() == 400  # written 0/255, read as 0/1
 
 
 class HalfModel(torch.nn.Module):
@@ -155,7 +156,7 @@ def saturated(model, logit):
 
 def crop_box_voxels(slice_files):
     """The voxels of the box the preprocessing crops out of a patient (what a prediction of everything covers)."""
-    image, _ = dataset.read_patient(slice_files)
+    image, _ = kaggle_3m.read_patient(slice_files)
     z, y, x = preprocessing.crop_bounds(image)
     return (z.stop - z.start) * (y.stop - y.start) * (x.stop - x.start)
 
@@ -175,10 +176,10 @@ def test_run_with_masks_writes_metrics_figure_masks_and_gifs(phantom_dir, tmp_pa
     assert float(summary["mean"]["dsc"]) == pytest.approx(np.mean([float(row["dsc"]) for row in rows]), abs=1e-6)
     # a model that predicts everything: at the original geometry that is the preprocessing's crop box, back where
     # it came from, so every tumour voxel is found and the box is what is predicted
-    files = dataset.list_patients(phantom_dir)
+    files = kaggle_3m.list_patients(phantom_dir)
     assert all(float(row["recall"]) == 1.0 for row in rows)
     assert [int(row["predicted_voxels"]) for row in rows] == [crop_box_voxels(files[p]) for p in out["patients"]]
-    truth = dataset.original_truth(files["TCGA_SY_0002_20000101"])
+    truth = kaggle_3m.LAYOUT.truth(files["TCGA_SY_0002_20000101"])
     assert int(rows[0]["true_voxels"]) == truth.sum()
     assert (tmp_path / "dsc.png").exists() and len(out["gifs"]) == 3
     assert len(list((tmp_path / "p" / "masks" / "TCGA_SY_0001_20000101").glob("*_mask.tif"))) == 8
@@ -194,7 +195,7 @@ def test_run_without_masks_segments_every_patient(phantom_dir, weights, tmp_path
                         figure=tmp_path / "dsc.png")
     assert out["patients"] == ["TCGA_SY_0001_20000101", "TCGA_SY_0002_20000101"] and out["metrics"] == []
     assert not (tmp_path / "p" / "metrics.csv").exists() and not (tmp_path / "dsc.png").exists()
-    written = dataset.list_patients(tmp_path / "p" / "masks")
+    written = kaggle_3m.list_patients(tmp_path / "p" / "masks")
     assert sorted(written) == out["patients"] and len(written["TCGA_SY_0001_20000101"]) == 8
     frames = iio.imread(out["gifs"][0], index=None)
     green = (frames[..., 0] == 0) & (frames[..., 1] == 255) & (frames[..., 2] == 0)
@@ -218,7 +219,7 @@ def test_run_with_weights_of_every_network(name, phantom_dir, tmp_path):
                                             random_sampling=False, cache_dir=None, progress=False)
     for patient in data.patients:
         # the dataset's number of the slice with the most tumour, at the original geometry
-        truth = dataset.original_truth(data.files[patient])
+        truth = kaggle_3m.LAYOUT.truth(data.files[patient])
         number = data.files[patient][int(np.argmax(truth.sum(axis=(1, 2))))][0]
         assert out["telling_slice"][patient] == number and (tmp_path / "p-20.0" / f"{patient}_{number}.png").exists()
 

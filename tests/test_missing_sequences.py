@@ -2,7 +2,7 @@
 
 import numpy as np
 
-import dataset
+from layouts import kaggle_3m
 from conftest import write_patient
 from tools import missing_sequences
 
@@ -18,7 +18,7 @@ def test_only_a_channel_equal_to_the_flair_in_every_slice_is_missing(tmp_path, c
     write_patient(tmp_path, "TCGA_AA_0001_20000101", *slices_with(lambda i: (10 + i, 10 + i, 50)))  # no pre
     write_patient(tmp_path, "TCGA_AA_0002_20000101", *slices_with(lambda i: (10 + i, 10 + i, 10 + i)))  # FLAIR only
     write_patient(tmp_path, "TCGA_AA_0003_20000101", *slices_with(lambda i: (5, 10, 10 + (i == 2))))  # all three
-    patients = dataset.list_patients(tmp_path)
+    patients = kaggle_3m.list_patients(tmp_path)
     missing = {patient: missing_sequences.missing_sequences(slices) for patient, slices in patients.items()}
     assert missing == {"TCGA_AA_0001_20000101": ["pre-contrast"],
                        "TCGA_AA_0002_20000101": ["pre-contrast", "post-contrast"], "TCGA_AA_0003_20000101": []}

@@ -6,6 +6,7 @@ import torch
 import checkpoint
 import safe_files
 import dataset
+from layouts import kaggle_3m
 import train
 import unet
 from optimizers import build_optimizer, lr_factor
@@ -190,7 +191,7 @@ def test_k_fold_training_validates_on_its_fold(phantom_dir, tmp_path):
         data_path=str(phantom_dir), weights_dir=str(tmp_path / "w"), logs_dir=str(tmp_path / "l"),
         cache_dir=str(tmp_path / "cache"), **dict(RECIPE, model="unet", model_args=None, epochs=1, folds=4, fold=1),
     )
-    names = sorted(dataset.list_patients(phantom_dir))
+    names = sorted(kaggle_3m.list_patients(phantom_dir))
     assert results["validation_patients"] == dataset.split_patients(names, "validation", folds=4, fold=1)
     assert len(results["validation_patients"]) == 2 and len(results["train_patients"]) == 6
     assert results["split"] == "patient-level 4-fold cross-validation, fold 1, seed 42"

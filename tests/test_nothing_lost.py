@@ -15,6 +15,7 @@ import torch
 import checkpoint
 import safe_files
 import dataset
+from layouts import kaggle_3m
 import preprocessing
 import inference
 import parameters
@@ -39,7 +40,7 @@ def patient_slices(count=5, dtype=np.uint8, value=100):
 
 def listed(root):
     return {patient: [(number, image.name, mask.name) for number, image, mask in slices]
-            for patient, slices in dataset.list_patients(root).items()}
+            for patient, slices in kaggle_3m.list_patients(root).items()}
 
 
 # ---------------------------------------------------------------- inference never writes over its input
@@ -128,7 +129,7 @@ def test_the_synthetic_fallback_cannot_be_missed(tmp_path, monkeypatch, capsys):
 
 
 def test_a_damaged_cache_entry_is_rebuilt_and_said(phantom_dir, tmp_path, capsys):
-    files = dict(list(dataset.list_patients(phantom_dir).items())[:1])
+    files = dict(list(kaggle_3m.list_patients(phantom_dir).items())[:1])
     first = preprocessing.load_volumes(files, image_size=16, cache_dir=tmp_path, workers=1, progress=False)
     entry = next(tmp_path.glob("*.npz"))
     entry.write_bytes(entry.read_bytes()[:100])  # truncated
@@ -288,7 +289,7 @@ def test_a_compressed_tiff_without_its_codec_says_to_install_imagecodecs_not_to_
     except ImportError:
         with pytest.raises(dataset.DataError, match=rf"{PATIENT}_2\.tif: a compressed TIFF whose codec needs the "
                                                     r"imagecodecs package .*pip install imagecodecs"):
-            dataset.read_image(path)
+            kaggle_3m.read_image(path)
     else:
         pytest.skip("imagecodecs is installed here, so every codec decodes")
 

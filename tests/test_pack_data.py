@@ -4,7 +4,7 @@ import pytest
 import numpy as np
 import tifffile
 
-import dataset
+from layouts import kaggle_3m
 from conftest import write_patient
 from tools.gpu import pack_data
 
@@ -16,7 +16,7 @@ def test_pack_and_unpack_give_back_the_same_files_and_pixels(phantom_dir, tmp_pa
     original_bytes = sum(path.stat().st_size for path in phantom_dir.rglob("*.tif"))
     assert sum(chunk.stat().st_size for chunk in chunks) < original_bytes / 2
     assert pack_data.unpack(tmp_path / "packed", tmp_path / "kaggle_3m") == 8
-    before, after = dataset.list_patients(phantom_dir), dataset.list_patients(tmp_path / "kaggle_3m")
+    before, after = kaggle_3m.list_patients(phantom_dir), kaggle_3m.list_patients(tmp_path / "kaggle_3m")
     assert sorted(before) == sorted(after)
     for patient in before:
         names = [[(n, i.name, m.name) for n, i, m in listing[patient]] for listing in (before, after)]

@@ -43,7 +43,7 @@ def test_missing_data_folder(tmp_path):
 
 
 def test_empty_data_folder(tmp_path):
-    with pytest.raises(dataset.DataError, match=r": no patient folders with \.tif slices found"):
+    with pytest.raises(dataset.DataError, match=r": no data in a known layout"):
         dataset.locate_data(tmp_path)
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import checkpoint
+from layouts import kaggle_3m
 import runs
 import runtime
 import train
@@ -123,7 +124,6 @@ def test_a_log_gets_one_line_an_epoch_with_its_figures_and_no_bars(phantom_dir, 
 def test_tensorboard_names_each_overlay_and_holds_the_runs_settings(phantom_dir, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    import dataset
 
     results = train.train(data_path=str(phantom_dir), runs_dir=str(tmp_path), run_name="tb", image_size=32,
                           init_features=4, batch_size=4, workers=0, validation_cases=3, epochs=1, vis_images=2,
@@ -132,7 +132,7 @@ def test_tensorboard_names_each_overlay_and_holds_the_runs_settings(phantom_dir,
     assert not list((tmp_path / "tb" / "logs").glob("events.out.tfevents.*"))
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "tensors": 0}).Reload()
     first = results["validation_patients"][0]
-    numbers = [number for number, _, _ in dataset.list_patients(phantom_dir)[first]]
+    numbers = [number for number, _, _ in kaggle_3m.list_patients(phantom_dir)[first]]
     # the first two validation slices: the patient's second and third file (the first was dropped)
     assert events.Tags()["images"] == [f"validation overlays (red prediction, green truth)/{first} slice {n}"
                                        for n in numbers[1:3]]

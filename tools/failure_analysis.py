@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-import dataset
+from layouts import kaggle_3m
 import report
 import runs
 from runs import load_runs, metrics_rows
@@ -132,7 +132,7 @@ def predicted_masks(run, patients, work_dir):
     masks = {}
     for patient in mine:
         files = sorted((out / "masks" / patient).glob("*_mask.tif"), key=lambda p: int(p.stem.split("_")[-2]))
-        masks[patient] = np.stack([dataset.read_mask(path) for path in files]) > 0
+        masks[patient] = np.stack([kaggle_3m.read_mask(path) for path in files]) > 0
     return masks
 
 
@@ -142,7 +142,7 @@ def picture(data_dir, failed, recipes, runs, path):
 
     from utils import overlay
 
-    patients = dataset.list_patients(data_dir)
+    patients = kaggle_3m.list_patients(data_dir)
     with tempfile.TemporaryDirectory() as work_dir:
         predicted = {label: {} for label in recipes}
         for label, label_runs in runs.items():
@@ -153,9 +153,9 @@ def picture(data_dir, failed, recipes, runs, path):
         axes = np.atleast_2d(figure.subplots(len(failed), 1 + len(shown), squeeze=False))
         for row, patient in zip(axes, failed):
             slices = patients[patient]
-            truth = dataset.original_truth(slices)
+            truth = kaggle_3m.LAYOUT.truth(slices)
             index = int(np.argmax(truth.sum(axis=(1, 2))))
-            flair = dataset.read_image(slices[index][1])[..., 1]
+            flair = kaggle_3m.read_image(slices[index][1])[..., kaggle_3m.FLAIR_CHANNEL]
             row[0].imshow(overlay(flair, np.zeros_like(truth[index]), truth[index]))
             row[0].set_title(f"{patient}\nslice {slices[index][0]}, truth", fontsize="small")
             for axis, label in zip(row[1:], shown):
@@ -189,7 +189,7 @@ def main(argv=None):
         if not recipes[label]:
             parser.error(f"{folder}: no fold with predictions/metrics.csv (run python -m tools.score_runs first)")
     failed = failures(recipes)
-    patients = dataset.list_patients(args.data)
+    patients = kaggle_3m.list_patients(args.data)
     missing = {patient: missing_sequences(patients[patient]) for patient in failed}
     quartiles = size_quartiles(next(iter(recipes.values())))
     lines = summary_lines(recipes, failed, missing, quartiles) + [""] + table_lines(recipes, failed, missing,

@@ -17,13 +17,13 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-import dataset
-from dataset import FLAIR_CHANNEL, SEQUENCES
+from layouts import kaggle_3m
+from layouts.kaggle_3m import FLAIR_CHANNEL, SEQUENCES
 
 
 def missing_sequences(slices):
     """The sequences of a patient's slices (list_patients' entries) that copy its FLAIR in every slice."""
-    images = [dataset.read_image(path) for _, path, _ in slices]
+    images = [kaggle_3m.read_image(path) for _, path, _ in slices]
     return [sequence for channel, sequence in enumerate(SEQUENCES) if channel != FLAIR_CHANNEL and
             all(np.array_equal(image[..., channel], image[..., FLAIR_CHANNEL]) for image in images)]
 
@@ -61,7 +61,7 @@ def main(argv=None):
     parser.add_argument("data", help="kaggle_3m folder")
     parser.add_argument("metrics", nargs="*", help="inference's metrics.csv files")
     args = parser.parse_args(argv)
-    patients = dataset.list_patients(args.data)
+    patients = kaggle_3m.list_patients(args.data)
     missing = {patient: missing_sequences(slices) for patient, slices in
                tqdm(patients.items(), desc="reading", unit="patient")}
     print("\n".join(report_lines(missing, scores_of(args.metrics))))

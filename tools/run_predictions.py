@@ -4,6 +4,7 @@ post-processing rules and inference variants score."""
 from pathlib import Path
 
 import dataset
+from layouts import kaggle_3m
 import preprocessing
 import runs
 import inference
@@ -25,4 +26,4 @@ def native_probabilities(folder, cache_dir=None, device="cpu", tta=None):
     predictions = inference.predict(model, data, device, tta=tta)
     for index, (patient, (_, probs, _)) in enumerate(predictions.items()):
         yield (patient, preprocessing.restore_geometry(probs, data.geometries[index]),
-               dataset.original_truth(data.files[patient]))
+               kaggle_3m.LAYOUT.truth(data.files[patient]))

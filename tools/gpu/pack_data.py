@@ -21,13 +21,13 @@ import numpy as np
 import tifffile
 from tqdm import tqdm
 
-import dataset
+from layouts import kaggle_3m
 
 CHUNK_PATTERN = "kaggle_3m.part-{:03d}.tar"
 
 
 def encode_patient(slices):
-    """xz-compressed .npz bytes of one patient's slices (as dataset.list_patients gives them)."""
+    """xz-compressed .npz bytes of one patient's slices (as kaggle_3m.list_patients gives them)."""
     images = np.stack([tifffile.imread(image) for _, image, _ in slices])  # Z, H, W, 3 uint8
     masks = np.stack([tifffile.imread(mask) for _, _, mask in slices])
     if images.dtype != np.uint8 or masks.dtype != np.uint8:
@@ -55,7 +55,7 @@ def decode_patient(blob):
 
 def pack(data_dir, out_dir, chunk_mib=60):
     """Write chunk tar files of whole patients, each under chunk_mib; returns their paths."""
-    patients = dataset.list_patients(data_dir)
+    patients = kaggle_3m.list_patients(data_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     limit = chunk_mib * 2**20
