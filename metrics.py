@@ -24,6 +24,20 @@ def dsc(pred, true):
     return float(2.0 * np.logical_and(pred, true).sum() / total)
 
 
+def batch_pooled_iou(preds, trues, batch_size=16, smooth=1e-5):
+    """The UNet++ tutorial's validation IoU (4uiiurz1/pytorch-nested-unet, metrics.iou_score and its validate()):
+    the images taken in order in batches of batch_size, each batch's intersection over its union pooled over its
+    pixels (plus smooth on both), then the mean over batches weighted by their sizes. Not per image: a batch's
+    large nuclei outweigh its small ones, and an image's empty prediction costs only its share of the batch."""
+    preds, trues = np.asarray(preds) > 0.5, np.asarray(trues) > 0.5
+    scores, sizes = [], []
+    for start in range(0, len(preds), batch_size):
+        pred, true = preds[start:start + batch_size], trues[start:start + batch_size]
+        scores.append((np.logical_and(pred, true).sum() + smooth) / (np.logical_or(pred, true).sum() + smooth))
+        sizes.append(len(pred))
+    return float(np.average(scores, weights=sizes))
+
+
 def segmentation_metrics(pred, true):
     """DSC, IoU, precision, recall, HD95 (voxels, via medpy) and volumes of two binary volumes.
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from evaluation import grid_dsc
+import metrics
 from metrics import dsc
 from utils import binarise
 
@@ -53,3 +54,17 @@ def test_grid_dsc_groups_slices_by_patient_then_post_processes_each_volume():
     blob = np.zeros((3, 3))
     blob[2, 2] = 0.9
     assert grid_dsc([tumour, blob], [tumour, np.zeros((3, 3))], [(0, 0), (0, 1)]) == [1.0]
+
+
+def test_the_tutorials_iou_pools_each_batch_then_weights_batches_by_size():
+    pred, true = np.zeros((3, 2, 2), bool), np.zeros((3, 2, 2), bool)
+    pred[0, 0] = true[0, 0] = True  # image 0: 2 of 2 pixels right
+    true[1, 0, 0] = True  # image 1: its 1 pixel missed
+    pred[2] = true[2] = True  # image 2: 4 of 4 right, alone in the second batch of 2
+    # batch 1 pools images 0 and 1: intersection 2, union 3; batch 2: 4 / 4; weighted 2 : 1
+    assert metrics.batch_pooled_iou(pred, true, batch_size=2, smooth=0) == pytest.approx((2 * 2 / 3 + 1 * 1) / 3)
+    # per image it would be (1 + 0 + 1) / 3: the pooled figure forgives the missed image
+    per_image = [metrics.segmentation_metrics(p, t)["iou"] for p, t in zip(pred, true)]
+    assert np.mean(per_image) == pytest.approx(2 / 3)
+    # nothing to find and nothing found: smooth makes it 1, as the tutorial's
+    assert metrics.batch_pooled_iou(np.zeros((2, 2, 2)), np.zeros((2, 2, 2))) == 1.0

@@ -1,6 +1,7 @@
 """Inference for the finished runs of a runs folder: each with its best weights on its own validation patients
-(a k-fold run's: its fold's), at the original 256x256 geometry, writing predictions/ (metrics.csv, dsc.png) and
-predictions/examples.png (its best, median and worst patient). report.py then reads them; it runs no inference.
+(a k-fold run's: its fold's; on one's own images, its validation images), at the original geometry (kaggle_3m's
+256x256, each image's own size), writing predictions/ (metrics.csv, dsc.png) and predictions/examples.png (its
+best, median and worst case). report.py then reads them; it runs no inference.
 
     python -m tools.score_runs RUNS [--data-path kaggle_3m] [--device auto] [--again]
 
@@ -35,16 +36,21 @@ def predict_run(run, device="auto", data_path=None):
 
 
 def example_figure(predicted, predictions_dir, path):
-    """Overlays (red prediction, green truth) of the best, median and worst patient, on their most telling slice."""
+    """Overlays (red prediction, green truth) of the best, median and worst case at the original geometry (DSC
+    and IoU there): a patient on its most telling slice, an image whole."""
     from matplotlib.figure import Figure
 
-    ranked = sorted(predicted["dsc"].items(), key=lambda item: item[1], reverse=True)
+    rows = {row["patient"]: row for row in predicted["metrics"]}
+    ranked = sorted(rows, key=lambda case: rows[case]["dsc"], reverse=True)
     chosen = {"best": ranked[0], "median": ranked[len(ranked) // 2], "worst": ranked[-1]}
     figure = Figure(figsize=(12, 4.6))
-    for axes, (label, (patient, value)) in zip(figure.subplots(1, 3), chosen.items()):
-        number = predicted["telling_slice"][patient]
-        axes.imshow(iio.imread(Path(predictions_dir) / f"{patient}_{number}.png"))
-        axes.set_title(f"{label}: {patient}\nDSC {value:.3f}, slice {number}", fontsize="medium")
+    for axes, (label, case) in zip(figure.subplots(1, 3), chosen.items()):
+        number = predicted["telling_slice"][case]
+        picture = Path(predicted["pictures"][case])
+        whole = picture.suffix == ".png"  # one image a case: its overlay is the picture
+        axes.imshow(iio.imread(picture if whole else Path(predictions_dir) / f"{case}_{number}.png"))
+        axes.set_title(f"{label}: {case}\nDSC {rows[case]['dsc']:.3f}, IoU {rows[case]['iou']:.3f}"
+                       + ("" if whole else f", slice {number}"), fontsize="medium")
         axes.axis("off")
     figure.tight_layout()
     figure.savefig(path)
