@@ -85,6 +85,15 @@ EXPERIMENTS = {
                                                     model_args={"pretrained": True}),
     "unet++-bce_dice-adamw-cosine-tta": dict(MODERN, tta=True, model="unet++",
                                              model_args={"deep_supervision": True}),
+    # one's own images (README: Your own images), the 2018 Data Science Bowl nuclei: the UNet++ tutorial's protocol
+    # (4uiiurz1/pytorch-nested-unet, train.py's defaults: UNet++ with deep supervision, 0.5 BCE + Dice, SGD 1e-3
+    # with momentum 0.9 (ours Nesterov), weight decay 1e-4, cosine, 100 epochs of batch 16 at 96x96) ...
+    "nuclei-unet++-tutorial": dict(model="unet++", model_args={"deep_supervision": True}, loss="bce_dice",
+                                   loss_args={"bce_weight": 0.5}, optimizer="sgd", lr=1e-3, weight_decay=1e-4,
+                                   schedule="cosine", image_size=96, epochs=100),
+    # ... and the U-Net at the fast recipe's optimiser and precision on the same grid, sized for 30 minutes of
+    # training on 2 CPU cores
+    "nuclei-unet-fast": dict(MODERN, amp="bf16", channels_last=True, warmup_epochs=1, image_size=96, epochs=60),
 }
 
 
