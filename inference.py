@@ -36,7 +36,7 @@ import parameters
 import runs
 from checkpoint import WeightsError, load_weights
 from safe_files import FolderLock, OutputError, write_json_atomic
-from runtime import resolve_device
+from runtime import on_terminal, resolve_device
 from unet import fused_for_inference, probabilities
 from metrics import METRIC_COLUMNS, dsc, metrics_summary, patient_metrics
 from utils import binarise, largest_connected_component, overlay, plot_dsc, split_by_patient
@@ -59,7 +59,7 @@ def predict(model, data, device, batch_size=32, tta=False, workers=0, fuse=False
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
     inputs, probs, truths = [], [], []
     with torch.inference_mode(), autocast:
-        for x, y_true in tqdm(loader, desc="predicting", unit="batch"):
+        for x, y_true in tqdm(loader, desc="predicting", unit="batch", disable=not on_terminal()):
             y_pred = probabilities(model, x.to(device).contiguous(memory_format=memory_format), tta)
             inputs.extend(x.numpy())
             probs.extend(y_pred[:, 0].cpu().numpy())
@@ -258,7 +258,7 @@ def _predict_and_write(params, model, metadata, image_size, data_dir, source, ou
                           precision=params["precision"])
     rows, reference_dsc, gifs, telling_slice, pictures = [], {}, [], {}, {}
     for index, (patient, (inputs, probs, truths)) in enumerate(
-        tqdm(predictions.items(), desc="writing", unit="patient")
+        tqdm(predictions.items(), desc="writing", unit="case", disable=not on_terminal())
     ):
         pred = binarise(probs, params["threshold"], lcc)
         has_mask = data.has_masks[patient]

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -222,7 +223,13 @@ def load_volumes(patient_files, image_size=256, cache_dir=DEFAULT_CACHE_DIR, wor
             results[patient] = cached
         else:
             todo.append(patient)
-    bar = tqdm(total=len(todo), desc="preprocessing", unit="patient", disable=not progress or not todo)
+    from runtime import on_terminal  # here, not at the top: the worker processes need none of it
+
+    # a bar that redraws on a terminal; elsewhere (a log, a notebook cell) it would write a line per update, so one
+    # line when done
+    bar = tqdm(total=len(todo), desc="preprocessing", unit="case", disable=not progress or not todo or
+               not on_terminal())
+    started = time.perf_counter()
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
             futures = {
@@ -239,4 +246,7 @@ def load_volumes(patient_files, image_size=256, cache_dir=DEFAULT_CACHE_DIR, wor
                                                    channels)
             bar.update()
     bar.close()
+    if progress and todo and not on_terminal():
+        print(f"preprocessed {len(todo)} case(s) at {image_size} px in {time.perf_counter() - started:.0f} s"
+              + (f" (cached under {cache_dir})" if cache_dir is not None else ""), flush=True)
     return {patient: results[patient] for patient in patient_files}

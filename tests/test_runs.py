@@ -118,7 +118,10 @@ def test_a_log_gets_one_line_an_epoch_with_its_figures_and_no_bars(phantom_dir, 
         assert line.startswith(f"epoch {entry['epoch']}/2: loss {entry['loss']:.4f}, val loss {entry['val_loss']:.4f}, "
                                f"val DSC {entry['val_dsc']:.4f} (at 256x256 {entry['val_dsc_native']:.4f}), ")
     assert lines[0].endswith("best so far")  # the first epoch is the best so far by definition
-    assert "batch/s" not in captured.err and "epoch/s" not in captured.err
+    assert "batch/s" not in captured.err and "epoch/s" not in captured.err and "case/s" not in captured.err
+    # the preprocessing too: a line for each set (training, validation) when done, no bar
+    assert [line.split(" in ")[0] for line in captured.out.splitlines() if line.startswith("preprocessed ")] == [
+        "preprocessed 5 case(s) at 32 px", "preprocessed 3 case(s) at 32 px"]
 
 
 def test_tensorboard_names_each_overlay_and_holds_the_runs_settings(phantom_dir, tmp_path):
