@@ -51,7 +51,7 @@ def locate_data(path=None, synthetic_root=DEFAULT_SYNTHETIC_ROOT, dataset=None):
     """
     if path is not None:
         path = Path(path).expanduser()
-        if not path.is_dir():
+        if not path.exists():
             raise DataError(
                 f"{path}: data folder does not exist; point data_path at the kaggle_3m folder of the LGG "
                 "dataset (or a folder of your own images), or set it to None for the synthetic default"

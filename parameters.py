@@ -112,8 +112,8 @@ INFERENCE = dict(
     weights=(None, "a weights file of train.ipynb, or the reference's published unet.pt; None: the latest "
                    "run's, runs_dir/<run>/weights/unet.pt, else the shipped pretrained/unet-lgg-256.pt"),
     runs_dir=("runs", "where train.ipynb's runs are"),
-    data_path=(None, "kaggle_3m-layout folder, or a folder of your own images, with or without masks; None: "
-                     "auto-detect, else synthetic"),
+    data_path=(None, "kaggle_3m-layout folder, or a folder of your own images, with or without masks, or one "
+                     "image file; None: auto-detect, else synthetic"),
     dataset=DATASET,
     subset=("auto", '"validation", "all"; "auto": the validation split when every patient has masks'),
     patients=(None, "a list of patient folder names: overrides subset"),

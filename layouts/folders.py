@@ -3,7 +3,8 @@ a folder of files, as the 2018 Data Science Bowl's nuclei).
 
 - images_masks: <folder>/images/<name>.<ext> and <folder>/masks/<name>.<ext> (or <name>_mask.<ext>);
 - lung_ct: the lung-CT tutorial's <folder>/2d_images/*.tif and <folder>/2d_masks/*.tif, the same pairing;
-- nuclei: <folder>/<id>/images/<id>.png and <folder>/<id>/masks/*.png, the mask the union of the nucleus masks.
+- nuclei: <folder>/<id>/images/<id>.png and <folder>/<id>/masks/*.png, the mask the union of the nucleus masks;
+- image_file: data_path one image file, to segment (inference on a single image).
 
 Images are png, tif/tiff, jpg or bmp; grey, RGB or RGBA (the alpha dropped); of any size and bit depth (each is
 normalised by its own percentiles). The data's channels are its first image's (grey: 1, colour: 3); a grey image
@@ -157,6 +158,23 @@ class Nuclei(FolderLayout):
         return cases
 
 
+class ImageFile(FolderLayout):
+    """One image file, a case of its own to segment: inference on a single image."""
+
+    name = "image_file"
+    description = "one image file (png, tif, jpg, bmp), to segment"
+
+    def holds(self, folder):
+        return is_image_file(Path(folder))
+
+    def cases(self, folder, require_masks=True):
+        if require_masks:
+            raise DataError(f"{folder}: one image file has no mask to train on or to score; point data_path at a "
+                            "folder of images with their masks (images/ + masks/)")
+        return {Path(folder).stem: [(0, Path(folder), None)]}
+
+
 register(PairedFolders("images_masks", "images", "masks"))
 register(PairedFolders("lung_ct", "2d_images", "2d_masks"))
 register(Nuclei())
+register(ImageFile())

@@ -75,6 +75,15 @@ def test_a_folder_layout_trains_and_predicts_each_image_at_its_own_size(folder_d
         assert len(out["patients"]) == 12 and out["metrics"] == [] and out["figure"] is None
         assert sorted(path.name for path in (tmp_path / "p" / "masks").glob("*_mask.png")) == [
             f"cell_{index:03d}_mask.png" for index in range(12)]
+        # one image file: the same mask as in the folder, at its own size
+        image = tmp_path / "unlabelled" / "images" / "cell_001.png"
+        one = inference.run(data_path=str(image), weights=str(weights), cache_dir=None, workers=0,
+                            predictions_dir=str(tmp_path / "one"))
+        assert one["patients"] == ["cell_001"] and one["metrics"] == []
+        assert np.array_equal(iio.imread(tmp_path / "one" / "masks" / "cell_001_mask.png"),
+                              iio.imread(tmp_path / "p" / "masks" / "cell_001_mask.png"))
+        with pytest.raises(DataError, match=r"cell_001\.png: one image file has no mask to train on"):
+            train.train(data_path=str(image), runs_dir=str(tmp_path / "runs2"), **TINY)
 
 
 class NumpyCases(Layout):
