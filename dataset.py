@@ -71,6 +71,13 @@ def is_synthetic(data_dir):
     return (Path(data_dir) / synthetic._MARKER).exists()
 
 
+def list_cases(data_dir, dataset=None, require_masks=True, case_pattern=None):
+    """(layout, {case: slices}) of data_dir: its layout (dataset's, else detected) and its cases, grouped into
+    volumes by case_pattern (layouts.Layout.grouped)."""
+    layout = layouts.detect(data_dir, dataset)
+    return layout, layout.grouped(layout.cases(data_dir, require_masks=require_masks), case_pattern)
+
+
 # ---------------------------------------------------------------- the split
 
 
@@ -169,13 +176,14 @@ class BrainSegmentationDataset(Dataset):
         context_slices=0,
         dataset=None,
         channels=None,
+        case_pattern=None,
     ):
-        self.layout = layout = layouts.detect(images_dir, dataset)
+        self.layout, all_files = list_cases(images_dir, dataset, require_masks and random_sampling, case_pattern)
+        layout = self.layout
         if context_slices and not layout.volumes:
             raise DataError(f"{images_dir}: context_slices={context_slices}, but the {layout.name} layout's images "
                             "are no slices of volumes; use context_slices=0")
         self.context_slices = context_slices
-        all_files = layout.cases(images_dir, require_masks=require_masks and random_sampling)
         # the channels the model takes (channels: a trained model's count, at inference), else the data's own
         self.channels = layout.channels(all_files) if channels is None else layout.channels_for(channels, all_files)
         self.in_channels = len(self.channels) * (2 * context_slices + 1)

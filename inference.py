@@ -30,7 +30,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import dataset
-import layouts
 import preprocessing
 import parameters
 import runs
@@ -84,12 +83,12 @@ def post_process(restored, threshold, lcc):
 
 def write_masks(mask, patient, slice_files, folder, layout, copy_images=True):
     """One mask file (uint8 0/255, at the slice's own size) per original slice, named as the layout names them
-    (kaggle_3m: <patient>/<patient>_<n>_mask.tif; a case per image: <case>_mask.png), optionally with the image
-    beside it."""
-    folder = Path(folder) / patient if layout.volumes else Path(folder)
+    (kaggle_3m: <patient>/<patient>_<n>_mask.tif; an image: <name>_mask.png, in a folder of its case when the case
+    has several), optionally with the image beside it."""
+    folder = Path(folder) / patient if len(slice_files) > 1 else Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for plane, (number, image_path, _) in zip(mask, slice_files):
-        path = folder / layout.mask_name(patient, number if layout.volumes else None)
+        path = folder / layout.mask_name(patient, number, image_path)
         written = (plane > 0).astype(np.uint8) * 255
         tifffile.imwrite(path, written) if path.suffix == ".tif" else iio.imwrite(path, written)
         if copy_images:
@@ -145,8 +144,7 @@ def write_metrics_summary(summary, path):
 def choose_subset(params, data_dir):
     if params["patients"] is not None or params["subset"] != "auto":
         return params["subset"] if params["subset"] != "auto" else "all"
-    layout = layouts.detect(data_dir, params["dataset"])
-    files = layout.cases(data_dir, require_masks=False)
+    layout, files = dataset.list_cases(data_dir, params["dataset"], False, params["case_pattern"])
     all_masked = all(mask is not None for slices in files.values() for _, _, mask in slices)
     cases = params["validation_cases"] if params["validation_cases"] is not None else layout.validation_cases
     return "validation" if all_masked and len(files) > dataset.validation_count(cases, len(files)) else "all"
@@ -158,7 +156,7 @@ def choose_patients(params, data_dir, split):
     with their masks, whatever validation_cases says."""
     own = (split or {}).get("validation_patients")
     if params["patients"] is None and params["subset"] in ("auto", "validation") and own:
-        files = layouts.detect(data_dir, params["dataset"]).cases(data_dir, require_masks=False)
+        files = dataset.list_cases(data_dir, params["dataset"], False, params["case_pattern"])[1]
         if all(patient in files and all(mask for _, _, mask in files[patient]) for patient in own):
             return "all", list(own)
     return choose_subset(params, data_dir), params["patients"]
@@ -249,7 +247,7 @@ def _predict_and_write(params, model, metadata, image_size, data_dir, source, ou
     data = dataset.BrainSegmentationDataset(
         data_dir, subset=subset, patients=patients, image_size=image_size, random_sampling=False,
         validation_cases=params["validation_cases"], cache_dir=params["cache_dir"], workers=params["workers"],
-        require_masks=False, context_slices=context, dataset=params["dataset"],
+        require_masks=False, context_slices=context, dataset=params["dataset"], case_pattern=params["case_pattern"],
         channels=model_channels(metadata, context),
     )
     lcc = data.layout.largest_component if params["lcc"] is None else params["lcc"]
@@ -268,9 +266,10 @@ def _predict_and_write(params, model, metadata, image_size, data_dir, source, ou
         truth = data.truth(patient) if has_mask else None
         numbers = [number for number, _, _ in files]
         telling_slice[patient] = numbers[int(np.argmax((truth if has_mask else original).sum(axis=(1, 2))))]
+        several = len(files) > 1  # slices of a volume: a picture each and a GIF; one image: its picture
         pictures[patient] = save_pictures(patient, patient_overlays(data, patient, original, truth),
-                                          numbers if data.layout.volumes else None, out_dir, params["gif_fps"])
-        if data.layout.volumes:
+                                          numbers if several else None, out_dir, params["gif_fps"])
+        if several:
             gifs.append(pictures[patient])
         if params["write_masks"]:
             write_masks(original, patient, files, out_dir / "masks", data.layout, params["copy_images"])

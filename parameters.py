@@ -27,11 +27,15 @@ DATASET = (None, "the data's layout: kaggle_3m, images_masks, lung_ct or nuclei 
 VALIDATION_CASES = (None, "validation cases: a number, or a fraction of the cases (0.2); None: the layout's "
                           "(kaggle_3m: the reference split's 10 patients; folder layouts: 20% of the images)")
 CACHE = (CACHE_DIR, "preprocessed volumes, keyed by the files and the image size")
+CASE_PATTERN = (None, "your own images: a regular expression on image names whose group case names the volume "
+                      "they are slices of, and group number their order, e.g. '(?P<case>.+)_z(?P<number>\\d+)'; "
+                      "None: each image a case")
 
 TRAIN = dict(
     data_path=(None, "kaggle_3m folder, or a folder of your own images (README: Your own images); None: look in "
                      "the usual places, else the synthetic phantom default"),
     dataset=DATASET,
+    case_pattern=CASE_PATTERN,
     image_size=(256, "side of the square slices the network sees (a multiple of 16)"),
     progressive_size=(None, "progressive resizing: train and validate the first progressive_epochs epochs on "
                             "the slices averaged down to this smaller size (a multiple of 16) ..."),
@@ -115,6 +119,7 @@ INFERENCE = dict(
     data_path=(None, "kaggle_3m-layout folder, or a folder of your own images, with or without masks, or one "
                      "image file; None: auto-detect, else synthetic"),
     dataset=DATASET,
+    case_pattern=CASE_PATTERN,
     subset=("auto", '"validation", "all"; "auto": the validation split when every patient has masks'),
     patients=(None, "a list of patient folder names: overrides subset"),
     threshold=(0.5, "probability above which a pixel is abnormal"),
@@ -268,6 +273,8 @@ def _check_common(params):
              "use a number of cases (10: the reference split), a fraction between 0 and 1, or None")
     _require(params["dataset"] is None or params["dataset"] in LAYOUTS, "dataset", params["dataset"],
              f"use one of {', '.join(LAYOUTS)}, or None to detect it")
+    _require(params["case_pattern"] is None or isinstance(params["case_pattern"], str), "case_pattern",
+             params["case_pattern"], "use a regular expression (a string) or None")
 
 
 def training_seed(params):

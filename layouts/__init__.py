@@ -92,9 +92,44 @@ class Layout:
         """A case's masks at each slice's own geometry, as booleans (slices, height, width)."""
         return np.stack([self.read_mask(mask) for _, _, mask in slices]) > 0
 
-    def mask_name(self, case, number):
-        """The file name of a predicted mask of a case's slice."""
-        return f"{case}_mask{self.mask_suffix}" if number is None else f"{case}_{number}_mask{self.mask_suffix}"
+    def grouped(self, cases, pattern):
+        """cases (of one image each) grouped into volumes by a regular expression on their ids: its group "case"
+        names the volume, its group "number" (digits; else the id's order) orders the slices. None: as they are."""
+        if pattern is None:
+            return cases
+        if self.volumes:
+            raise DataError(f"case_pattern={pattern!r}: the {self.name} layout's cases are volumes already; use None")
+        import re
+
+        try:
+            expression = re.compile(pattern)
+        except re.error as error:
+            raise DataError(f"case_pattern={pattern!r}: not a regular expression ({error}); e.g. "
+                            r"'(?P<case>.+)_z(?P<number>\d+)'") from None
+        if "case" not in expression.groupindex:
+            raise DataError(f"case_pattern={pattern!r}: no group named case, which names the volume; e.g. "
+                            r"'(?P<case>.+)_z(?P<number>\d+)'")
+        volumes = {}
+        for case in sorted(cases):
+            match = expression.fullmatch(case)
+            if match is None:
+                raise DataError(f"{cases[case][0][1]}: its name {case!r} does not match case_pattern={pattern!r}; "
+                                "rename it, or write a pattern that every name matches")
+            number = int(match["number"]) if "number" in expression.groupindex else len(volumes.get(match["case"], []))
+            (_, image, mask), = cases[case]
+            volumes.setdefault(match["case"], []).append((number, image, mask))
+        for volume, slices in volumes.items():
+            numbers = [number for number, _, _ in slices]
+            if len(set(numbers)) < len(numbers):
+                raise DataError(f"{slices[0][1]}: case_pattern={pattern!r} gives two slices of {volume} the same "
+                                "number; number them apart")
+            slices.sort(key=lambda entry: entry[0])
+        return volumes
+
+    def mask_name(self, case, number, image):
+        """The file name of the predicted mask of a case's slice (its number, its image's path): the image's name
+        with _mask."""
+        return f"{Path(image).stem}_mask{self.mask_suffix}"
 
 
 def describe_mask(mask):

@@ -172,5 +172,8 @@ class Kaggle3m(Layout):
     def read_case(self, slices, channels):
         return read_patient(slices)
 
+    def mask_name(self, case, number, image):
+        return f"{case}_{number}_mask{self.mask_suffix}"  # the dataset's own name, as its truth
+
 
 LAYOUT = register(Kaggle3m())

@@ -204,3 +204,34 @@ def test_a_lung_ct_slice_keeps_its_sign_and_is_normalised_by_its_own_percentiles
     loaded = preprocessing.load_volumes(layout.cases(root), 64, cache_dir=None, progress=False, layout=layout)
     image = loaded["cell_000"][0]
     assert image.shape == (1, 64, 64, 1) and abs(float(image.mean())) < 1e-4 and abs(float(image.std()) - 1) < 1e-3
+
+
+def test_a_name_pattern_groups_images_into_volumes_trained_and_predicted_slice_by_slice(tmp_path):
+    rng = np.random.default_rng(4)
+    for folder in ("images", "masks"):
+        (tmp_path / "d" / folder).mkdir(parents=True)
+    for volume in "abcd":
+        for number in (3, 1, 2, 10):
+            image, cells = synthetic.phantom_cells(rng, 32, 32)
+            iio.imwrite(tmp_path / "d" / "images" / f"{volume}_z{number}.png", (image * 255).astype(np.uint8))
+            iio.imwrite(tmp_path / "d" / "masks" / f"{volume}_z{number}.png", np.any(cells, axis=0).astype(np.uint8))
+    pattern = r"(?P<case>\w)_z(?P<number>\d+)"
+    layout, cases = dataset.list_cases(tmp_path / "d", case_pattern=pattern)
+    assert sorted(cases) == ["a", "b", "c", "d"]
+    assert [(number, image.name) for number, image, _ in cases["b"]] == [
+        (1, "b_z1.png"), (2, "b_z2.png"), (3, "b_z3.png"), (10, "b_z10.png")]  # by number, not by name
+    results = train.train(data_path=str(tmp_path / "d"), case_pattern=pattern, validation_cases=1,
+                          runs_dir=str(tmp_path / "runs"), cache_dir=None, **dict(TINY, epochs=1))
+    [case] = results["validation_patients"]
+    out = inference.run(data_path=str(tmp_path / "d"), case_pattern=pattern, runs_dir=str(tmp_path / "runs"),
+                        cache_dir=None, workers=0)
+    assert out["patients"] == [case] and len(out["gifs"]) == 1  # a volume: a GIF of its slices
+    masks = sorted(path.name for path in (Path(out["predictions_dir"]) / "masks" / case).iterdir()
+                   if path.name.endswith("_mask.png"))
+    assert masks == sorted(f"{case}_z{number}_mask.png" for number in (1, 2, 3, 10))
+    with pytest.raises(DataError, match=r"case_pattern=.*: no group named case"):
+        dataset.list_cases(tmp_path / "d", case_pattern=r"(?P<number>\d+)")
+    with pytest.raises(DataError, match=r"a_z1\.png: its name 'a_z1' does not match case_pattern"):
+        dataset.list_cases(tmp_path / "d", case_pattern=r"(?P<case>\w)-(?P<number>\d+)")
+    with pytest.raises(DataError, match=r"same number"):
+        dataset.list_cases(tmp_path / "d", case_pattern=r"(?P<case>\w)_z(?P<number>\d)\d*")
