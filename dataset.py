@@ -130,14 +130,15 @@ def split_patients(patients, subset, validation_cases=10, seed=42, folds=0, fold
 # ---------------------------------------------------------------- dataset
 
 
-def refuse_implausible_masks(mask, slice_files, max_fraction):
-    """Refuse a case's preprocessed masks that mark more than max_fraction of it abnormal (the layout's): trained
-    or scored, they would teach or reward the inverse of the task without a word."""
+def refuse_implausible_masks(mask, where, max_fraction):
+    """Refuse a case's preprocessed masks that mark more than max_fraction of it (the layout's) as the object:
+    trained or scored, they would teach or reward the inverse of the task without a word. where: the folder or
+    file to name."""
     fraction = float(np.mean(mask > 0))
     if fraction > max_fraction:
         raise DataError(
-            f"{slice_files[0][1].parent}: its masks mark {fraction:.0%} of the volume abnormal; masks are 0 for "
-            "normal tissue and 255 for the abnormality (inverted masks?): fix them, or move the patient out"
+            f"{where}: its masks mark {fraction:.0%} of the case as the object; masks are 0 for the background "
+            "(normal tissue) and nonzero for the object (inverted masks?): fix them, or move the case out"
         )
 
 
@@ -209,7 +210,9 @@ class BrainSegmentationDataset(Dataset):
                 )
         loaded = load_volumes(files, image_size, cache_dir, workers, progress, layout, self.channels)
         for patient in self.patients:
-            refuse_implausible_masks(loaded[patient][1], files[patient], layout.max_mask_fraction)
+            slices = files[patient]
+            where = slices[0][1].parent if layout.volumes else layouts.describe_mask(slices[0][2]) or slices[0][1]
+            refuse_implausible_masks(loaded[patient][1], where, layout.max_mask_fraction)
         self.volumes = [(with_context(loaded[p][0], context_slices), loaded[p][1][..., np.newaxis])
                         for p in self.patients]
         self.geometries = [loaded[p][2] for p in self.patients]

@@ -74,6 +74,10 @@ def read_union(mask):
 class FolderLayout(Layout):
     """What the folder layouts share: a case per image, the image's own channels."""
 
+    # a mask marking nearly all of its image is inverted or blank-filled (lungs fill about a third of a CT slice,
+    # the densest nuclei images about half)
+    max_mask_fraction = 0.95
+
     def read_image(self, path, channels=None):
         image = read_picture(path)
         return image if channels is None else with_channels(image, channels)

@@ -150,6 +150,11 @@ def test_folder_data_errors_name_the_file_and_the_fix(tmp_path):
                     sequence_dropout=0.2, runs_dir=str(tmp_path / "r"), **TINY)
     with pytest.raises(DataError, match=r"no nuclei data"):
         layouts.detect(root, "nuclei")
+    inverted = synthetic.make_phantom_folder(tmp_path / "inv", "images_masks", images=5)
+    mask = inverted / "masks" / "cell_003.png"
+    iio.imwrite(mask, np.full_like(iio.imread(mask), 255))  # blank-filled
+    with pytest.raises(DataError, match=r"masks/cell_003\.png: its masks mark 100% of the case .*inverted masks"):
+        dataset.BrainSegmentationDataset(inverted, subset="all", image_size=32, cache_dir=None, progress=False)
     grey = synthetic.make_phantom_folder(tmp_path / "ct", "lung_ct", images=2)
     data = dataset.BrainSegmentationDataset(grey, subset="all", channels=3, random_sampling=False, image_size=32,
                                             cache_dir=None, progress=False)
