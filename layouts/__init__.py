@@ -7,6 +7,7 @@ mask height x width. Adding a layout is one reader and its `register` call (test
 a toy one): kaggle_3m (layouts/kaggle_3m.py) and the folder layouts (layouts/folders.py) are registered here.
 """
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -99,8 +100,6 @@ class Layout:
             return cases
         if self.volumes:
             raise DataError(f"case_pattern={pattern!r}: the {self.name} layout's cases are volumes already; use None")
-        import re
-
         try:
             expression = re.compile(pattern)
         except re.error as error:

@@ -132,8 +132,7 @@ def read_mask(path):
 
 def read_patient(slices):
     """Read one patient's slices and drop the first and the last, as the reference does."""
-    images, masks = Layout.read_case(LAYOUT, slices, SEQUENCES)
-    return images[1:-1], masks[1:-1]
+    return LAYOUT.read_case(slices, SEQUENCES)
 
 
 SEQUENCES = ("pre-contrast", "FLAIR", "post-contrast")  # a kaggle_3m slice's channels, in order
@@ -170,7 +169,8 @@ class Kaggle3m(Layout):
         return FLAIR_CHANNEL
 
     def read_case(self, slices, channels):
-        return read_patient(slices)
+        images, masks = super().read_case(slices, channels)
+        return images[1:-1], masks[1:-1]  # the first and the last slice dropped, as the reference does
 
     def mask_name(self, case, number, image):
         return f"{case}_{number}_mask{self.mask_suffix}"  # the dataset's own name, as its truth
