@@ -74,8 +74,8 @@ def read_union(mask):
 class FolderLayout(Layout):
     """What the folder layouts share: a case per image, the image's own channels."""
 
-    # a mask marking nearly all of its image is inverted or blank-filled (lungs fill about a third of a CT slice,
-    # the densest nuclei images about half)
+    # a mask marking nearly all of its image is inverted or blank-filled (the most any image's mask marks: 59% in
+    # DSB2018's stage1_train, 57% in the lung-CT tutorial's slices; medians 11% and 24%)
     max_mask_fraction = 0.95
 
     def read_image(self, path, channels=None):
@@ -88,7 +88,6 @@ class FolderLayout(Layout):
     def channels(self, files):
         first = next(iter(files.values()))[0][1]
         return GREY if read_picture(first).shape[-1] == 1 else COLOUR
-
 
     def channels_for(self, count, files):
         """Grey or colour as the model takes them (each image converted: with_channels)."""
