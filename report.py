@@ -170,6 +170,12 @@ def kept_analysis(out):
     return DEFAULT_ANALYSIS
 
 
+def analysis_section(out, heading="## What it says"):
+    """The lines of a results file's hand-written analysis: what is between the markers in out now survives its
+    regeneration, as in REPORT.md."""
+    return ["", heading, "", ANALYSIS_START, kept_analysis(out), ANALYSIS_END]
+
+
 def load_note(results):
     """The machine's mean 1-minute load over the run's epochs, where it was recorded: above the core count, the
     times were taken beside other work and are no speed figures."""

@@ -205,10 +205,7 @@ def main(argv=None):
                   f"Written by `{command}` at commit {runtime.git_commit()}. DSC per patient at the original "
                   f"256x256 geometry (inference with each fold's best weights, after the 3-D largest connected "
                   f"component); below {FAILED} counts as failed. P and R: precision and recall.", ""]
-        # what was written by hand between the analysis markers survives a regeneration, as in REPORT.md
-        analysis = ["", "## What it says", "", report.ANALYSIS_START, report.kept_analysis(args.out),
-                    report.ANALYSIS_END]
-        Path(args.out).write_text("\n".join(header + lines + analysis) + "\n")
+        Path(args.out).write_text("\n".join(header + lines + report.analysis_section(args.out)) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -11,12 +11,14 @@ Every run given must be scored (predictions/metrics.csv) and have its best weigh
 """
 
 import argparse
+import shlex
 import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
+import report
 import runs
 import runtime
 from runs import describe_model, describe_optimiser, describe_schedule, describe_size, metrics_rows
@@ -87,8 +89,8 @@ def write(rows, figures, title, command, out):
              "miss costs only its share of a batch. Best epoch: the weights kept (chosen on the validation images, "
              "as the tutorial chooses); beside it the last epoch's figure (validation DSC, per image).", "",
              "| run | model | loss | optimiser, schedule | size | epochs | tutorial IoU (grid) | IoU mean / median "
-             "| DSC mean / median | images | best epoch: DSC grid / own size | last epoch: DSC grid / own size "
-             "| wall |",
+             "| DSC mean / median | validation images | best epoch: DSC grid / own size "
+             "| last epoch: DSC grid / own size | wall |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         lines.append(
@@ -97,11 +99,13 @@ def write(rows, figures, title, command, out):
             f"| {row['dsc_mean']:.4f} / {row['dsc_median']:.4f} | {row['cases']} "
             f"| {row['best_epoch']}: {row['best_grid']:.4f} / {row['best_native']:.4f} "
             f"| {row['last_grid']:.4f} / {row['last_native']:.4f} | {row['wall_minutes']:.1f} min |")
+    lines += report.analysis_section(out)
     lines += ["", "## Provenance", ""]
     for row in rows:
         lines.append(
             f"- {row['run']}: layout {row['layout']}, data {row['data']}; split {row['split']}; training seed "
-            f"{row['training_seed']}; batch {row['batch']}; {row['images']} images x pixels {row['pixels']} trained; "
+            f"{row['training_seed']}; batch {row['batch']}; trained on {row['images']:,} images ({row['pixels']:,} "
+            "pixels); "
             f"device {row['device']} (load average at the last epoch {row['load']}); commit {row['commit']}"
             + (f" (earlier segments: {row['earlier']})" if row["earlier"] else "") + ".")
     for row, figure in zip(rows, figures):
@@ -128,7 +132,7 @@ def main(argv=None):
         found.append(runs.Run(name, fold, folder, runs.read_results(folder)))
     rows = [run_row(run, grid_iou(grid_predictions(run, args.device))) for run in found]
     figures = [run.folder / runs.PREDICTIONS_DIR / "examples.png" for run in found]
-    command = "python -m tools.folder_results " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = shlex.join(["python", "-m", "tools.folder_results", *(sys.argv[1:] if argv is None else argv)])
     print(f"wrote {write(rows, figures, args.title, command, args.out)}")
     return 0
 

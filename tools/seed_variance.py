@@ -146,10 +146,7 @@ def main(argv=None):
                   f"Written by `{command}` at commit {runtime.git_commit()}. Per-patient DSC at the original "
                   "256x256 geometry (inference with each fold's best weights), pooled over the folds each seed "
                   "has run; the folds are the same at every seed (the split's seed is 42).", ""]
-        # what was written by hand between the analysis markers survives a regeneration, as in REPORT.md
-        analysis = ["", "## What it says", "", report.ANALYSIS_START, report.kept_analysis(args.out),
-                    report.ANALYSIS_END]
-        Path(args.out).write_text("\n".join(header + lines + analysis) + "\n")
+        Path(args.out).write_text("\n".join(header + lines + report.analysis_section(args.out)) + "\n")
     print("\n".join(lines))
     return 0
 
