@@ -49,7 +49,8 @@ def example_figure(predicted, predictions_dir, path):
         picture = Path(predicted["pictures"][case])
         whole = picture.suffix == ".png"  # one image a case: its overlay is the picture
         axes.imshow(iio.imread(picture if whole else Path(predictions_dir) / f"{case}_{number}.png"))
-        axes.set_title(f"{label}: {case}\nDSC {rows[case]['dsc']:.3f}, IoU {rows[case]['iou']:.3f}"
+        shown = case if len(case) <= 28 else f"{case[:12]}...{case[-8:]}"  # DSB2018's ids are 64 hex digits
+        axes.set_title(f"{label}: {shown}\nDSC {rows[case]['dsc']:.3f}, IoU {rows[case]['iou']:.3f}"
                        + ("" if whole else f", slice {number}"), fontsize="medium")
         axes.axis("off")
     figure.tight_layout()
