@@ -150,6 +150,11 @@ def test_folder_data_errors_name_the_file_and_the_fix(tmp_path):
                     sequence_dropout=0.2, runs_dir=str(tmp_path / "r"), **TINY)
     with pytest.raises(DataError, match=r"no nuclei data"):
         layouts.detect(root, "nuclei")
+    sized = synthetic.make_phantom_folder(tmp_path / "sized", "images_masks", images=2)
+    iio.imwrite(sized / "masks" / "cell_001.png", np.zeros((10, 10), np.uint8))
+    with pytest.raises(DataError, match=r"masks/cell_001\.png: mask of shape \(10, 10\) for an image of shape "
+                                        r"\(48, 80, 3\); give each image a mask of its own size"):
+        dataset.BrainSegmentationDataset(sized, subset="all", image_size=32, cache_dir=None, progress=False)
     inverted = synthetic.make_phantom_folder(tmp_path / "inv", "images_masks", images=5)
     mask = inverted / "masks" / "cell_003.png"
     iio.imwrite(mask, np.full_like(iio.imread(mask), 255))  # blank-filled
