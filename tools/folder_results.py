@@ -29,16 +29,9 @@ TUTORIAL_BATCH = 16  # the tutorial's validation batch size: its IoU pools over 
 def grid_predictions(run, device="cpu"):
     """{case: (probabilities, truth)} of a run's best weights on its validation images at the training size,
     as training validated them."""
-    import dataset
-    import inference
-    from checkpoint import load_weights
+    from tools.run_predictions import validation_predictions
 
-    model, metadata = load_weights(run.folder / runs.WEIGHTS_FILE, device)
-    data = dataset.BrainSegmentationDataset(
-        run.results["data_dir"], subset="all", patients=list(run.results["validation_patients"]),
-        image_size=metadata["image_size"], random_sampling=False, dataset=run.params.get("dataset"),
-        cache_dir=run.params.get("cache_dir"), progress=False, channels=inference.model_channels(metadata, 0))
-    predicted = inference.predict(model, data, device, tta=run.params.get("tta", False))
+    _, predicted = validation_predictions(run.folder, device=device)
     return {case: (probs, truths) for case, (_, probs, truths) in predicted.items()}
 
 
