@@ -156,8 +156,8 @@ class EpochEnd:
         safe_files.save_atomic(dict(snapshot, results=results), self.checkpoint_path)
         safe_files.write_json_atomic(results, self.checkpoint_path.parent / runs.RESULTS_FILE.name)
         print(epoch_line(entry, params["epochs"], entry["train_seconds"] - previous,
-                         best=results["best_epoch"] == entry["epoch"],
-                         native="256x256" if self.valid_set.layout.volumes else "each image's own size"), flush=True)
+                         best=results["best_epoch"] == entry["epoch"], native=self.valid_set.layout.original_size),
+              flush=True)
 
 
 def epoch_line(entry, epochs, seconds, best=False, native="256x256"):

@@ -33,6 +33,7 @@ class Layout:
     # the default split: validation cases (an int) or fraction of them (a float below 1)
     validation_cases = 0.2
     mask_suffix = ".png"  # predicted masks are written in this format
+    original_size = "each image's own size"  # where the log says its scores at the original geometry are taken
 
     def holds(self, folder):
         """Whether folder holds data in this layout (what detection asks)."""

@@ -149,6 +149,7 @@ class Kaggle3m(Layout):
     max_mask_fraction = 0.5
     validation_cases = 10  # the reference split
     mask_suffix = ".tif"
+    original_size = "256x256"  # every kaggle_3m slice's
 
     def holds(self, folder):
         return holds_patients(folder)
