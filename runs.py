@@ -199,17 +199,18 @@ def load_runs(runs_dir):
 
     A folder without a results.json (results_file) is no run.
     """
-    runs = []
-    for pattern in ("*", "*/fold-*"):
-        for folder in sorted(path for path in Path(runs_dir).glob(pattern) if path.is_dir()):
-            path = results_file(folder)
-            if not path.exists():
-                continue
-            name, fold = folder.name, None
-            if folder.name.startswith("fold-"):
-                name, fold = folder.parent.name, int(folder.name.split("-")[1])
-            runs.append(Run(name, fold, folder, json.loads(path.read_text())))
-    return runs
+    return [run_at(folder) for pattern in ("*", "*/fold-*")
+            for folder in sorted(path for path in Path(runs_dir).glob(pattern) if path.is_dir())
+            if results_file(folder).exists()]
+
+
+def run_at(folder):
+    """The run in folder: named by it, or by its parent for a fold-<k> folder; OSError without a results.json."""
+    folder = Path(folder)
+    name, fold = folder.name, None
+    if folder.name.startswith("fold-"):
+        name, fold = folder.parent.name, int(folder.name.split("-")[1])
+    return Run(name, fold, folder, read_results(folder))
 
 
 def metrics_rows(folder):

@@ -118,11 +118,7 @@ def main(argv=None):
     parser.add_argument("--out", required=True)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    found = []
-    for folder in args.runs:
-        folder = Path(folder)
-        name, fold = folder.name, None
-        found.append(runs.Run(name, fold, folder, runs.read_results(folder)))
+    found = [runs.run_at(folder) for folder in args.runs]
     rows = [run_row(run, grid_iou(grid_predictions(run, args.device))) for run in found]
     figures = [run.folder / runs.PREDICTIONS_DIR / "examples.png" for run in found]
     command = shlex.join(["python", "-m", "tools.folder_results", *(sys.argv[1:] if argv is None else argv)])
