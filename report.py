@@ -190,13 +190,15 @@ def earlier_note(results):
 
 
 def provenance_lines(runs):
+    import parameters  # the registries it checks names against load torch: only when provenance is written
+
     lines = []
     for run in runs:
         results = run.results
         where = run.name if run.fold is None else f"{run.name} fold {run.fold}"
         lines.append(
             f"- {where}: commit {results['commit']}{earlier_note(results)}, {results['device']}, "
-            f"split: {results.get('split', '?')}, "
+            f"split: {results.get('split', '?')}, training seed {parameters.training_seed(run.params)}, "
             f"{len(results['history'])} epochs at {describe_size(run.params)} px, "
             f"batch {run.params['batch_size']}, train {results['train_seconds']:.0f} s, "
             f"wall {results.get('wall_seconds', 0):.0f} s, data {results['data_dir']}" + load_note(results)

@@ -500,6 +500,15 @@ def test_provenance_names_the_commits_of_a_resumed_runs_earlier_epochs():
     assert report.earlier_note(dict(commit="b")) == ""
 
 
+def test_provenance_names_the_training_seed_not_only_the_splits(tmp_path):
+    results = dict(commit="c", device="cpu", split="5-fold, fold 0, seed 42", history=[{}], train_seconds=1,
+                   data_dir="d", params=dict(seed=42, training_seed=1, image_size=64, batch_size=16))
+    runs_given = [Run("r", 0, tmp_path, results),
+                  Run("s", None, tmp_path, dict(results, params=dict(results["params"], training_seed=None)))]
+    first, second = report.provenance_lines(runs_given)
+    assert "seed 42, training seed 1," in first and "training seed 42," in second
+
+
 def test_a_training_seed_changes_the_run_but_not_its_folds(phantom_dir, tmp_path):
     def history(name, **seeds):
         out = tmp_path / name

@@ -23,10 +23,10 @@ import numpy as np
 from layouts import kaggle_3m
 import report
 import runs
+from comparisons import FAILED
 from runs import load_runs, metrics_rows
 from tools.missing_sequences import missing_sequences
 
-FAILED = 0.5
 # where the prediction went, first match wins; each a (name, test on a metrics.csv row as floats)
 DIAGNOSES = (
     ("nothing predicted", lambda row: row["predicted_voxels"] == 0),

@@ -3,27 +3,30 @@ patients at the original 256x256 geometry, after the reference's post-processing
 largest connected component), each variant paired patient by patient with what it adds to.
 
     python -m tools.inference_variants RUN_FOLDER [RUN_FOLDER ...] [--ensemble] [--thresholds 0.4 0.3]
-                                       [--cache-dir DIR]                                           (repo root)
+                                       [--cache-dir DIR] [--out FILE.md]                           (repo root)
 
 A run folder is what experiments.py leaves (results.json, weights/unet.pt); each run is scored on its own
 validation patients with its best weights, without and with flip TTA (the mean of the prediction and the
 flipped prediction of the flipped slices, unet.probabilities). The folds of one experiment (<name>/fold-<k>)
-pool into one row over all their patients. With --ensemble the runs must share their validation patients: the
-mean of their probabilities is scored too, without and with TTA, against the first run given. With
+pool into one row over all their patients. With --ensemble the mean of the probabilities of the runs that share
+their validation patients is scored too, without and with TTA, against the first run given: runs of several folds
+(say two recipes' 5-folds) ensemble fold by fold and pool into one row, so each fold needs as many runs. With
 --thresholds, every variant is scored at those thresholds too ("@ 0.4"), against itself at 0.5. Prints a
 markdown table.
 """
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from inference import post_process
-from comparisons import paired_comparison
+from comparisons import FAILED, paired_comparison
 from tools.run_predictions import native_probabilities
 from metrics import dsc
+import parameters
 import runs
 
 TTA = " + flip TTA"
@@ -37,9 +40,14 @@ def score(probabilities, truth, threshold=0.5):
 
 
 def experiment_of(folder):
-    """The row a run folder scores into: "<experiment> (folds)" for a fold (the folds pool), else its name."""
-    folder = Path(folder)
-    return f"{folder.parent.name} (folds)" if folder.name.startswith("fold-") else folder.name
+    """The row a run folder scores into: "<experiment> (folds)" for a fold (the folds pool), else its name; with
+    its training seed where that is not the split's (the same recipe at two seeds: two rows)."""
+    run = runs.run_at(folder)
+    seed = parameters.training_seed(run.params) if "seed" in run.params else None
+    other_seed = f", training seed {seed}" if seed is not None and seed != run.params["seed"] else ""
+    if run.fold is None:
+        return run.name + (f" ({other_seed[2:]})" if other_seed else "")
+    return f"{run.name} (folds{other_seed})"
 
 
 def validation_patients(folder):
@@ -52,12 +60,8 @@ def score_variants(folders, ensemble=False, cache_dir=None, device="cpu", predic
     all the runs too; each at threshold 0.5 and at each of thresholds. predict(folder, cache_dir, device, tta)
     yields (patient, probabilities, truth)."""
     folders = [Path(folder) for folder in folders]
-    if ensemble:
-        expected = validation_patients(folders[0])
-        for folder in folders[1:]:
-            if validation_patients(folder) != expected:
-                raise ValueError(f"{folder}: its validation patients differ from those of {folders[0]}; an "
-                                 "ensemble needs runs of the same split (leave out --ensemble to score each run)")
+    check_rows(folders)
+    members = ensemble_members(folders) if ensemble else None
     thresholds = [0.5] + [threshold for threshold in thresholds if threshold != 0.5]
     scores, sums, truths = {}, {False: {}, True: {}}, {}
 
@@ -76,9 +80,45 @@ def score_variants(folders, ensemble=False, cache_dir=None, device="cpu", predic
     if ensemble:
         for tta in (False, True):
             for patient, total in sums[tta].items():
-                add(f"ensemble of {len(folders)}" + (TTA if tta else ""), patient, total / len(folders),
-                    truths[patient])
+                add(f"ensemble of {members}" + (TTA if tta else ""), patient, total / members, truths[patient])
     return scores
+
+
+def check_rows(folders):
+    """ValueError, before any prediction, where two runs would score the same patient in one row (the same recipe
+    and training seed given twice for a fold)."""
+    rows = {}
+    for folder in folders:
+        patients = set(validation_patients(folder))
+        for other, its_patients in rows.setdefault(experiment_of(folder), []):
+            if patients & its_patients:
+                raise ValueError(f"{folder}: {experiment_of(folder)} scores its patients already (from {other}); "
+                                 "give each recipe and training seed once per fold")
+        rows[experiment_of(folder)].append((folder, patients))
+
+
+def ensemble_members(folders):
+    """How many runs each ensemble averages: the runs are grouped by their validation patients (one group a
+    fold), and every group must hold as many runs, on patients no other group holds. ValueError otherwise."""
+    groups = {}
+    for folder in folders:
+        groups.setdefault(tuple(validation_patients(folder)), []).append(folder)
+    first_group = next(iter(groups.values()))
+    seen = {}
+    for patients, group in groups.items():
+        for patient in patients:
+            if patient in seen and seen[patient] is not group:
+                raise ValueError(f"{group[0]}: its validation patients differ from those of {seen[patient][0]} but "
+                                 f"share {patient}; an ensemble needs runs of the same split (leave out --ensemble "
+                                 "to score each run)")
+            seen[patient] = group
+        if len(group) != len(first_group):
+            raise ValueError(f"{group[0]}: {len(group)} run(s) on its validation patients, but {len(first_group)} "
+                             f"on those of {first_group[0]}; give every fold the same runs to ensemble")
+    if len(first_group) < 2:
+        raise ValueError(f"{first_group[0]}: no other run on its validation patients to ensemble with (leave out "
+                         "--ensemble to score each run)")
+    return len(first_group)
 
 
 def baseline_of(variant, first):
@@ -93,18 +133,20 @@ def baseline_of(variant, first):
 
 def table(scores, first):
     """Markdown lines: per variant its mean and median DSC, and the paired difference from its baseline."""
-    lines = ["| variant | patients | mean DSC | median DSC | against | mean difference | 95% interval | "
-             "better / worse / tied |", "|---|---:|---:|---:|---|---:|---|---|"]
+    lines = ["| variant | patients | mean DSC | median DSC | below 0.5 | against | mean difference | 95% interval | "
+             "Wilcoxon p | better / worse / tied |", "|---|---:|---:|---:|---:|---|---:|---|---:|---|"]
     for variant, per_patient in scores.items():
-        values = list(per_patient.values())
-        cells = [variant, str(len(values)), f"{np.mean(values):.4f}", f"{np.median(values):.4f}"]
+        values = np.array(list(per_patient.values()))
+        cells = [variant, str(len(values)), f"{values.mean():.4f}", f"{np.median(values):.4f}",
+                 str(int((values < FAILED).sum()))]
         baseline = baseline_of(variant, first)
         paired = paired_comparison(scores[baseline], per_patient) if baseline else None
         if paired:
+            p = "—" if paired["wilcoxon_p"] is None else f"{paired['wilcoxon_p']:.3g}"
             cells += [baseline, f"{paired['mean_difference']:+.4f}", f"{paired['low']:+.4f} to {paired['high']:+.4f}",
-                      f"{paired['improved']} / {paired['worse']} / {paired['tied']}"]
+                      p, f"{paired['improved']} / {paired['worse']} / {paired['tied']}"]
         else:
-            cells += [""] * 4
+            cells += [""] * 5
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -116,13 +158,35 @@ def main(argv=None):
     parser.add_argument("--thresholds", type=float, nargs="*", default=(), help="also score at these thresholds")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", help="write the table here (markdown: the command, its commit, the runs' provenance "
+                                      "and the patients below 0.5), keeping its hand-written analysis")
     args = parser.parse_args(argv)
     try:
         scores = score_variants(args.runs, args.ensemble, args.cache_dir, args.device, thresholds=args.thresholds)
     except ValueError as error:
         parser.error(str(error))
-    print("\n".join(table(scores, experiment_of(args.runs[0]))))
+    lines = table(scores, experiment_of(args.runs[0]))
+    print("\n".join(lines))
+    if args.out:
+        write_results(args.out, scores, lines, args.runs, argv if argv is not None else sys.argv[1:])
     return 0
+
+
+def write_results(out, scores, table_lines, folders, argv):
+    import report
+    import runtime
+
+    command = shlex.join(["python", "-m", "tools.inference_variants", *argv])
+    header = ["# Inference variants: flip TTA, ensembles and thresholds", "",
+              f"Written by `{command}` at commit {runtime.git_commit()}. Per-patient DSC at the original geometry "
+              f"(each run's best weights, its own validation patients, threshold 0.5 unless \"@\", the 3-D largest "
+              f"connected component); each variant paired patient by patient with what it adds to (bootstrap 95% "
+              f"interval, 10,000 resamples; Wilcoxon signed-rank p). Runs:", ""]
+    failed = ["", f"Patients below {FAILED}:", ""] + [
+        f"- {variant}: " + (", ".join(sorted(p for p, value in per_patient.items() if value < FAILED)) or "none")
+        for variant, per_patient in scores.items()]
+    body = header + report.provenance_lines([runs.run_at(folder) for folder in folders]) + [""] + table_lines
+    Path(out).write_text("\n".join(body + failed + report.analysis_section(out)) + "\n")
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ import numpy as np
 
 import comparisons
 import report
+from comparisons import FAILED
 from runs import load_runs
 
-FAILED = 0.5
 
 
 def recipe_scores(runs_dir):
