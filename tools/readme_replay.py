@@ -13,6 +13,8 @@ the validation cases inference scored and the masks it wrote, and whether the cl
 """
 
 import argparse
+import datetime
+import os
 import shlex
 import subprocess
 import sys
@@ -91,11 +93,12 @@ def replay(readme_command, local, clone, epochs, log):
                 results=bool(folder and runs.results_file(folder).exists()), scored=scored, masks=masks)
 
 
-def lines_of(rows, clean, commit, epochs, command):
+def lines_of(rows, clean, commit, epochs, command, machine):
     lines = ["# The README's \"Your own images\" commands, replayed in a fresh clone", "",
              f"Written by `{command}` at commit {commit}: each command in a `git clone` of that commit, its "
              f"data_path swapped for the local copy, `-p epochs {epochs}` added (a check of the path, not a score), "
-             "then `papermill --log-output inference.ipynb inference.out.ipynb -p data_path <the same>`.", "",
+             "then `papermill --log-output inference.ipynb inference.out.ipynb -p data_path <the same>`. "
+             f"Machine: {machine}; the wall times are a record, not speed figures (nothing else was stopped).", "",
              "| README command | data here | train: exit, wall | run folder: weights, results.json | "
              "inference: exit, wall | cases scored, masks written |", "|---|---|---|---|---|---|"]
     for row in rows:
@@ -126,6 +129,8 @@ def main(argv=None):
     unknown = sorted(set(given) - {data_path_of(command) for command in commands})
     if unknown:
         parser.error(f"--data names {', '.join(unknown)}, which no README command uses")
+    import torch
+
     import runtime
     import synthetic
 
@@ -144,7 +149,9 @@ def main(argv=None):
               f"{rows[-1]['scored']} cases scored", flush=True)
     clean = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True).stdout
     command = shlex.join(["python", "-m", "tools.readme_replay", *(argv if argv is not None else sys.argv[1:])])
-    lines = lines_of(rows, clean, commit, args.epochs, command)
+    machine = (f"{datetime.date.today()}, {runtime.device_description(torch.device('cpu'))}, load average "
+               f"{os.getloadavg()[0]:.1f} at the end")
+    lines = lines_of(rows, clean, commit, args.epochs, command, machine)
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines) + f"\n(output of the commands: {log})")
