@@ -30,6 +30,7 @@ def datasets(params, data_dir, augment_on_cpu=True):
         context_slices=params["context_slices"],
         dataset=params["dataset"],
         case_pattern=params["case_pattern"],
+        to_square=params["to_square"],
     )
     if params["sequence_dropout"] and not isinstance(layouts.detect(data_dir, params["dataset"]), kaggle_3m.Kaggle3m):
         raise dataset.DataError(f"sequence_dropout={params['sequence_dropout']}: it fills kaggle_3m's pre- and "

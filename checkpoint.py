@@ -42,10 +42,12 @@ def to_cpu(obj):
     return copy.deepcopy(obj)
 
 
-def save_weights(model, path, image_size, model_args, model_name="unet", split=None, context_slices=0):
+def save_weights(model, path, image_size, model_args, model_name="unet", split=None, context_slices=0,
+                 to_square="pad"):
     """model: a module, or its state_dict (e.g. a to_cpu snapshot). split: the data split the model was trained
     on (seed, validation_cases, folds, fold, validation_patients), so that inference scores it on its own
-    validation patients. context_slices: the neighbours on either side each input slice came with (2.5-D)."""
+    validation patients. context_slices: the neighbours on either side each input slice came with (2.5-D).
+    to_square: how its images that were not square filled the grid (preprocessing.TO_SQUARE), as inference must."""
     state_dict = model if isinstance(model, dict) else model.state_dict()
     save_atomic(
         dict(
@@ -56,6 +58,7 @@ def save_weights(model, path, image_size, model_args, model_name="unet", split=N
             normalisation="per volume: p10-p99 rescale, then per-channel mean/std",
             split=split,
             context_slices=context_slices,
+            to_square=to_square,
             state_dict=state_dict,
         ),
         path,

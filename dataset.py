@@ -154,7 +154,8 @@ def slice_sampling_weights(mask_volume):
 class BrainSegmentationDataset(Dataset):
     """Brain MRI dataset for FLAIR abnormality segmentation (reference semantics), and a case per image for the
     folder layouts (layouts/folders.py): dataset names the layout, None detects it; validation_cases None is the
-    layout's own split (kaggle_3m: 10 patients; folders: 20% of the images)."""
+    layout's own split (kaggle_3m: 10 patients; folders: 20% of the images); to_square: how an image that is not
+    square fills the square grid (preprocessing.TO_SQUARE)."""
 
     out_channels = 1
 
@@ -178,6 +179,7 @@ class BrainSegmentationDataset(Dataset):
         dataset=None,
         channels=None,
         case_pattern=None,
+        to_square="pad",
     ):
         self.layout, all_files = list_cases(images_dir, dataset, require_masks and random_sampling, case_pattern)
         layout = self.layout
@@ -208,7 +210,7 @@ class BrainSegmentationDataset(Dataset):
                     f"{slices[0][1].parent}: patient {patient} has {len(slices)} slices, too few to "
                     "drop the first and last; remove the folder or add its slices"
                 )
-        loaded = load_volumes(files, image_size, cache_dir, workers, progress, layout, self.channels)
+        loaded = load_volumes(files, image_size, cache_dir, workers, progress, layout, self.channels, to_square)
         for patient in self.patients:
             slices = files[patient]
             where = slices[0][1].parent if layout.volumes else layouts.describe_mask(slices[0][2]) or slices[0][1]

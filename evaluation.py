@@ -145,7 +145,7 @@ class EpochEnd:
                                     Path(params["weights_dir"]) / WEIGHTS_NAME, params["image_size"],
                                     self.model_args, params["model"],
                                     split=split_record(params, self.valid_set, results["train_patients"]),
-                                    context_slices=params["context_slices"])
+                                    context_slices=params["context_slices"], to_square=params["to_square"])
         native, without_lcc = self.native_dsc(probs)
         self.logger.scalar_summary("val_dsc_256", float(np.mean(native)), step)
         entry = history_entry(trained, val_loss, self.valid_set.patients, per_patient, native, without_lcc,

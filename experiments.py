@@ -87,16 +87,20 @@ EXPERIMENTS = {
                                              model_args={"deep_supervision": True}),
     # one's own images (README: Your own images), the 2018 Data Science Bowl nuclei: the UNet++ tutorial's protocol
     # (4uiiurz1/pytorch-nested-unet, train.py's defaults: UNet++ with deep supervision, 0.5 BCE + Dice, SGD 1e-3
-    # with momentum 0.9 (ours Nesterov), weight decay 1e-4, cosine, 100 epochs of batch 16 at 96x96) ...
+    # with momentum 0.9 (ours Nesterov), weight decay 1e-4, cosine, 100 epochs of batch 16 at 96x96, each image
+    # resized straight to the square: cv2.resize) ...
     "nuclei-unet++-tutorial": dict(model="unet++", model_args={"deep_supervision": True}, loss="bce_dice",
                                    loss_args={"bce_weight": 0.5}, optimizer="sgd", lr=1e-3, weight_decay=1e-4,
-                                   schedule="cosine", image_size=96, epochs=100),
+                                   schedule="cosine", image_size=96, epochs=100, to_square="stretch"),
     # ... and the U-Net at the fast recipe's optimiser and precision on the same grid, sized for 30 minutes of
     # training on 2 CPU cores
     "nuclei-unet-fast": dict(MODERN, amp="bf16", channels_last=True, warmup_epochs=1, image_size=96, epochs=60),
     # ... with rotations of any angle (a microscope image has no up; the LGG recipes rotate +-15 degrees)
     "nuclei-unet-fast-rotate": dict(MODERN, amp="bf16", channels_last=True, warmup_epochs=1, image_size=96,
                                     epochs=60, aug_angle=180),
+    # ... or stretched to the square as the tutorial does (a 520x696 image gets all 96 rows, not 72)
+    "nuclei-unet-fast-stretch": dict(MODERN, amp="bf16", channels_last=True, warmup_epochs=1, image_size=96,
+                                     epochs=60, to_square="stretch"),
     # the lung-CT tutorial's slices (512x512): the fast recipe's progressive resizing, finishing at 256 px, where a
     # mask put back at 512 keeps 0.994 DSC (0.987 from 128 px: the grid's own ceiling; 30 slices, 2026-11-30)
     "lung-unet-fast": dict(FAST, image_size=256, progressive_size=128, progressive_epochs=20, epochs=26),
@@ -305,7 +309,8 @@ def warm_cache(data_path, overrides):
                                                     if key in train.DEFAULTS})
     data_dir, _ = dataset.locate_data(data_path, dataset=params["dataset"])
     layout = layouts.detect(data_dir, params["dataset"])
-    preprocessing.load_volumes(layout.cases(data_dir), params["image_size"], params["cache_dir"], layout=layout)
+    preprocessing.load_volumes(layout.cases(data_dir), params["image_size"], params["cache_dir"], layout=layout,
+                               to_square=params["to_square"])
 
 
 def run_as_process(args, name, fold, gpu=None):

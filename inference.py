@@ -248,7 +248,7 @@ def _predict_and_write(params, model, metadata, image_size, data_dir, source, ou
         data_dir, subset=subset, patients=patients, image_size=image_size, random_sampling=False,
         validation_cases=params["validation_cases"], cache_dir=params["cache_dir"], workers=params["workers"],
         require_masks=False, context_slices=context, dataset=params["dataset"], case_pattern=params["case_pattern"],
-        channels=model_channels(metadata, context),
+        channels=model_channels(metadata, context), to_square=metadata.get("to_square", "pad"),
     )
     lcc = data.layout.largest_component if params["lcc"] is None else params["lcc"]
     warn_trained_on(data.patients, split, params["weights"])

@@ -17,6 +17,7 @@ from pathlib import Path
 from layouts import LAYOUTS
 from loss import LOSSES
 from optimizers import OPTIMIZERS, SCHEDULES
+from preprocessing import TO_SQUARE
 from unet import MODELS
 
 REPO = Path(__file__).resolve().parent
@@ -37,6 +38,9 @@ TRAIN = dict(
     dataset=DATASET,
     case_pattern=CASE_PATTERN,
     image_size=(256, "side of the square slices the network sees (a multiple of 16)"),
+    to_square=("pad", 'how an image that is not square fills it: "pad" zero-pads its shorter side first (the '
+                      'reference), "stretch" resizes each side on its own (the UNet++ tutorial: the whole grid '
+                      'for the image); inference does what the weights were trained with'),
     progressive_size=(None, "progressive resizing: train and validate the first progressive_epochs epochs on "
                             "the slices averaged down to this smaller size (a multiple of 16) ..."),
     progressive_epochs=(0, "... then at image_size; only epochs at image_size can give the best weights"),
@@ -321,6 +325,8 @@ def check_train(params):
                    "runs_dir says where the runs go")
     _require(isinstance(params["init_features"], int) and params["init_features"] >= 1, "init_features",
              params["init_features"], "use 1 or more (32: the reference)")
+    _require(params["to_square"] in TO_SQUARE, "to_square", params["to_square"],
+             f"use {' or '.join(repr(value) for value in TO_SQUARE)}")
     _require(isinstance(params["context_slices"], int) and not isinstance(params["context_slices"], bool)
              and 0 <= params["context_slices"] <= 3, "context_slices", params["context_slices"],
              "use 0 (the slice alone), 1, 2 or 3 neighbours on either side")

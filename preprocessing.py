@@ -2,7 +2,7 @@
 
 Per patient: slices ordered by their number, first and last slice dropped,
 voxels under 10% of the volume maximum zeroed and the volume cropped to their
-bounding box, padded to a square, resized to `image_size` (images with a
+bounding box, padded to a square (or, with to_square="stretch", not), resized to `image_size` (images with a
 2nd-order spline, masks nearest), normalised per volume (p10-p99 rescale, then
 per-channel mean/std). Masks come out as 0/1 floats.
 
@@ -33,6 +33,11 @@ PREPROCESSING_VERSION = 2
 
 
 DEFAULT_CACHE_DIR = Path("data") / "cache"
+
+# How an image that is not square becomes image_size x image_size: "pad" zero-pads its shorter side first (the
+# reference: shapes kept), "stretch" resizes each side on its own (the UNet++ tutorial's cv2.resize: the whole grid
+# for the image, its shapes squeezed along the longer side)
+TO_SQUARE = ("pad", "stretch")
 
 
 def crop_bounds(volume):
@@ -106,13 +111,14 @@ def normalize_volume(volume):
     return (volume - mean) / std
 
 
-def preprocess(volume, mask, image_size, crop=True):
-    """Crop (unless crop is False: a layout of images, not volumes), pad, resize, normalise: (float32 (Z,S,S,C),
-    float32 0/1 (Z,S,S)). Normalised per case: an image of its own is normalised by its own percentiles, whatever
-    its bit depth (16-bit CT as 8-bit photographs)."""
+def preprocess(volume, mask, image_size, crop=True, to_square="pad"):
+    """Crop (unless crop is False: a layout of images, not volumes), pad (unless to_square is "stretch"), resize,
+    normalise: (float32 (Z,S,S,C), float32 0/1 (Z,S,S)). Normalised per case: an image of its own is normalised by
+    its own percentiles, whatever its bit depth (16-bit CT as 8-bit photographs)."""
     if crop:
         volume, mask = crop_volume(volume, mask)
-    volume, mask = pad_to_square(volume, mask)
+    if to_square == "pad":
+        volume, mask = pad_to_square(volume, mask)
     volume, mask = resize_volume(volume, mask, image_size)
     return normalize_volume(volume).astype(np.float32), mask.astype(np.float32)
 
@@ -120,17 +126,19 @@ def preprocess(volume, mask, image_size, crop=True):
 def restore_geometry(probs, geometry):
     """Probabilities on the preprocessed grid (Z, S, S) -> the original volume (slices, height, width).
 
-    Undoes the resize (bilinear), the padding to a square and the crop; slices
-    outside the crop (the dropped first and last among them) get 0.
+    Undoes the resize (bilinear), the padding to a square (or the stretch) and the crop; slices
+    outside the crop (the dropped first and last among them) get 0. A geometry of 9 fields (caches written before
+    to_square) was padded.
     """
-    slices, z0, z1, y0, y1, x0, x1, height, width = (int(value) for value in geometry)
+    slices, z0, z1, y0, y1, x0, x1, height, width = (int(value) for value in geometry[:9])
+    stretched = len(geometry) > 9 and bool(geometry[9])
     crop_h, crop_w = y1 - y0, x1 - x0
     side = max(crop_h, crop_w)
     square = resize(
-        np.asarray(probs, dtype=np.float64), (probs.shape[0], side, side),
+        np.asarray(probs, dtype=np.float64), (probs.shape[0], *((crop_h, crop_w) if stretched else (side, side))),
         order=1, mode="edge", anti_aliasing=False,
     )
-    top, left = (side - crop_h) // 2, (side - crop_w) // 2
+    top, left = (0, 0) if stretched else ((side - crop_h) // 2, (side - crop_w) // 2)
     out = np.zeros((slices, height, width))
     out[z0:z1, y0:y1, x0:x1] = square[:, top : top + crop_h, left : left + crop_w]
     return out
@@ -156,45 +164,51 @@ def slice_paths(slices):
             yield from (mask if isinstance(mask, tuple) else (mask,))
 
 
-def cache_key(patient, slices, image_size, layout=None, channels=None):
+def cache_key(patient, slices, image_size, layout=None, channels=None, to_square="pad"):
     stats = [(path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in slice_paths(slices)]
     key = [PREPROCESSING_VERSION, patient, image_size, stats]
     if layout is not None and not layout.volumes:  # another preprocessing (no crop), of these channels
         key.append([layout.name, list(channels)])
+    if to_square != "pad":  # the padded entries keep the keys they had before to_square
+        key.append(to_square)
     return hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
 
 
-def _cache_path(cache_dir, patient, slices, image_size, layout=None, channels=None):
-    return Path(cache_dir) / f"{patient}-{image_size}-{cache_key(patient, slices, image_size, layout, channels)}.npz"
+def _cache_path(cache_dir, patient, slices, image_size, layout=None, channels=None, to_square="pad"):
+    key = cache_key(patient, slices, image_size, layout, channels, to_square)
+    return Path(cache_dir) / f"{patient}-{image_size}-{key}.npz"
 
 
-GEOMETRY_FIELDS = ("slices", "z_start", "z_stop", "y_start", "y_stop", "x_start", "x_stop", "height", "width")
+GEOMETRY_FIELDS = ("slices", "z_start", "z_stop", "y_start", "y_stop", "x_start", "x_stop", "height", "width",
+                   "stretched")
 
 
-def geometry_of(volume, original_slices, crop=True):
+def geometry_of(volume, original_slices, crop=True, to_square="pad"):
     """Where the preprocessed volume sits in the original one (slice indices count the dropped first slice);
-    without crop, every pixel of every slice."""
+    without crop, every pixel of every slice; and whether it was stretched to a square rather than padded."""
+    stretched = int(to_square == "stretch")
     if not crop:
-        return np.array([len(volume), 0, len(volume), 0, volume.shape[1], 0, volume.shape[2], *volume.shape[1:3]],
-                        dtype=np.int64)
+        return np.array([len(volume), 0, len(volume), 0, volume.shape[1], 0, volume.shape[2], *volume.shape[1:3],
+                         stretched], dtype=np.int64)
     z, y, x = crop_bounds(volume)
     return np.array(
-        [original_slices, z.start + 1, z.stop + 1, y.start, y.stop, x.start, x.stop, *volume.shape[1:3]],
+        [original_slices, z.start + 1, z.stop + 1, y.start, y.stop, x.start, x.stop, *volume.shape[1:3], stretched],
         dtype=np.int64,
     )
 
 
-def _preprocess_patient(patient, slices, image_size, cache_dir, layout, channels):
+def _preprocess_patient(patient, slices, image_size, cache_dir, layout, channels, to_square="pad"):
     try:
         volume, mask = layout.read_case(slices, channels)
-        geometry = geometry_of(volume, len(slices), crop=layout.volumes)
-        image, mask = preprocess(volume, mask, image_size, crop=layout.volumes)
+        geometry = geometry_of(volume, len(slices), crop=layout.volumes, to_square=to_square)
+        image, mask = preprocess(volume, mask, image_size, crop=layout.volumes, to_square=to_square)
     except DataError as error:
         raise DataError(f"{'patient' if layout.volumes else 'case'} {patient}: {error}") from None
     if cache_dir is not None:
         buffer = io.BytesIO()
         np.savez(buffer, image=image, mask=mask.astype(np.uint8), geometry=geometry)
-        write_atomic(_cache_path(cache_dir, patient, slices, image_size, layout, channels), buffer.getvalue())
+        write_atomic(_cache_path(cache_dir, patient, slices, image_size, layout, channels, to_square),
+                     buffer.getvalue())
     return image, mask, geometry
 
 
@@ -209,15 +223,16 @@ def _load_cached(path):
 
 
 def load_volumes(patient_files, image_size=256, cache_dir=DEFAULT_CACHE_DIR, workers=None, progress=True,
-                 layout=None, channels=None):
+                 layout=None, channels=None, to_square="pad"):
     """Preprocess (or load from cache) each case of a layout (None: kaggle_3m) with these channels (None: the
-    layout's): {case: (image, mask, geometry)} in the given order."""
+    layout's), padded or stretched to a square (TO_SQUARE): {case: (image, mask, geometry)} in the given order."""
     layout = layout or layouts.LAYOUTS["kaggle_3m"]
     channels = tuple(channels or layout.channels(patient_files))
     workers = workers if workers is not None else min(8, os.cpu_count() or 1)
     results, todo = {}, []
     for patient, slices in patient_files.items():
-        path = None if cache_dir is None else _cache_path(cache_dir, patient, slices, image_size, layout, channels)
+        path = None if cache_dir is None else _cache_path(cache_dir, patient, slices, image_size, layout, channels,
+                                                          to_square)
         cached = _load_cached(path) if path is not None and path.exists() else None
         if cached is not None:
             results[patient] = cached
@@ -234,7 +249,7 @@ def load_volumes(patient_files, image_size=256, cache_dir=DEFAULT_CACHE_DIR, wor
         with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
             futures = {
                 patient: pool.submit(_preprocess_patient, patient, patient_files[patient], image_size, cache_dir,
-                                     layout, channels)
+                                     layout, channels, to_square)
                 for patient in todo
             }
             for patient, future in futures.items():
@@ -243,7 +258,7 @@ def load_volumes(patient_files, image_size=256, cache_dir=DEFAULT_CACHE_DIR, wor
     else:
         for patient in todo:
             results[patient] = _preprocess_patient(patient, patient_files[patient], image_size, cache_dir, layout,
-                                                   channels)
+                                                   channels, to_square)
             bar.update()
     bar.close()
     if progress and todo and not on_terminal():

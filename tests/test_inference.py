@@ -62,6 +62,22 @@ def test_restore_geometry_places_a_hand_made_crop():
     assert out.sum() == 3 * 4 * 2
 
 
+def test_a_stretched_image_fills_the_grid_and_is_put_back_by_hand():
+    # one 2 x 4 image, no crop: padded, rows 0 and 3 of the 4 x 4 grid are padding; stretched, every row is image
+    mask = np.ones((1, 2, 4))
+    padded = preprocessing.preprocess(np.ones((1, 2, 4, 1)), mask, 4, crop=False)[1]
+    stretched = preprocessing.preprocess(np.ones((1, 2, 4, 1)), mask, 4, crop=False, to_square="stretch")[1]
+    assert padded[0].sum(axis=1).tolist() == [0, 4, 4, 0] and stretched.all()
+    geometry = preprocessing.geometry_of(np.ones((1, 2, 4, 1)), 1, crop=False, to_square="stretch")
+    assert geometry.tolist() == [1, 0, 1, 0, 2, 0, 4, 2, 4, 1]
+    grid = np.zeros((1, 4, 4))
+    grid[0, 0] = 1.0  # the grid's top row: half of the image's top row when stretched (bilinear, 4 rows to 2) ...
+    assert preprocessing.restore_geometry(grid, geometry)[0].tolist() == [[0.5] * 4, [0.0] * 4]
+    # ... padding when padded (the geometry's last field 0, or a cache's 9-field geometry from before to_square)
+    for padded_geometry in (np.append(geometry[:9], 0), geometry[:9]):
+        assert not preprocessing.restore_geometry(grid, padded_geometry).any()
+
+
 def test_predicted_masks_have_the_dataset_names_and_round_trip(phantom_dir, tmp_path):
     patient = "TCGA_SY_0004_20000101"
     files = kaggle_3m.list_patients(phantom_dir)[patient]

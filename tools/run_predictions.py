@@ -24,7 +24,8 @@ def validation_predictions(folder, cache_dir=None, device="cpu", tta=None):
         results["data_dir"], subset="all", patients=list(results["validation_patients"]),
         image_size=metadata["image_size"], random_sampling=False, require_masks=True,
         cache_dir=cache_dir or params.get("cache_dir"), context_slices=context, dataset=params.get("dataset"),
-        case_pattern=params.get("case_pattern"), channels=inference.model_channels(metadata, context))
+        case_pattern=params.get("case_pattern"), channels=inference.model_channels(metadata, context),
+        to_square=metadata.get("to_square", "pad"))
     return data, inference.predict(model, data, device, tta=params.get("tta", False) if tta is None else tta)
 
 
