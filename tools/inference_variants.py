@@ -133,8 +133,8 @@ def baseline_of(variant, first):
 
 def table(scores, first):
     """Markdown lines: per variant its mean and median DSC, and the paired difference from its baseline."""
-    lines = ["| variant | patients | mean DSC | median DSC | below 0.5 | against | mean difference | 95% interval | "
-             "Wilcoxon p | better / worse / tied |", "|---|---:|---:|---:|---:|---|---:|---|---:|---|"]
+    lines = [f"| variant | patients | mean DSC | median DSC | below {FAILED} | against | mean difference | "
+             "95% interval | Wilcoxon p | better / worse / tied |", "|---|---:|---:|---:|---:|---|---:|---|---:|---|"]
     for variant, per_patient in scores.items():
         values = np.array(list(per_patient.values()))
         cells = [variant, str(len(values)), f"{values.mean():.4f}", f"{np.median(values):.4f}",
