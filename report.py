@@ -26,12 +26,10 @@ import numpy as np
 from comparisons import best_run, cross_validation, is_reference_recipe, lcc_rows, mean_hd95, paired_rows
 from runs import (PREDICTIONS_DIR, describe_model, describe_optimiser, describe_schedule, describe_size, load_runs,
                   metrics_rows, native_scores)
+from results_files import ANALYSIS_END, ANALYSIS_START, kept_analysis
 
-ANALYSIS_START = "<!-- analysis: written by hand, kept when the report is regenerated -->"
-ANALYSIS_END = "<!-- end of analysis -->"
 # The reference's training (its README: mean DSC 91%, median 92% on the 10 validation patients).
 REFERENCE_SETTINGS = dict(image_size=256, epochs=100, batch_size=16)
-DEFAULT_ANALYSIS = "_No analysis written yet._"
 
 
 def reduced_settings(runs):
@@ -159,21 +157,6 @@ def best_patients(run):
             if row.get(count) is not None:
                 row[count] = int(row[count])
     return sorted(rows, key=lambda row: row["dsc"])
-
-
-def kept_analysis(out):
-    out = Path(out)
-    if out.exists():
-        text = out.read_text()
-        if ANALYSIS_START in text and ANALYSIS_END in text:
-            return text.split(ANALYSIS_START, 1)[1].split(ANALYSIS_END, 1)[0].strip()
-    return DEFAULT_ANALYSIS
-
-
-def analysis_section(out, heading="## What it says"):
-    """The lines of a results file's hand-written analysis: what is between the markers in out now survives its
-    regeneration, as in REPORT.md."""
-    return ["", heading, "", ANALYSIS_START, kept_analysis(out), ANALYSIS_END]
 
 
 def load_note(results):

@@ -13,6 +13,7 @@ import comparisons
 import experiments
 import inference
 import report
+import results_files
 import train
 from loss import LOSSES
 from runs import Run, describe_model, describe_optimiser, describe_schedule, describe_size, load_runs, native_scores
@@ -253,9 +254,9 @@ def test_report_from_the_runs_keeps_the_hand_written_analysis(runs, tmp_path):
         assert (figures / name).stat().st_size > 1000
         assert f"](figures/{name})" in text
     assert (runs_dir / "attention_unet-dice" / "predictions" / "metrics.csv").exists()
-    assert report.DEFAULT_ANALYSIS in text
+    assert results_files.DEFAULT_ANALYSIS in text
 
-    out.write_text(text.replace(report.DEFAULT_ANALYSIS, "Deep supervision helped, by hand."))
+    out.write_text(text.replace(results_files.DEFAULT_ANALYSIS, "Deep supervision helped, by hand."))
     for name in ("best-dsc.png", "examples.png"):
         (figures / name).unlink()
     # without weights or inference (as from the small files a GPU machine sends back) the pictures come back
@@ -263,7 +264,7 @@ def test_report_from_the_runs_keeps_the_hand_written_analysis(runs, tmp_path):
     shutil.copytree(runs_dir, collected, ignore=shutil.ignore_patterns("weights", "checkpoint.pt"))
     report.write_report(collected, out, figures)
     regenerated = out.read_text()
-    assert "Deep supervision helped, by hand." in regenerated and report.DEFAULT_ANALYSIS not in regenerated
+    assert "Deep supervision helped, by hand." in regenerated and results_files.DEFAULT_ANALYSIS not in regenerated
     assert "## The best run: attention_unet-dice" in regenerated and "](figures/examples.png)" in regenerated
     assert (figures / "examples.png").read_bytes() == (collected / "attention_unet-dice" / "predictions" /
                                                          "examples.png").read_bytes()
@@ -306,7 +307,7 @@ def test_several_runs_folders_give_a_section_each_with_its_own_figures_and_one_a
     assert "](gpu-figures/val_dsc_curves.png)" in text and "](cpu-figures/val_dsc_curves.png)" in text
     assert (tmp_path / "gpu-figures" / "val_dsc_curves.png").exists()
     assert (tmp_path / "cpu-figures" / "val_dsc_curves.png").exists()
-    assert text.count(report.ANALYSIS_START) == 1 and text.count("- unet-dice: commit abc1234") == 2
+    assert text.count(results_files.ANALYSIS_START) == 1 and text.count("- unet-dice: commit abc1234") == 2
     with pytest.raises(ValueError, match="2 runs folders and 1 figures folders"):
         report.write_report([tmp_path / "gpu", tmp_path / "cpu"], out, tmp_path / "f")
 

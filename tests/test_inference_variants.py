@@ -143,7 +143,7 @@ def test_plain_and_tta_score_what_inference_scores(phantom_dir, blob_run, tmp_pa
 
 
 def test_the_results_file_names_its_command_runs_and_failed_patients_and_keeps_its_analysis(tmp_path, monkeypatch):
-    import report
+    import results_files
     import runtime
 
     monkeypatch.setattr(runtime, "git_commit", lambda: "abc1234")
@@ -162,6 +162,6 @@ def test_the_results_file_names_its_command_runs_and_failed_patients_and_keeps_i
     assert f"`python -m tools.inference_variants {folders[0]} {folders[1]} --ensemble` at commit abc1234" in text
     assert "- r2: commit c0ffee0, cpu (2 cores), split: 5-fold, fold 0, seed 42, training seed 42, 3 epochs" in text
     assert "- r2: a\n" in text and "- r1: none\n" in text and "- ensemble of 2: none\n" in text
-    out.write_text(text.replace(report.DEFAULT_ANALYSIS, "The ensemble keeps r1's score, by hand."))
+    out.write_text(text.replace(results_files.DEFAULT_ANALYSIS, "The ensemble keeps r1's score, by hand."))
     inference_variants.write_results(out, scores, inference_variants.table(scores, "r1"), folders, argv)
     assert "The ensemble keeps r1's score, by hand." in out.read_text()

@@ -49,3 +49,33 @@ def test_the_rule_is_chosen_on_the_other_folds_and_applied_to_each():
     assert pooled == {"a": 0.5, "b": 0.5, "c": 0.5}  # each fold scored under the rule its others chose
     ties = {fold: {rule: {f"p{fold}": 0.5} for rule in rules} for fold in (0, 1)}
     assert set(postprocessing.choose_by_folds(ties)[0].values()) == {postprocessing.REFERENCE_RULE}
+
+
+def test_the_folds_results_file_names_its_command_runs_and_choice(tmp_path, monkeypatch):
+    import json
+
+    import results_files
+    import runtime
+
+    monkeypatch.setattr(runtime, "git_commit", lambda: "abc1234")
+    recipe = tmp_path / "runs" / "context"
+    for fold, patient in enumerate("ab"):
+        folder = recipe / f"fold-{fold}"
+        (folder / "weights").mkdir(parents=True)
+        (folder / "weights" / "unet.pt").touch()  # a run that kept weights (score_run is stood in for below)
+        (folder / "results.json").write_text(json.dumps(dict(
+            commit="c0ffee0", device="cpu (2 cores)", split=f"5-fold, fold {fold}, seed 42", history=[{}] * 14,
+            train_seconds=60, wall_seconds=61, data_dir="kaggle_3m", validation_patients=[patient],
+            params=dict(seed=42, training_seed=None, image_size=128, batch_size=16, folds=2, fold=fold))))
+    # each fold's patient scores 0.9 under "highest mean", 0 under the reference's rule, 0.5 under the others
+    scores = {folder: {rule: {patient: dict(zip((postprocessing.REFERENCE_RULE, "highest mean"), (0.0, 0.9)))
+                              .get(rule, 0.5)} for rule in postprocessing.RULES}
+              for folder, patient in ((recipe / "fold-0", "a"), (recipe / "fold-1", "b"))}
+    monkeypatch.setattr(postprocessing, "score_run", lambda folder, cache_dir=None, device="cpu": scores[folder])
+    out = tmp_path / "post.md"
+    assert postprocessing.main(["--folds", str(recipe), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert f"`python -m tools.postprocessing --folds {recipe} --out {out}` at commit abc1234" in text
+    assert "- context fold 1: commit c0ffee0, cpu (2 cores), split: 5-fold, fold 1, seed 42" in text
+    assert "fold 0 highest mean, fold 1 highest mean" in text and "Pooled: 0.9000 against the reference rule's 0.0000" in text
+    assert results_files.DEFAULT_ANALYSIS in text

@@ -13,7 +13,6 @@ its weights (weights/unet.pt: runs of this machine; committed runs keep none), t
 """
 
 import argparse
-import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from layouts import kaggle_3m
-import report
+import results_files
 import runs
 from comparisons import FAILED
 from runs import load_runs, metrics_rows
@@ -198,14 +197,11 @@ def main(argv=None):
         shown = picture(args.data, failed, recipes, runs, args.picture)
         lines += ["", f"Picture: {args.picture} (predictions of {', '.join(shown) or 'no recipe: no weights kept'})."]
     if args.out:
-        import runtime
-
-        command = shlex.join(["python", "-m", "tools.failure_analysis", *(argv if argv is not None else sys.argv[1:])])
-        header = ["# Which patients fail, and where their predictions went", "",
-                  f"Written by `{command}` at commit {runtime.git_commit()}. DSC per patient at the original "
-                  f"256x256 geometry (inference with each fold's best weights, after the 3-D largest connected "
-                  f"component); below {FAILED} counts as failed. P and R: precision and recall.", ""]
-        Path(args.out).write_text("\n".join(header + lines + report.analysis_section(args.out)) + "\n")
+        results_files.write(args.out, "Which patients fail, and where their predictions went", "tools.failure_analysis",
+                            argv if argv is not None else sys.argv[1:],
+                            "DSC per patient at the original 256x256 geometry (inference with each fold's best "
+                            "weights, after the 3-D largest connected component); below "
+                            f"{FAILED} counts as failed. P and R: precision and recall.", lines)
     print("\n".join(lines))
     return 0
 

@@ -11,16 +11,15 @@ Every run given must be scored (predictions/metrics.csv) and have its best weigh
 """
 
 import argparse
-import shlex
 import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
-import report
+import results_files
+import safe_files
 import runs
-import runtime
 from runs import describe_model, describe_optimiser, describe_schedule, describe_size, metrics_rows
 
 TUTORIAL_BATCH = 16  # the tutorial's validation batch size: its IoU pools over batches of it
@@ -70,11 +69,11 @@ def run_row(run, tutorial_iou):
     )
 
 
-def write(rows, figures, title, command, out):
+def write(rows, figures, title, argv, out):
     out = Path(out)
     figures_dir = out.parent / f"{out.stem}-figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
-    lines = [f"# {title}", "", f"Written by `{command}` at commit {runtime.git_commit()}.", "",
+    lines = [f"# {title}", "", results_files.written_by("tools.folder_results", argv), "",
              "IoU and DSC per image at each image's own size (the prediction put back through the inverse of the "
              "preprocessing, thresholded at 0.5, no largest-component step), mean and median over the validation "
              "images; the tutorial's IoU on the training grid instead pools each batch of "
@@ -92,7 +91,7 @@ def write(rows, figures, title, command, out):
             f"| {row['dsc_mean']:.4f} / {row['dsc_median']:.4f} | {row['cases']} "
             f"| {row['best_epoch']}: {row['best_grid']:.4f} / {row['best_native']:.4f} "
             f"| {row['last_grid']:.4f} / {row['last_native']:.4f} | {row['wall_minutes']:.1f} min |")
-    lines += report.analysis_section(out)
+    lines += results_files.analysis_section(out)
     lines += ["", "## Provenance", ""]
     for row in rows:
         lines.append(
@@ -107,7 +106,7 @@ def write(rows, figures, title, command, out):
             shutil.copyfile(figure, target)
             lines += ["", f"### {row['run']}: best, median and worst image (red prediction, green truth)", "",
                       f"![{row['run']}]({figures_dir.name}/{target.name})"]
-    out.write_text("\n".join(lines) + "\n")
+    safe_files.write_atomic(out, ("\n".join(lines) + "\n").encode())
     return out
 
 
@@ -121,8 +120,7 @@ def main(argv=None):
     found = [runs.run_at(folder) for folder in args.runs]
     rows = [run_row(run, grid_iou(grid_predictions(run, args.device))) for run in found]
     figures = [run.folder / runs.PREDICTIONS_DIR / "examples.png" for run in found]
-    command = shlex.join(["python", "-m", "tools.folder_results", *(sys.argv[1:] if argv is None else argv)])
-    print(f"wrote {write(rows, figures, args.title, command, args.out)}")
+    print(f"wrote {write(rows, figures, args.title, sys.argv[1:] if argv is None else argv, args.out)}")
     return 0
 
 

@@ -16,7 +16,6 @@ markdown table.
 """
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from comparisons import FAILED, paired_comparison
 from tools.run_predictions import native_probabilities
 from metrics import dsc
 import parameters
+import results_files
 import runs
 
 TTA = " + flip TTA"
@@ -174,20 +174,16 @@ def main(argv=None):
 
 def write_results(out, scores, table_lines, folders, argv):
     import report
-    import runtime
 
-    command = shlex.join(["python", "-m", "tools.inference_variants", *argv])
-    header = ["# Inference variants: flip TTA, ensembles and thresholds", "",
-              f"Written by `{command}` at commit {runtime.git_commit()}. Per-patient DSC at the original geometry "
-              f"(each run's best weights, its own validation patients, threshold 0.5 unless \"@\", the 3-D largest "
-              f"connected component); each variant paired patient by patient with what it adds to (bootstrap 95% "
-              f"interval, 10,000 resamples; Wilcoxon signed-rank p). Runs:", ""]
     failed = ["", f"Patients below {FAILED}:", ""] + [
         f"- {variant}: " + (", ".join(sorted(p for p, value in per_patient.items() if value < FAILED)) or "none")
         for variant, per_patient in scores.items()]
-    body = header + report.provenance_lines([runs.run_at(folder) for folder in folders]) + [""] + table_lines
-    Path(out).write_text("\n".join(body + failed + report.analysis_section(out)) + "\n")
-
+    results_files.write(
+        out, "Inference variants: flip TTA, ensembles and thresholds", "tools.inference_variants", argv,
+        "Per-patient DSC at the original geometry (each run's best weights, its own validation patients, threshold "
+        "0.5 unless \"@\", the 3-D largest connected component); each variant paired patient by patient with what "
+        "it adds to (bootstrap 95% interval, 10,000 resamples; Wilcoxon signed-rank p). Runs:",
+        report.provenance_lines([runs.run_at(folder) for folder in folders]) + [""] + table_lines + failed)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,7 +2,7 @@
 component against other rules, side by side on the same predictions of trained runs, at 256x256.
 
     python -m tools.postprocessing RUN_FOLDER [RUN_FOLDER ...] [--cache-dir DIR]     (from the repository root)
-    python -m tools.postprocessing --folds RUNS/EXPERIMENT [--cache-dir DIR]
+    python -m tools.postprocessing --folds RUNS/EXPERIMENT [--cache-dir DIR] [--out FILE.md]
 
 A run folder is what experiments.py leaves (results.json and weights/unet.pt); each is scored on its own
 validation patients. Prints a markdown table: per run and rule, the mean DSC and how many patients score 0.
@@ -20,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from comparisons import paired_comparison
+import results_files
 import runs
 from runs import load_runs
 from tools.run_predictions import native_probabilities
@@ -87,13 +88,18 @@ def choose_by_folds(per_fold):
     return chosen, pooled
 
 
+def fold_runs(recipe_folder):
+    """The fold runs of RUNS/EXPERIMENT that kept weights; SystemExit without one."""
+    found = [run for run in load_runs(Path(recipe_folder).parent) if run.name == Path(recipe_folder).name
+             and run.fold is not None and (run.folder / runs.WEIGHTS_FILE).exists()]
+    if not found:
+        raise SystemExit(f"{recipe_folder}: no fold run with weights/unet.pt under it")
+    return found
+
+
 def folds_lines(recipe_folder, cache_dir=None, device="cpu"):
     """The --folds table and its cross-validated choice, as markdown lines."""
-    runs = [run for run in load_runs(Path(recipe_folder).parent) if run.name == Path(recipe_folder).name
-            and run.fold is not None and (run.folder / runs.WEIGHTS_FILE).exists()]
-    if not runs:
-        raise SystemExit(f"{recipe_folder}: no fold run with weights/unet.pt under it")
-    per_fold = {run.fold: score_run(run.folder, cache_dir, device) for run in runs}
+    per_fold = {run.fold: score_run(run.folder, cache_dir, device) for run in fold_runs(recipe_folder)}
     pooled = {rule: {p: v for scores in per_fold.values() for p, v in scores[rule].items()} for rule in RULES}
     lines = [f"{Path(recipe_folder).name}, folds {', '.join(map(str, sorted(per_fold)))}, "
              f"{len(pooled[REFERENCE_RULE])} patients", "",
@@ -118,20 +124,31 @@ def main(argv=None):
     parser.add_argument("runs", nargs="+", help="run folders (results.json, weights/unet.pt)")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--folds", action="store_true", help="RUNS/EXPERIMENT: pool its folds, choose by folds")
+    parser.add_argument("--out", help="write the tables here (markdown: the command, its commit, the runs' "
+                                      "provenance), keeping its hand-written analysis")
     args = parser.parse_args(argv)
     if args.folds:
+        lines = [line for folder in args.runs for line in folds_lines(folder, args.cache_dir) + [""]]
+        used = [run for folder in args.runs for run in fold_runs(folder)]
+    else:
+        lines = ["| run | patients | " + " | ".join(RULES) + " |", "|---|---|" + "---|" * len(RULES)]
         for folder in args.runs:
-            print("\n".join(folds_lines(folder, args.cache_dir)))
-        return 0
-    print("| run | patients | " + " | ".join(RULES) + " |")
-    print("|---|---|" + "---|" * len(RULES))
-    for folder in args.runs:
-        scores = score_run(folder, args.cache_dir)
-        cells = [f"{np.mean(list(values.values())):.4f} ({sum(value == 0 for value in values.values())} at 0)"
-                 for values in scores.values()]
-        print(f"| {folder} | {len(scores['none'])} | " + " | ".join(cells) + " |")
-    return 0
+            scores = score_run(folder, args.cache_dir)
+            cells = [f"{np.mean(list(values.values())):.4f} ({sum(value == 0 for value in values.values())} at 0)"
+                     for values in scores.values()]
+            lines.append(f"| {folder} | {len(scores['none'])} | " + " | ".join(cells) + " |")
+        used = [runs.run_at(folder) for folder in args.runs]
+    print("\n".join(lines))
+    if args.out:
+        import report
 
+        results_files.write(
+            args.out, "Post-processing: the reference's 3-D largest connected component against other rules",
+            "tools.postprocessing", argv if argv is not None else sys.argv[1:],
+            "Every rule post-processes the same probabilities (each run's best weights, its own validation "
+            "patients, put back to the original 256x256 geometry, threshold 0.5); DSC per patient at 256x256. "
+            "Runs:", report.provenance_lines(used) + [""] + lines)
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,6 @@ metrics.csv):
 """
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 import comparisons
 import report
 from comparisons import FAILED
+import results_files
 from runs import load_runs
 
 
@@ -139,14 +139,11 @@ def main(argv=None):
         seeds[label] = recipe_scores(folder)
     lines = lines_for(seeds, args.baseline)
     if args.out:
-        import runtime
-
-        command = shlex.join(["python", "-m", "tools.seed_variance", *(argv if argv is not None else sys.argv[1:])])
-        header = ["# What a second training seed changes", "",
-                  f"Written by `{command}` at commit {runtime.git_commit()}. Per-patient DSC at the original "
-                  "256x256 geometry (inference with each fold's best weights), pooled over the folds each seed "
-                  "has run; the folds are the same at every seed (the split's seed is 42).", ""]
-        Path(args.out).write_text("\n".join(header + lines + report.analysis_section(args.out)) + "\n")
+        results_files.write(args.out, "What a second training seed changes", "tools.seed_variance",
+                            argv if argv is not None else sys.argv[1:],
+                            "Per-patient DSC at the original 256x256 geometry (inference with each fold's best "
+                            "weights), pooled over the folds each seed has run; the folds are the same at every seed "
+                            "(the split's seed is 42).", lines)
     print("\n".join(lines))
     return 0
 
