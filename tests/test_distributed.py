@@ -85,6 +85,14 @@ def torchrun(tmp_path, *params, environ=None):
                           env=dict(os.environ, **(environ or {})))
 
 
+def why(result):
+    """A failed torchrun's story: the ranks' own output first (torchrun's summary at the end of stderr names only
+    the signal a rank died of), then the end of stderr."""
+    own = [line for line in (result.stdout + result.stderr).splitlines()
+           if not line.startswith(("  ", "Traceback", "[W", "W1", "E1", "torch.distributed"))]
+    return "\n".join(own[-40:]) + "\n--- end of stderr ---\n" + result.stderr[-1500:]
+
+
 @pytest.fixture
 def phantom(phantom_dir, tmp_path):
     (tmp_path / "phantom").symlink_to(phantom_dir)
@@ -93,7 +101,7 @@ def phantom(phantom_dir, tmp_path):
 
 def test_a_torchrun_run_writes_one_run_folder_and_resumes(phantom):
     first = torchrun(phantom, ("epochs", 1))
-    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.returncode == 0, why(first)
     folders = list((phantom / "runs").iterdir())
     assert len(folders) == 1 and first.stdout.count("epoch 1/1:") == 1  # rank 0 alone writes and prints
     results = json.loads((folders[0] / "logs" / "results.json").read_text())
@@ -104,7 +112,7 @@ def test_a_torchrun_run_writes_one_run_folder_and_resumes(phantom):
     saved["results"]["params"]["epochs"] = 2
     safe_files.save_atomic(saved, path)
     second = torchrun(phantom, ("epochs", 2), ("run_name", folders[0].name), ("resume", True))
-    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.returncode == 0, why(second)
     assert list((phantom / "runs").iterdir()) == folders
     resumed = json.loads((folders[0] / "logs" / "results.json").read_text())
     assert resumed["resumed_after_epochs"] == [1] and [entry["epoch"] for entry in resumed["history"]] == [1, 2]

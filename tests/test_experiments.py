@@ -486,6 +486,8 @@ def test_progressive_runs_show_both_sizes_and_bf16_in_the_table():
     assert describe_optimiser(ema) == "adamw 0.001, wd 0.0001, bf16, weights EMA 0.998"
     assert describe_size(experiments.run_parameters("unet-bce_dice-fast256", "runs/x")) == \
         "64 -> 256 (10 + 2 epochs)"
+    assert describe_size(experiments.run_parameters("nuclei-unet-fast-stretch", "runs/x")) == "96, stretched"
+    assert describe_size(dict(fast, to_square="stretch")) == "64 -> 128 (10 + 4 epochs), stretched"
 
 
 def test_the_schedule_column_names_tta_and_sequence_dropout():
