@@ -2,6 +2,7 @@
 
 import csv
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 
@@ -42,6 +43,17 @@ def test_the_results_file_holds_each_runs_figures_and_provenance(scored_run, tmp
     assert "layout nuclei" in text and "training seed 42" in text
     assert (tmp_path / "nuclei-figures" / "tiny-examples.png").exists()
     assert "](nuclei-figures/tiny-examples.png)" in text
+    # per image size: each validation image counted once, under its own size, grey (the phantom's channels agree)
+    sizes = {}
+    with open(scored_run / "predictions" / "metrics.csv") as handle:
+        for metrics in csv.DictReader(handle):
+            image = scored_run.parent.parent / "data" / metrics["patient"] / "images" / f"{metrics['patient']}.png"
+            shape = iio.imread(image).shape
+            sizes.setdefault(f"{shape[0]} x {shape[1]}", []).append(float(metrics["iou"]))
+    section = text.split("### tiny: per image size and colour", 1)[1].split("##", 1)[0]
+    for size, values in sizes.items():
+        assert f"| {size} | grey | {len(values)} | {np.mean(values):.3f} / {np.median(values):.3f} |" in section
+    assert section.count("| grey |") == len(sizes) and "colour" not in section.replace("and colour", "")
 
 
 def test_an_unscored_run_is_refused_with_the_step_to_take(scored_run, tmp_path):

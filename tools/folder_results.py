@@ -69,7 +69,30 @@ def run_row(run, tutorial_iou):
     )
 
 
-def write(rows, figures, title, argv, out):
+def by_image_kind(run):
+    """Markdown lines: the run's per-image IoU and DSC (metrics.csv) grouped by each image's own size and whether it
+    is grey or colour (its channels differ), the largest groups first: where a grid that resizes every image to
+    one size loses."""
+    import layouts
+
+    layout = layouts.LAYOUTS[run.results["layout"]]
+    cases = layout.cases(run.results["data_dir"])
+    groups = {}
+    for row in metrics_rows(run.folder):
+        image = np.asarray(layout.read_image(cases[row["patient"]][0][1]))
+        colour = image.ndim == 3 and image.shape[-1] >= 3 and not (
+            np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
+        key = (f"{image.shape[0]} x {image.shape[1]}", "colour" if colour else "grey")
+        groups.setdefault(key, []).append((float(row["iou"]), float(row["dsc"])))
+    lines = ["| height x width | | images | IoU mean / median | DSC mean |", "| --- | --- | ---: | --- | ---: |"]
+    for (size, kind), values in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
+        iou, dsc = np.array(values).T
+        lines.append(f"| {size} | {kind} | {len(values)} | {iou.mean():.3f} / {np.median(iou):.3f} "
+                     f"| {dsc.mean():.3f} |")
+    return lines
+
+
+def write(rows, figures, title, argv, out, kinds=()):
     out = Path(out)
     figures_dir = out.parent / f"{out.stem}-figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +114,8 @@ def write(rows, figures, title, argv, out):
             f"| {row['dsc_mean']:.4f} / {row['dsc_median']:.4f} | {row['cases']} "
             f"| {row['best_epoch']}: {row['best_grid']:.4f} / {row['best_native']:.4f} "
             f"| {row['last_grid']:.4f} / {row['last_native']:.4f} | {row['wall_minutes']:.1f} min |")
+    for row, kind_lines in zip(rows, kinds):
+        lines += ["", f"### {row['run']}: per image size and colour", "", *kind_lines]
     lines += results_files.analysis_section(out)
     lines += ["", "## Provenance", ""]
     for row in rows:
@@ -120,7 +145,8 @@ def main(argv=None):
     found = [runs.run_at(folder) for folder in args.runs]
     rows = [run_row(run, grid_iou(grid_predictions(run, args.device))) for run in found]
     figures = [run.folder / runs.PREDICTIONS_DIR / "examples.png" for run in found]
-    print(f"wrote {write(rows, figures, args.title, sys.argv[1:] if argv is None else argv, args.out)}")
+    kinds = [by_image_kind(run) for run in found]
+    print(f"wrote {write(rows, figures, args.title, sys.argv[1:] if argv is None else argv, args.out, kinds)}")
     return 0
 
 
