@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import results_files
 import runs
 
 SECTION = "## Your own images"
@@ -93,13 +94,8 @@ def replay(readme_command, local, clone, epochs, log):
                 results=bool(folder and runs.results_file(folder).exists()), scored=scored, masks=masks)
 
 
-def lines_of(rows, clean, commit, epochs, command, machine):
-    lines = ["# The README's \"Your own images\" commands, replayed in a fresh clone", "",
-             f"Written by `{command}` at commit {commit}: each command in a `git clone` of that commit, its "
-             f"data_path swapped for the local copy, `-p epochs {epochs}` added (a check of the path, not a score), "
-             "then `papermill --log-output inference.ipynb inference.out.ipynb -p data_path <the same>`. "
-             f"Machine: {machine}; the wall times are a record, not speed figures (nothing else was stopped).", "",
-             "| README command | data here | train: exit, wall | run folder: weights, results.json | "
+def lines_of(rows, clean):
+    lines = ["| README command | data here | train: exit, wall | run folder: weights, results.json | "
              "inference: exit, wall | cases scored, masks written |", "|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| `{row['command']}` | {row['local']} | {row['train']}, {row['train_seconds']:.0f} s | "
@@ -134,7 +130,6 @@ def main(argv=None):
     import runtime
     import synthetic
 
-    commit = runtime.git_commit()
     work = Path(tempfile.mkdtemp(prefix="readme-replay-"))
     clone, log = work / "clone", Path(args.log or work / "replay.log")
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
@@ -148,12 +143,17 @@ def main(argv=None):
         print(f"{rows[-1]['command']}: train {rows[-1]['train']}, inference {rows[-1]['infer']}, "
               f"{rows[-1]['scored']} cases scored", flush=True)
     clean = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True).stdout
-    command = shlex.join(["python", "-m", "tools.readme_replay", *(argv if argv is not None else sys.argv[1:])])
     machine = (f"{datetime.date.today()}, {runtime.device_description(torch.device('cpu'))}, load average "
                f"{os.getloadavg()[0]:.1f} at the end")
-    lines = lines_of(rows, clean, commit, args.epochs, command, machine)
+    lines = lines_of(rows, clean)
     if args.out:
-        Path(args.out).write_text("\n".join(lines) + "\n")
+        results_files.write(
+            args.out, "The README's \"Your own images\" commands, replayed in a fresh clone", "tools.readme_replay",
+            argv if argv is not None else sys.argv[1:],
+            "Each command in a `git clone` of that commit, its data_path swapped for the local copy, "
+            f"`-p epochs {args.epochs}` added (a check of the path, not a score), then `papermill --log-output "
+            "inference.ipynb inference.out.ipynb -p data_path <the same>`. "
+            f"Machine: {machine}; the wall times are a record, not speed figures (nothing else was stopped).", lines)
     print("\n".join(lines) + f"\n(output of the commands: {log})")
     return 0 if all(row["train"] == 0 and row["infer"] == 0 and row["scored"] for row in rows) and not clean else 1
 
