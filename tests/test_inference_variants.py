@@ -113,6 +113,13 @@ def test_a_recipe_at_another_training_seed_is_a_row_of_its_own_and_the_same_run_
     scores = inference_variants.score_variants(folders, ensemble=True, predict=per_seed)
     assert scores["fast (folds)"] == {"a": 1.0} and scores["fast (folds, training seed 1)"] == {"a": 0.0}
     assert scores["ensemble of 2"] == pytest.approx({"a": 1.0})
+    # without TTA: the same rows less their flipped twins, and no flipped prediction asked for
+    asked = []
+    without = inference_variants.score_variants(
+        folders, ensemble=True, tta=False,
+        predict=lambda folder, cache_dir, device, tta: asked.append(tta) or per_seed(folder, cache_dir, device, tta))
+    assert without == {variant: per_patient for variant, per_patient in scores.items() if "TTA" not in variant}
+    assert asked == [False, False]
     with pytest.raises(ValueError, match="fast/fold-0: fast \\(folds\\) scores its patients already"):
         inference_variants.score_variants(folders[:1] * 2, predict=per_seed)
 

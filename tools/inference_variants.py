@@ -3,7 +3,7 @@ patients at the original 256x256 geometry, after the reference's post-processing
 largest connected component), each variant paired patient by patient with what it adds to.
 
     python -m tools.inference_variants RUN_FOLDER [RUN_FOLDER ...] [--ensemble] [--thresholds 0.4 0.3]
-                                       [--cache-dir DIR] [--out FILE.md]                           (repo root)
+                                       [--without-tta] [--cache-dir DIR] [--out FILE.md]           (repo root)
 
 A run folder is what experiments.py leaves (results.json, weights/unet.pt); each run is scored on its own
 validation patients with its best weights, without and with flip TTA (the mean of the prediction and the
@@ -55,9 +55,10 @@ def validation_patients(folder):
 
 
 def score_variants(folders, ensemble=False, cache_dir=None, device="cpu", predict=native_probabilities,
-                   thresholds=()):
-    """{variant: {patient: DSC}}: per experiment without and with TTA; with ensemble, the mean probabilities of
-    all the runs too; each at threshold 0.5 and at each of thresholds. predict(folder, cache_dir, device, tta)
+                   thresholds=(), tta=True):
+    """{variant: {patient: DSC}}: per experiment without and (unless tta is False) with TTA; with ensemble, the
+    mean probabilities of all the runs too; each at threshold 0.5 and at each of thresholds. predict(folder,
+    cache_dir, device, tta)
     yields (patient, probabilities, truth)."""
     folders = [Path(folder) for folder in folders]
     check_rows(folders)
@@ -70,17 +71,18 @@ def score_variants(folders, ensemble=False, cache_dir=None, device="cpu", predic
             name = variant + (f"{AT}{threshold:g}" if threshold != 0.5 else "")
             scores.setdefault(name, {})[patient] = score(probabilities, truth, threshold)
 
+    flips = (False, True) if tta else (False,)
     for folder in folders:
-        for tta in (False, True):
-            for patient, probabilities, truth in predict(folder, cache_dir, device, tta):
-                add(experiment_of(folder) + (TTA if tta else ""), patient, probabilities, truth)
+        for flip in flips:
+            for patient, probabilities, truth in predict(folder, cache_dir, device, flip):
+                add(experiment_of(folder) + (TTA if flip else ""), patient, probabilities, truth)
                 if ensemble:
-                    sums[tta][patient] = sums[tta].get(patient, 0) + probabilities.astype(np.float32)
+                    sums[flip][patient] = sums[flip].get(patient, 0) + probabilities.astype(np.float32)
                     truths[patient] = truth
     if ensemble:
-        for tta in (False, True):
-            for patient, total in sums[tta].items():
-                add(f"ensemble of {members}" + (TTA if tta else ""), patient, total / members, truths[patient])
+        for flip in flips:
+            for patient, total in sums[flip].items():
+                add(f"ensemble of {members}" + (TTA if flip else ""), patient, total / members, truths[patient])
     return scores
 
 
@@ -156,13 +158,15 @@ def main(argv=None):
     parser.add_argument("runs", nargs="+", help="run folders (results.json, weights/unet.pt)")
     parser.add_argument("--ensemble", action="store_true", help="also the mean of the runs' probabilities")
     parser.add_argument("--thresholds", type=float, nargs="*", default=(), help="also score at these thresholds")
+    parser.add_argument("--without-tta", action="store_true", help="no flip TTA variants (half the inference)")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", help="write the table here (markdown: the command, its commit, the runs' provenance "
                                       "and the patients below 0.5), keeping its hand-written analysis")
     args = parser.parse_args(argv)
     try:
-        scores = score_variants(args.runs, args.ensemble, args.cache_dir, args.device, thresholds=args.thresholds)
+        scores = score_variants(args.runs, args.ensemble, args.cache_dir, args.device, thresholds=args.thresholds,
+                                tta=not args.without_tta)
     except ValueError as error:
         parser.error(str(error))
     lines = table(scores, experiment_of(args.runs[0]))
