@@ -166,6 +166,14 @@ def load_note(results):
     return f", mean load {np.mean(loads):.1f}" if loads else ""
 
 
+def wall_note(results):
+    """A wall time below the training time it contains counts only a resumed run's last segment (code before
+    train.py added up the segments' wall times): say so rather than let it pass for the run's."""
+    if results.get("wall_seconds", 0) < results.get("train_seconds", 0):
+        return " (its last segment only: less than its training time)"
+    return ""
+
+
 def earlier_note(results):
     """A resumed run's earlier epochs may have been trained by other code: name those commits."""
     earlier = [commit for commit in results.get("earlier_commits", []) if commit != results["commit"]]
@@ -184,7 +192,8 @@ def provenance_lines(runs):
             f"split: {results.get('split', '?')}, training seed {parameters.training_seed(run.params)}, "
             f"{len(results['history'])} epochs at {describe_size(run.params)} px, "
             f"batch {run.params['batch_size']}, train {results['train_seconds']:.0f} s, "
-            f"wall {results.get('wall_seconds', 0):.0f} s, data {results['data_dir']}" + load_note(results)
+            f"wall {results.get('wall_seconds', 0):.0f} s{wall_note(results)}, data {results['data_dir']}"
+            + load_note(results)
         )
     return lines
 

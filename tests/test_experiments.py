@@ -501,6 +501,10 @@ def test_provenance_names_the_commits_of_a_resumed_runs_earlier_epochs():
     assert report.earlier_note(dict(commit="b", earlier_commits=["a", "b"])) == " (earlier epochs at a)"
     assert report.earlier_note(dict(commit="b", earlier_commits=["b"])) == ""
     assert report.earlier_note(dict(commit="b")) == ""
+    # a resumed run whose wall time counts its last segment only (older code) is said to
+    assert report.wall_note(dict(train_seconds=3111, wall_seconds=2439)) == \
+        " (its last segment only: less than its training time)"
+    assert report.wall_note(dict(train_seconds=60, wall_seconds=61)) == ""
 
 
 def test_provenance_names_the_training_seed_not_only_the_splits(tmp_path):
