@@ -58,7 +58,8 @@ def test_each_run_with_and_without_tta_and_their_ensemble_hand_computed(tmp_path
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in lines[2:]}
     assert rows["r1 + flip TTA"][4:8] == ["0", "r1", "-0.3333", "-0.3333 to -0.3333"]
     assert rows["r2"][4] == "1"  # below 0.5
-    assert rows["ensemble of 2"][5:7] == ["r1", "+0.0000"] and rows["r1"][5] == ""
+    assert [line.split(" | ")[5:7] for line in lines if line.startswith("| ensemble of 2 |")] == \
+        [["r1", "+0.0000"], ["r2", "+1.0000"]] and rows["r1"][5] == ""
 
 
 def test_other_thresholds_are_scored_against_the_same_variant_at_one_half(tmp_path):
@@ -101,7 +102,10 @@ def test_two_recipes_5_folds_ensemble_fold_by_fold_and_pool_into_one_row(tmp_pat
     assert scores["ensemble of 2"] == pytest.approx({"a": 1.0, "b": 1.0})
     lines = inference_variants.table(scores, "r1 (folds)")
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in lines[2:]}
-    assert rows["ensemble of 2"][1] == "2" and rows["ensemble of 2"][5] == "r1 (folds)"
+    assert rows["ensemble of 2"][1] == "2" and rows["ensemble of 2"][5] == "r2 (folds)"  # the last line of it
+    against = [line.split(" | ")[5:7] for line in lines if line.startswith("| ensemble of 2 |")]
+    assert against == [["r1 (folds)", "+0.0000"], ["r2 (folds)", "+1.0000"]]  # against each member, first first
+    assert len([line for line in lines if line.startswith("| ensemble of 2 + flip TTA |")]) == 1
 
 
 def test_a_recipe_at_another_training_seed_is_a_row_of_its_own_and_the_same_run_twice_is_refused(tmp_path):

@@ -134,22 +134,29 @@ def baseline_of(variant, first):
 
 
 def table(scores, first):
-    """Markdown lines: per variant its mean and median DSC, and the paired difference from its baseline."""
+    """Markdown lines: per variant its mean and median DSC, and the paired difference from its baseline; the
+    ensemble (at 0.5, without TTA) against each of its members too, a line each."""
     lines = [f"| variant | patients | mean DSC | median DSC | below {FAILED} | against | mean difference | "
              "95% interval | Wilcoxon p | better / worse / tied |", "|---|---:|---:|---:|---:|---|---:|---|---:|---|"]
+    members = [variant for variant in scores if not variant.startswith("ensemble of ") and TTA not in variant
+               and AT not in variant]
     for variant, per_patient in scores.items():
         values = np.array(list(per_patient.values()))
         cells = [variant, str(len(values)), f"{values.mean():.4f}", f"{np.median(values):.4f}",
                  str(int((values < FAILED).sum()))]
-        baseline = baseline_of(variant, first)
-        paired = paired_comparison(scores[baseline], per_patient) if baseline else None
-        if paired:
-            p = "—" if paired["wilcoxon_p"] is None else f"{paired['wilcoxon_p']:.3g}"
-            cells += [baseline, f"{paired['mean_difference']:+.4f}", f"{paired['low']:+.4f} to {paired['high']:+.4f}",
-                      p, f"{paired['improved']} / {paired['worse']} / {paired['tied']}"]
-        else:
-            cells += [""] * 5
-        lines.append("| " + " | ".join(cells) + " |")
+        baselines = [baseline_of(variant, first)]
+        if variant.startswith("ensemble of ") and TTA not in variant and AT not in variant:
+            baselines += [member for member in members if member != first]
+        for baseline in baselines:
+            paired = paired_comparison(scores[baseline], per_patient) if baseline else None
+            if paired:
+                p = "—" if paired["wilcoxon_p"] is None else f"{paired['wilcoxon_p']:.3g}"
+                against = [baseline, f"{paired['mean_difference']:+.4f}",
+                           f"{paired['low']:+.4f} to {paired['high']:+.4f}", p,
+                           f"{paired['improved']} / {paired['worse']} / {paired['tied']}"]
+            else:
+                against = [""] * 5
+            lines.append("| " + " | ".join(cells + against) + " |")
     return lines
 
 
