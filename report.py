@@ -169,7 +169,7 @@ def load_note(results):
 def wall_note(results):
     """A wall time below the training time it contains counts only a resumed run's last segment (code before
     train.py added up the segments' wall times): say so rather than let it pass for the run's."""
-    if results.get("wall_seconds", 0) < results.get("train_seconds", 0):
+    if results.get("resumed_after_epochs") and results.get("wall_seconds", 0) < results.get("train_seconds", 0):
         return " (its last segment only: less than its training time)"
     return ""
 

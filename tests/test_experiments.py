@@ -502,9 +502,10 @@ def test_provenance_names_the_commits_of_a_resumed_runs_earlier_epochs():
     assert report.earlier_note(dict(commit="b", earlier_commits=["b"])) == ""
     assert report.earlier_note(dict(commit="b")) == ""
     # a resumed run whose wall time counts its last segment only (older code) is said to
-    assert report.wall_note(dict(train_seconds=3111, wall_seconds=2439)) == \
+    assert report.wall_note(dict(train_seconds=3111, wall_seconds=2439, resumed_after_epochs=[6])) == \
         " (its last segment only: less than its training time)"
-    assert report.wall_note(dict(train_seconds=60, wall_seconds=61)) == ""
+    assert report.wall_note(dict(train_seconds=60, wall_seconds=61, resumed_after_epochs=[6])) == ""
+    assert report.wall_note(dict(train_seconds=60, wall_seconds=50)) == ""  # never resumed: no segment to blame
 
 
 def test_provenance_names_the_training_seed_not_only_the_splits(tmp_path):
