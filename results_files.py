@@ -2,6 +2,7 @@
 and the hand-written analysis between two markers, kept when the file is written again (REPORT.md's too)."""
 
 import shlex
+import sys
 from pathlib import Path
 
 from safe_files import write_atomic
@@ -27,14 +28,17 @@ def analysis_section(out, heading="## What it says"):
     return ["", heading, "", ANALYSIS_START, kept_analysis(out), ANALYSIS_END]
 
 
-def written_by(module, argv):
-    """"Written by `python -m module argv...` at commit C." (runtime.git_commit: -dirty with uncommitted changes)."""
+def written_by(module, argv=None):
+    """"Written by `python -m module argv...` at commit C." (runtime.git_commit: -dirty with uncommitted changes);
+    argv None: the command line's own, as a tool's main(argv=None) was called."""
     import runtime  # it loads torch: only when a file is written
 
+    argv = sys.argv[1:] if argv is None else argv
     return f"Written by `{shlex.join(['python', '-m', module, *argv])}` at commit {runtime.git_commit()}."
 
 
 def write(out, title, module, argv, intro, lines):
-    """Write out: the title, who wrote it and what its figures are (intro), lines, and the kept analysis."""
+    """Write out: the title, who wrote it (written_by) and what its figures are (intro), lines, and the kept
+    analysis."""
     text = [f"# {title}", "", f"{written_by(module, argv)} {intro}".rstrip(), "", *lines, *analysis_section(out)]
     write_atomic(out, ("\n".join(text) + "\n").encode())

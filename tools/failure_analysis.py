@@ -198,10 +198,9 @@ def main(argv=None):
         lines += ["", f"Picture: {args.picture} (predictions of {', '.join(shown) or 'no recipe: no weights kept'})."]
     if args.out:
         results_files.write(args.out, "Which patients fail, and where their predictions went", "tools.failure_analysis",
-                            argv if argv is not None else sys.argv[1:],
-                            "DSC per patient at the original 256x256 geometry (inference with each fold's best "
-                            "weights, after the 3-D largest connected component); below "
-                            f"{FAILED} counts as failed. P and R: precision and recall.", lines)
+                            argv, "DSC per patient at the original 256x256 geometry (inference with each fold's best "
+                            f"weights, after the 3-D largest connected component); below {FAILED} counts as failed. "
+                            "P and R: precision and recall.", lines)
     print("\n".join(lines))
     return 0
 

@@ -146,7 +146,7 @@ def main(argv=None):
     rows = [run_row(run, grid_iou(grid_predictions(run, args.device))) for run in found]
     figures = [run.folder / runs.PREDICTIONS_DIR / "examples.png" for run in found]
     kinds = [by_image_kind(run) for run in found]
-    print(f"wrote {write(rows, figures, args.title, sys.argv[1:] if argv is None else argv, args.out, kinds)}")
+    print(f"wrote {write(rows, figures, args.title, argv, args.out, kinds)}")
     return 0
 
 

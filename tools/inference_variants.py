@@ -58,8 +58,7 @@ def score_variants(folders, ensemble=False, cache_dir=None, device="cpu", predic
                    thresholds=(), tta=True):
     """{variant: {patient: DSC}}: per experiment without and (unless tta is False) with TTA; with ensemble, the
     mean probabilities of all the runs too; each at threshold 0.5 and at each of thresholds. predict(folder,
-    cache_dir, device, tta)
-    yields (patient, probabilities, truth)."""
+    cache_dir, device, tta) yields (patient, probabilities, truth)."""
     folders = [Path(folder) for folder in folders]
     check_rows(folders)
     members = ensemble_members(folders) if ensemble else None
@@ -73,9 +72,10 @@ def score_variants(folders, ensemble=False, cache_dir=None, device="cpu", predic
 
     flips = (False, True) if tta else (False,)
     for folder in folders:
+        row = experiment_of(folder)
         for flip in flips:
             for patient, probabilities, truth in predict(folder, cache_dir, device, flip):
-                add(experiment_of(folder) + (TTA if flip else ""), patient, probabilities, truth)
+                add(row + (TTA if flip else ""), patient, probabilities, truth)
                 if ensemble:
                     sums[flip][patient] = sums[flip].get(patient, 0) + probabilities.astype(np.float32)
                     truths[patient] = truth
@@ -91,12 +91,12 @@ def check_rows(folders):
     and training seed given twice for a fold)."""
     rows = {}
     for folder in folders:
-        patients = set(validation_patients(folder))
-        for other, its_patients in rows.setdefault(experiment_of(folder), []):
+        row, patients = experiment_of(folder), set(validation_patients(folder))
+        for other, its_patients in rows.setdefault(row, []):
             if patients & its_patients:
-                raise ValueError(f"{folder}: {experiment_of(folder)} scores its patients already (from {other}); "
+                raise ValueError(f"{folder}: {row} scores its patients already (from {other}); "
                                  "give each recipe and training seed once per fold")
-        rows[experiment_of(folder)].append((folder, patients))
+        rows[row].append((folder, patients))
 
 
 def ensemble_members(folders):
@@ -179,7 +179,7 @@ def main(argv=None):
     lines = table(scores, experiment_of(args.runs[0]))
     print("\n".join(lines))
     if args.out:
-        write_results(args.out, scores, lines, args.runs, argv if argv is not None else sys.argv[1:])
+        write_results(args.out, scores, lines, args.runs, argv)
     return 0
 
 

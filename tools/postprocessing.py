@@ -97,11 +97,11 @@ def fold_runs(recipe_folder):
     return found
 
 
-def folds_lines(recipe_folder, cache_dir=None, device="cpu"):
-    """The --folds table and its cross-validated choice, as markdown lines."""
-    per_fold = {run.fold: score_run(run.folder, cache_dir, device) for run in fold_runs(recipe_folder)}
+def folds_lines(found, cache_dir=None, device="cpu"):
+    """The --folds table of one recipe's fold runs (fold_runs) and its cross-validated choice, as markdown lines."""
+    per_fold = {run.fold: score_run(run.folder, cache_dir, device) for run in found}
     pooled = {rule: {p: v for scores in per_fold.values() for p, v in scores[rule].items()} for rule in RULES}
-    lines = [f"{Path(recipe_folder).name}, folds {', '.join(map(str, sorted(per_fold)))}, "
+    lines = [f"{found[0].name}, folds {', '.join(map(str, sorted(per_fold)))}, "
              f"{len(pooled[REFERENCE_RULE])} patients", "",
              "| rule | pooled mean DSC | patients at 0 |", "|---|---:|---:|"]
     for rule, scores in pooled.items():
@@ -128,8 +128,9 @@ def main(argv=None):
                                       "provenance), keeping its hand-written analysis")
     args = parser.parse_args(argv)
     if args.folds:
-        lines = [line for folder in args.runs for line in folds_lines(folder, args.cache_dir) + [""]]
-        used = [run for folder in args.runs for run in fold_runs(folder)]
+        recipes = [fold_runs(folder) for folder in args.runs]
+        lines = [line for found in recipes for line in folds_lines(found, args.cache_dir) + [""]]
+        used = [run for found in recipes for run in found]
     else:
         lines = ["| run | patients | " + " | ".join(RULES) + " |", "|---|---|" + "---|" * len(RULES)]
         for folder in args.runs:
@@ -144,7 +145,7 @@ def main(argv=None):
 
         results_files.write(
             args.out, "Post-processing: the reference's 3-D largest connected component against other rules",
-            "tools.postprocessing", argv if argv is not None else sys.argv[1:],
+            "tools.postprocessing", argv,
             "Every rule post-processes the same probabilities (each run's best weights, its own validation "
             "patients, put back to the original 256x256 geometry, threshold 0.5); DSC per patient at 256x256. "
             "Runs:", report.provenance_lines(used) + [""] + lines)

@@ -149,8 +149,7 @@ def main(argv=None):
     if args.out:
         results_files.write(
             args.out, "The README's \"Your own images\" commands, replayed in a fresh clone", "tools.readme_replay",
-            argv if argv is not None else sys.argv[1:],
-            "Each command in a `git clone` of that commit, its data_path swapped for the local copy, "
+            argv, "Each command in a `git clone` of that commit, its data_path swapped for the local copy, "
             f"`-p epochs {args.epochs}` added (a check of the path, not a score), then `papermill --log-output "
             "inference.ipynb inference.out.ipynb -p data_path <the same>`. "
             f"Machine: {machine}; the wall times are a record, not speed figures (nothing else was stopped).", lines)

@@ -27,7 +27,6 @@ import results_files
 from runs import load_runs
 
 
-
 def recipe_scores(runs_dir):
     """{recipe: cross_validation entry} of a runs folder's k-fold recipes."""
     return comparisons.cross_validation(load_runs(runs_dir))
@@ -139,8 +138,7 @@ def main(argv=None):
         seeds[label] = recipe_scores(folder)
     lines = lines_for(seeds, args.baseline)
     if args.out:
-        results_files.write(args.out, "What a second training seed changes", "tools.seed_variance",
-                            argv if argv is not None else sys.argv[1:],
+        results_files.write(args.out, "What a second training seed changes", "tools.seed_variance", argv,
                             "Per-patient DSC at the original 256x256 geometry (inference with each fold's best "
                             "weights), pooled over the folds each seed has run; the folds are the same at every seed "
                             "(the split's seed is 42).", lines)
