@@ -82,13 +82,15 @@ def cross_validation(runs):
         if run.fold is None:
             continue
         entry = table.setdefault(run.name, dict(folds=run.params["folds"], fold_dsc={}, patients={}, native={},
-                                                last={}, last_native={}, unfinished=[]))
+                                                last={}, last_native={}, unfinished=[], fold_pixels={}))
         entry["fold_dsc"][run.fold] = run.results["best_val_dsc"]
         entry["patients"].update(run.per_patient_at_best)
         # the last epoch's scores beside the best's: choosing the best epoch on these patients flatters
         last = run.results["history"][-1] if run.results["history"] else {}
         entry["last"].update(last.get("val_dsc_per_patient", {}))
         entry["last_native"].update(last.get("val_dsc_native_per_patient", {}))
+        if "pixels" in last:  # the training compute: image pixels trained on (the budget is per fold)
+            entry["fold_pixels"][run.fold] = last["pixels"]
         entry["native"].update(native_scores(run.folder))
         if not run.finished:
             entry["unfinished"].append(run.fold)

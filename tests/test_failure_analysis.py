@@ -53,3 +53,40 @@ def test_recipe_rows_pool_the_folds_and_take_old_columns_as_unknown(tmp_path):
     assert rows["p1"]["fold"] == 0 and rows["p1"]["dsc_without_lcc"] == 0.5 and rows["p1"]["components"] == 3
     assert rows["p2"]["fold"] == 1 and rows["p2"]["dsc"] == 0.25
     assert rows["p2"]["dsc_without_lcc"] != rows["p2"]["dsc_without_lcc"]  # nan: not in that run's file
+
+
+def test_the_picture_shows_the_predictions_of_the_runs_that_kept_their_weights(phantom_dir, blob_run, tmp_path):
+    """The table reads the committed small files; --weights points the picture at the runs that kept weights."""
+    import shutil
+
+    import imageio.v3 as iio
+    import numpy as np
+
+    folder, patients = blob_run
+    local = tmp_path / "local" / "blob"
+    shutil.copytree(folder, local / "fold-0")
+    for label in ("blob", "other"):  # committed: results.json and metrics.csv, no weights
+        committed = tmp_path / "committed" / label / "fold-0"
+        (committed / "predictions").mkdir(parents=True)
+        shutil.copy(folder / "results.json", committed / "results.json")
+        with open(committed / "predictions" / "metrics.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, ["patient", *failure_analysis.NUMERIC])
+            writer.writeheader()
+            for patient in patients:
+                writer.writerow(dict(patient=patient, dsc="0.1", dsc_without_lcc="0.1", precision="0.2", recall="0.1",
+                                     predicted_voxels="50", true_voxels="100", components="2"))
+    out, picture = tmp_path / "results" / "failures.md", tmp_path / "results" / "figures" / "failures.png"
+    picture.parent.mkdir(parents=True)
+    argv = [str(phantom_dir), f"blob={tmp_path / 'committed' / 'blob'}", f"other={tmp_path / 'committed' / 'other'}",
+            "--weights", f"blob={local}", "--picture", str(picture), "--out", str(out)]
+    assert failure_analysis.main(argv) == 0
+    text = out.read_text()
+    assert "(predictions of blob)" in text and "![The failing patients](figures/failures.png)" in text
+    image = iio.imread(picture)[..., :3].astype(int)
+    # two failing patients, one row each; the truth's column and blob's (other kept no weights): 3 inches at 80 dpi
+    assert image.shape[:2] == (2 * 240, 2 * 240)
+    reddish = (image[..., 0] > image[..., 1] + 80) & (image[..., 0] > image[..., 2] + 80)
+    assert not reddish[:, :240].any() and reddish[:, 240:].sum() > 20  # blob's outlines; none beside the truth
+    with pytest.raises(SystemExit):  # a label that names no recipe
+        failure_analysis.main(argv[:3] + ["--weights", f"blub={local}", "--picture", str(picture)])
+    np.testing.assert_equal(image, iio.imread(picture)[..., :3])  # the failed call wrote nothing

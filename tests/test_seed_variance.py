@@ -8,14 +8,15 @@ import pytest
 from tools import seed_variance
 
 
-def write_run(root, name, fold, scores, last=None):
-    """A finished fold run with per-patient DSC at 256x256 (metrics.csv) and a history of one epoch."""
+def write_run(root, name, fold, scores, last=None, pixels=1e9):
+    """A finished fold run with per-patient DSC at 256x256 (metrics.csv) and a history of one epoch that trained
+    on `pixels` image pixels."""
     folder = root / name / f"fold-{fold}"
     (folder / "predictions").mkdir(parents=True)
     rows = "".join(f"{patient},{value}\n" for patient, value in scores.items())
     (folder / "predictions" / "metrics.csv").write_text("patient,dsc\n" + rows)
     history = [dict(epoch=1, val_dsc=0.5, val_dsc_per_patient=dict.fromkeys(scores, 0.5),
-                    val_dsc_native_per_patient=last or scores)]
+                    val_dsc_native_per_patient=last or scores, pixels=pixels)]
     (folder / "results.json").write_text(json.dumps(dict(params=dict(folds=2, fold=fold, epochs=1), history=history,
                                                          best_epoch=1, best_val_dsc=0.5)))
 
@@ -27,13 +28,17 @@ def test_seed_against_seed_and_a_verdict_that_needs_every_seed(tmp_path):
             write_run(tmp_path / seed, "unet-bce_dice-fast", fold, {p: v + shift for p, v in scores.items()})
             # the lever: +0.1 on every patient at seed 42, at seed 1 +0.1 on two and -0.1 on two
             lever = {p: v + shift + (0.1 if seed == "42" or p in "ac" else -0.1) for p, v in scores.items()}
-            write_run(tmp_path / seed, "unet-bce_dice-fast-ema", fold, lever)
+            write_run(tmp_path / seed, "unet-bce_dice-fast-ema", fold, lever, pixels=(1.5e9, 2.5e9)[fold])
     seeds = {label: seed_variance.recipe_scores(tmp_path / label) for label in ("42", "1")}
     lines = seed_variance.lines_for(seeds, "unet-bce_dice-fast")
     text = "\n".join(lines)
     # per seed: 4 patients, mean 0.625, one below 0.5 (d)
     assert "| unet-bce_dice-fast | 42 | 2 of 2 | 4 | 0.6250 | 0.6500 |" in text
     assert "| unet-bce_dice-fast | 42 | 2 of 2 | 4 | 0.6250 | 0.6500 | 0.1708 | 1 |" in text
+    # training compute a fold: 1 gigapixel for the baseline, (1.5 + 2.5) / 2 for the lever, twice the baseline's
+    assert next(line for line in lines if line.startswith("| unet-bce_dice-fast | 1 |")).endswith("| 1.00 (1.00x) |")
+    assert next(line for line in lines if line.startswith("| unet-bce_dice-fast-ema | 42 |")).endswith(
+        "| 2.00 (2.00x) |")
     # seed against seed: +0.02 on every patient; d (0.40 -> 0.42) fails at both seeds
     seed_row = next(line for line in lines if line.startswith("| unet-bce_dice-fast | 1 - 42 |"))
     assert "+0.0200 [+0.0200, +0.0200]" in seed_row and "4 / 0 / 0 | 0.0200 | — |" in seed_row
@@ -47,7 +52,7 @@ def test_seed_against_seed_and_a_verdict_that_needs_every_seed(tmp_path):
 
 def test_a_recipe_better_at_both_seeds_is_called_so():
     def entry(scores):
-        return dict(native=scores, fold_dsc={0: 0.5}, folds=1, last_native_mean=None)
+        return dict(native=scores, fold_dsc={0: 0.5}, folds=1, last_native_mean=None, fold_pixels={})
 
     base = dict(a=0.5, b=0.6, c=0.7)
     seeds = {seed: {"base": entry(base), "lever": entry({p: v + delta for p, v in base.items()})}

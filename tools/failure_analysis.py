@@ -1,7 +1,8 @@
 """Which patients fail (DSC < 0.5 at the original 256x256 geometry) in cross-validation, and why.
 
     python -m tools.failure_analysis DATA LABEL=RUNS/EXPERIMENT [LABEL=RUNS/EXPERIMENT ...] \\
-        [--picture results/failures.png] [--out results/failure-analysis-cpu.md]
+        [--picture results/failure-analysis-cpu.png [--weights LABEL=RUNS/EXPERIMENT ...]] \\
+        [--out results/failure-analysis-cpu.md]
 
 Each LABEL=RUNS/EXPERIMENT is a recipe's k-fold runs (RUNS/EXPERIMENT/fold-<k>/), scored by
 tools/score_runs.py (predictions/metrics.csv). For every patient below the threshold in any recipe it gives the tumour's
@@ -10,9 +11,12 @@ filled with the FLAIR, and per recipe the DSC, the DSC without the 3-D largest c
 the predicted components and where the prediction went (DIAGNOSES). The picture shows each such patient's
 slice with the most tumour: the FLAIR with the truth outlined green and, for every recipe whose fold still has
 its weights (weights/unet.pt: runs of this machine; committed runs keep none), that recipe's prediction red.
+--weights LABEL=RUNS/EXPERIMENT says where a recipe's runs with weights are (the runs on this machine that
+tools/collect_runs copied the small files of): the table reads the committed files, the picture those weights.
 """
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -46,10 +50,14 @@ def diagnose(row):
     return next(name for name, test in DIAGNOSES if test(row))
 
 
+def fold_runs(folder):
+    """The fold runs of folder (RUNS/EXPERIMENT/fold-<k>/)."""
+    return [run for run in load_runs(Path(folder).parent) if run.name == Path(folder).name and run.fold is not None]
+
+
 def recipe_rows(folder):
     """{patient: metrics row with floats} over every fold of folder (RUNS/EXPERIMENT), and the folds' runs."""
-    runs = [run for run in load_runs(Path(folder).parent) if run.name == Path(folder).name and run.fold
-            is not None]
+    runs = fold_runs(folder)
     rows = {}
     for run in runs:
         for row in metrics_rows(run.folder):
@@ -172,21 +180,34 @@ def picture(data_dir, failed, recipes, runs, path):
     return shown
 
 
+def labelled(parser, item):
+    """(label, folder) of a LABEL=RUNS/EXPERIMENT argument."""
+    label, _, folder = item.partition("=")
+    if not folder:
+        parser.error(f"{item!r}: give LABEL=RUNS/EXPERIMENT")
+    return label, folder
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", help="kaggle_3m folder")
     parser.add_argument("recipes", nargs="+", metavar="LABEL=RUNS/EXPERIMENT")
     parser.add_argument("--picture", help="write the failing patients' figure here (PNG)")
+    parser.add_argument("--weights", action="append", default=[], metavar="LABEL=RUNS/EXPERIMENT",
+                        help="the picture's predictions of LABEL from these runs' weights (repeatable)")
     parser.add_argument("--out", help="write the analysis here (markdown, with the command and commit)")
     args = parser.parse_args(argv)
     recipes, runs = {}, {}
     for item in args.recipes:
-        label, _, folder = item.partition("=")
-        if not folder:
-            parser.error(f"{item!r}: give LABEL=RUNS/EXPERIMENT")
+        label, folder = labelled(parser, item)
         recipes[label], runs[label] = recipe_rows(folder)
         if not recipes[label]:
             parser.error(f"{folder}: no fold with predictions/metrics.csv (run python -m tools.score_runs first)")
+    for item in args.weights:
+        label, folder = labelled(parser, item)
+        if label not in recipes:
+            parser.error(f"--weights {item!r}: {label!r} is none of the recipes ({', '.join(recipes)})")
+        runs[label] = fold_runs(folder)
     failed = failures(recipes)
     patients = kaggle_3m.list_patients(args.data)
     missing = {patient: missing_sequences(patients[patient]) for patient in failed}
@@ -195,7 +216,12 @@ def main(argv=None):
                                                                                      quartiles)
     if args.picture:
         shown = picture(args.data, failed, recipes, runs, args.picture)
-        lines += ["", f"Picture: {args.picture} (predictions of {', '.join(shown) or 'no recipe: no weights kept'})."]
+        # a link the markdown file can follow: relative to the folder it is written in
+        target = Path(os.path.relpath(args.picture, Path(args.out).parent)) if args.out else Path(args.picture)
+        named = ", ".join(shown) or "no recipe: no weights kept"
+        lines += ["", "One row a failing patient: the FLAIR at its slice with the most tumour, the truth outlined "
+                  f"green, each recipe's prediction red (predictions of {named}).",
+                  "", f"![The failing patients]({target.as_posix()})"]
     if args.out:
         results_files.write(args.out, "Which patients fail, and where their predictions went", "tools.failure_analysis",
                             argv, "DSC per patient at the original 256x256 geometry (inference with each fold's best "

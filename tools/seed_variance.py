@@ -7,7 +7,8 @@ Each --seed LABEL=RUNS names a runs folder of one training seed (the same folds:
 Per recipe that has k-fold runs, with the per-patient DSC at the original 256x256 geometry (tools/score_runs.py,
 metrics.csv):
 - per seed: the folds run, the pooled mean and median, the sample standard deviation over patients, the
-  patients below 0.5, and the pooled last-epoch figure beside the best-epoch one;
+  patients below 0.5, the pooled last-epoch figure beside the best-epoch one, and the training compute (image
+  pixels a fold trained on, and its ratio to the baseline's: the issue's budget is twice the fast recipe's);
 - seed against seed, on the patients both scored: the paired mean difference with its bootstrap interval and
   Wilcoxon p, the mean absolute per-patient change, and the patients that fail at one seed only;
 - each recipe against the baseline at every seed and on the seed-averaged per-patient scores: "better" only
@@ -42,6 +43,25 @@ def describe(entry):
                 failed=int((values < FAILED).sum()), last=entry["last_native_mean"])
 
 
+def fold_pixels(entry):
+    """The mean image pixels a fold trained on (its last epoch's running count), or None where no run says."""
+    values = list(entry["fold_pixels"].values())
+    return float(np.mean(values)) if values else None
+
+
+def compute_text(entry, baseline_entry):
+    """Gigapixels a fold (mean over the recipe's folds), and the ratio to the baseline recipe's on the same folds
+    (folds differ in size) at the same seed."""
+    pixels = fold_pixels(entry)
+    if pixels is None:
+        return "—"
+    mine = entry["fold_pixels"]
+    theirs = baseline_entry["fold_pixels"] if baseline_entry else {}
+    common = sorted(set(mine) & set(theirs))
+    ratio = f" ({sum(mine[f] for f in common) / sum(theirs[f] for f in common):.2f}x)" if common else ""
+    return f"{pixels / 1e9:.2f}{ratio}"
+
+
 def compare(baseline, other):
     """comparisons.paired_comparison of two {patient: DSC}, with the mean absolute change; None without overlap."""
     result = comparisons.paired_comparison(baseline, other)
@@ -74,15 +94,19 @@ def lines_for(seeds, baseline):
     labels = list(seeds)
     recipes = sorted({recipe for entries in seeds.values() for recipe in entries})
     out = ["## Per recipe and seed", "",
-           "| recipe | seed | folds | patients at 256x256 | mean | median | sd | below 0.5 | last epoch's mean |",
-           "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+           "Training: the image pixels a fold trained on (gigapixels, mean over its folds; x "
+           f"{baseline}'s on the same folds).", "",
+           "| recipe | seed | folds | patients at 256x256 | mean | median | sd | below 0.5 | last epoch's mean | "
+           "training |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for recipe in recipes:
         for label in labels:
             if recipe in seeds[label]:
                 row = describe(seeds[label][recipe])
                 cells = [report.format_value(row[key]) for key in ("mean", "median", "sd")]
                 out.append(f"| {recipe} | {label} | {row['folds']} | {row['patients']} | " + " | ".join(cells)
-                           + f" | {row['failed']} | {report.format_value(row['last'])} |")
+                           + f" | {row['failed']} | {report.format_value(row['last'])} | "
+                           f"{compute_text(seeds[label][recipe], seeds[label].get(baseline))} |")
     out += ["", "## Seed against seed (the same recipe, the same patients)", "",
             "Mean difference (second seed minus first) with its 95% bootstrap interval over patients, the "
             "Wilcoxon signed-rank p and improve / worsen / tie; the mean absolute change per patient; the "
