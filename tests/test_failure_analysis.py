@@ -65,6 +65,12 @@ def test_the_picture_shows_the_predictions_of_the_runs_that_kept_their_weights(p
     folder, patients = blob_run
     local = tmp_path / "local" / "blob"
     shutil.copytree(folder, local / "fold-0")
+    # blob's fold 1 is still training: not in the table, so the picture must not read its (unreadable) weights
+    unscored = "TCGA_SY_0005_20000101"
+    (local / "fold-1" / "weights").mkdir(parents=True)
+    (local / "fold-1" / "weights" / "unet.pt").write_bytes(b"mid-training")
+    (local / "fold-1" / "results.json").write_text(json.dumps(dict(data_dir=str(phantom_dir), params={},
+                                                                   validation_patients=[unscored])))
     for label in ("blob", "other"):  # committed: results.json and metrics.csv, no weights
         committed = tmp_path / "committed" / label / "fold-0"
         (committed / "predictions").mkdir(parents=True)
@@ -72,7 +78,7 @@ def test_the_picture_shows_the_predictions_of_the_runs_that_kept_their_weights(p
         with open(committed / "predictions" / "metrics.csv", "w", newline="") as handle:
             writer = csv.DictWriter(handle, ["patient", *failure_analysis.NUMERIC])
             writer.writeheader()
-            for patient in patients:
+            for patient in patients + ([unscored] if label == "other" else []):
                 writer.writerow(dict(patient=patient, dsc="0.1", dsc_without_lcc="0.1", precision="0.2", recall="0.1",
                                      predicted_voxels="50", true_voxels="100", components="2"))
     out, picture = tmp_path / "results" / "failures.md", tmp_path / "results" / "figures" / "failures.png"
@@ -83,8 +89,8 @@ def test_the_picture_shows_the_predictions_of_the_runs_that_kept_their_weights(p
     text = out.read_text()
     assert "(predictions of blob)" in text and "![The failing patients](figures/failures.png)" in text
     image = iio.imread(picture)[..., :3].astype(int)
-    # two failing patients, one row each; the truth's column and blob's (other kept no weights): 3 inches at 80 dpi
-    assert image.shape[:2] == (2 * 240, 2 * 240)
+    # three failing patients, one row each; the truth's column and blob's (other kept no weights): 3 inches at 80 dpi
+    assert image.shape[:2] == (3 * 240, 2 * 240)
     reddish = (image[..., 0] > image[..., 1] + 80) & (image[..., 0] > image[..., 2] + 80)
     assert not reddish[:, :240].any() and reddish[:, 240:].sum() > 20  # blob's outlines; none beside the truth
     with pytest.raises(SystemExit):  # a label that names no recipe

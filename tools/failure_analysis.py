@@ -16,6 +16,7 @@ tools/collect_runs copied the small files of): the table reads the committed fil
 """
 
 import argparse
+import io
 import os
 import sys
 import tempfile
@@ -146,6 +147,7 @@ def predicted_masks(run, patients, work_dir):
 def picture(data_dir, failed, recipes, runs, path):
     """A row per failing patient: its slice with the most tumour, truth green, each recipe's prediction red."""
     from matplotlib.figure import Figure
+    from PIL import Image
 
     from utils import overlay
 
@@ -153,8 +155,9 @@ def picture(data_dir, failed, recipes, runs, path):
     with tempfile.TemporaryDirectory() as work_dir:
         predicted = {label: {} for label in recipes}
         for label, label_runs in runs.items():
+            scored = [patient for patient in failed if patient in recipes[label]]  # as the table: no run in training
             for run in label_runs:
-                predicted[label].update(predicted_masks(run, failed, work_dir))
+                predicted[label].update(predicted_masks(run, scored, work_dir))
         shown = [label for label in recipes if predicted[label]]
         figure = Figure(figsize=(3 * (1 + len(shown)), 3 * len(failed)))
         axes = np.atleast_2d(figure.subplots(len(failed), 1 + len(shown), squeeze=False))
@@ -168,7 +171,8 @@ def picture(data_dir, failed, recipes, runs, path):
             for axis, label in zip(row[1:], shown):
                 mask = predicted[label].get(patient)
                 if mask is None:
-                    axis.set_title(f"{label}: weights not kept", fontsize="small")
+                    why = "weights not kept" if patient in recipes[label] else "not scored"
+                    axis.set_title(f"{label}: {why}", fontsize="small")
                     axis.imshow(overlay(flair, np.zeros_like(truth[index]), truth[index]))
                 else:
                     axis.imshow(overlay(flair, mask[index], truth[index]))
@@ -176,7 +180,10 @@ def picture(data_dir, failed, recipes, runs, path):
             for axis in row:
                 axis.axis("off")
         figure.tight_layout()
-        figure.savefig(path, dpi=80)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, dpi=80, format="png")
+        # a row a patient makes a tall picture: 64 colours (grey, the two outlines, their blends) keep it under 1 MB
+        Image.open(buffer).convert("RGB").quantize(64).save(path, optimize=True)
     return shown
 
 
@@ -211,7 +218,8 @@ def main(argv=None):
     failed = failures(recipes)
     patients = kaggle_3m.list_patients(args.data)
     missing = {patient: missing_sequences(patients[patient]) for patient in failed}
-    quartiles = size_quartiles(next(iter(recipes.values())))
+    # among every patient any recipe scored (the true volume is the same in each)
+    quartiles = size_quartiles({patient: row for rows in recipes.values() for patient, row in rows.items()})
     lines = summary_lines(recipes, failed, missing, quartiles) + [""] + table_lines(recipes, failed, missing,
                                                                                      quartiles)
     if args.picture:
