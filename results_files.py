@@ -1,6 +1,7 @@
 """What every results file that a command writes shares: the line naming the command and the commit that wrote it,
 and the hand-written analysis between two markers, kept when the file is written again (REPORT.md's too)."""
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -35,6 +36,13 @@ def written_by(module, argv=None):
 
     argv = sys.argv[1:] if argv is None else argv
     return f"Written by `{shlex.join(['python', '-m', module, *argv])}` at commit {runtime.git_commit()}."
+
+
+def image_line(picture, out, alt):
+    """A markdown image of picture, its path relative to the folder of the results file out (or as given without
+    one), so that the link works where the file is read."""
+    target = Path(os.path.relpath(picture, Path(out).parent)) if out else Path(picture)
+    return f"![{alt}]({target.as_posix()})"
 
 
 def write(out, title, module, argv, intro, lines):

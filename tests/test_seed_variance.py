@@ -62,3 +62,25 @@ def test_a_recipe_better_at_both_seeds_is_called_so():
     assert row.endswith("| better at every seed |")
     assert "+0.0400 [+0.0400, +0.0400]" in row  # seed-averaged: (0.05 + 0.03) / 2
     assert seed_variance.seed_average([dict(a=0.2, b=1.0), dict(a=0.4)]) == pytest.approx(dict(a=0.3))
+
+
+def test_the_figure_has_a_panel_a_recipe_run_at_two_seeds_and_the_file_links_it(tmp_path):
+    for seed, scores in (("42", dict(a=0.9, b=0.3, c=0.6)), ("1", dict(a=0.8, b=0.7, c=0.65, d=0.1))):
+        write_run(tmp_path / seed, "unet-bce_dice-fast", 0, scores)
+    write_run(tmp_path / "42", "unet-dice", 0, dict(a=0.5))  # one seed only: no panel
+    seeds = {label: seed_variance.recipe_scores(tmp_path / label) for label in ("42", "1")}
+    # the patients both seeds scored (d: seed 1 only), first seed's DSC then the second's
+    assert seed_variance.seed_pairs(seeds) == [("unet-bce_dice-fast", "42", "1",
+                                               dict(a=(0.9, 0.8), b=(0.3, 0.7), c=(0.6, 0.65)))]
+    out, figure = tmp_path / "results" / "seeds.md", tmp_path / "results" / "seeds.png"
+    figure.parent.mkdir()
+    assert seed_variance.main(["--seed", f"42={tmp_path / '42'}", "--seed", f"1={tmp_path / '1'}", "--figure",
+                               str(figure), "--out", str(out)]) == 0
+    import imageio.v3 as iio
+
+    assert iio.imread(figure).shape[:2] == (360, 360)  # one panel: 4.5 inches at 80 dpi
+    text = out.read_text()
+    assert "![DSC per patient, seed against seed](seeds.png)" in text
+    assert "| unet-bce_dice-fast | 1 - 42 | 3 |" in text
+    # b fails at seed 42 only: the table and the figure's red points say so
+    assert "| 0.1833 | b |" in text

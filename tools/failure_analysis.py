@@ -17,7 +17,6 @@ tools/collect_runs copied the small files of): the table reads the committed fil
 
 import argparse
 import io
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -224,12 +223,10 @@ def main(argv=None):
                                                                                      quartiles)
     if args.picture:
         shown = picture(args.data, failed, recipes, runs, args.picture)
-        # a link the markdown file can follow: relative to the folder it is written in
-        target = Path(os.path.relpath(args.picture, Path(args.out).parent)) if args.out else Path(args.picture)
         named = ", ".join(shown) or "no recipe: no weights kept"
         lines += ["", "One row a failing patient: the FLAIR at its slice with the most tumour, the truth outlined "
                   f"green, each recipe's prediction red (predictions of {named}).",
-                  "", f"![The failing patients]({target.as_posix()})"]
+                  "", results_files.image_line(args.picture, args.out, "The failing patients")]
     if args.out:
         results_files.write(args.out, "Which patients fail, and where their predictions went", "tools.failure_analysis",
                             argv, "DSC per patient at the original 256x256 geometry (inference with each fold's best "

@@ -1,7 +1,7 @@
 """What a second training seed changes, and which recipe differences survive it.
 
     python -m tools.seed_variance --seed 42=results/real-data-cpu/runs --seed 1=results/real-data-cpu/runs-seed-1 \
-        [--baseline unet-bce_dice-fast] [--out results/seed-variance-cpu.md]
+        [--baseline unet-bce_dice-fast] [--figure results/seed-variance-cpu.png] [--out results/seed-variance-cpu.md]
 
 Each --seed LABEL=RUNS names a runs folder of one training seed (the same folds: the split's seed is the same).
 Per recipe that has k-fold runs, with the per-patient DSC at the original 256x256 geometry (tools/score_runs.py,
@@ -12,7 +12,8 @@ metrics.csv):
 - seed against seed, on the patients both scored: the paired mean difference with its bootstrap interval and
   Wilcoxon p, the mean absolute per-patient change, and the patients that fail at one seed only;
 - each recipe against the baseline at every seed and on the seed-averaged per-patient scores: "better" only
-  where the interval excludes 0 at every seed.
+  where the interval excludes 0 at every seed;
+- with --figure, a panel a recipe run at two seeds: each patient's DSC at the first seed against the second's.
 """
 
 import argparse
@@ -113,13 +114,10 @@ def lines_for(seeds, baseline):
             "patients below 0.5 at one seed only.", "",
             "| recipe | seeds | patients | difference | mean absolute change | fail at one seed only |",
             "|---|---|---:|---|---:|---|"]
-    for recipe in recipes:
-        present = [label for label in labels if recipe in seeds[label]]
-        for first, second in zip(present, present[1:]):
-            result = compare(seeds[first][recipe]["native"], seeds[second][recipe]["native"])
-            if result:
-                out.append(f"| {recipe} | {second} - {first} | {result['patients']} | {interval_text(result)} | "
-                           f"{result['mean_abs']:.4f} | {', '.join(result['fail_one_only']) or '—'} |")
+    for recipe, first, second, _ in seed_pairs(seeds):
+        result = compare(seeds[first][recipe]["native"], seeds[second][recipe]["native"])
+        out.append(f"| {recipe} | {second} - {first} | {result['patients']} | {interval_text(result)} | "
+                   f"{result['mean_abs']:.4f} | {', '.join(result['fail_one_only']) or '—'} |")
     out += ["", f"## Each recipe against {baseline}", "",
             "At every seed on its own, and on the per-patient scores averaged over the seeds. \"Better\" (or "
             "\"worse\") only where the interval excludes 0 at every seed.", "",
@@ -147,11 +145,49 @@ def lines_for(seeds, baseline):
     return out
 
 
+def seed_pairs(seeds):
+    """[(recipe, first label, second label, {patient: (DSC at first, DSC at second)})] for each recipe and each pair
+    of consecutive seeds that scored it, on the patients both scored."""
+    labels, pairs = list(seeds), []
+    for recipe in sorted({recipe for entries in seeds.values() for recipe in entries}):
+        present = [label for label in labels if recipe in seeds[label]]
+        for first, second in zip(present, present[1:]):
+            a, b = seeds[first][recipe]["native"], seeds[second][recipe]["native"]
+            common = sorted(set(a) & set(b))
+            if common:
+                pairs.append((recipe, first, second, {patient: (a[patient], b[patient]) for patient in common}))
+    return pairs
+
+
+def plot_seed_pairs(pairs):
+    """A panel a seed_pairs entry: a point a patient (DSC at one seed against the other), the diagonal, and the
+    0.5 lines below which a patient counts as failed; the patients failing at one seed only in red."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4.5 * len(pairs), 4.5))
+    for axis, (recipe, first, second, scores) in zip(figure.subplots(1, len(pairs), squeeze=False)[0], pairs):
+        x, y = np.array(list(scores.values())).T
+        one_only = (x < FAILED) != (y < FAILED)
+        axis.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
+        axis.axhline(FAILED, color="grey", linestyle="--", linewidth=0.8)
+        axis.axvline(FAILED, color="grey", linestyle="--", linewidth=0.8)
+        axis.scatter(x[~one_only], y[~one_only], s=12, color="tab:blue")
+        axis.scatter(x[one_only], y[one_only], s=16, color="tab:red", label=f"below {FAILED} at one seed only")
+        axis.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), aspect="equal", xlabel=f"DSC at seed {first}",
+                 ylabel=f"DSC at seed {second}", title=f"{recipe}\n{len(scores)} patients, mean |change| "
+                 f"{np.mean(np.abs(y - x)):.3f}")
+        axis.title.set_fontsize("small")
+        axis.legend(loc="lower right", fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", action="append", required=True, metavar="LABEL=RUNS",
                         help="a training seed's runs folder; give two or more")
     parser.add_argument("--baseline", default=comparisons.FAST_RECIPE, help="the recipe the others are paired with")
+    parser.add_argument("--figure", help="write the seed-against-seed panels here (PNG)")
     parser.add_argument("--out", help="write the tables here (markdown, with the command and commit)")
     args = parser.parse_args(argv)
     seeds = {}
@@ -161,6 +197,11 @@ def main(argv=None):
             parser.error(f"{item!r}: give LABEL=RUNS, an existing runs folder")
         seeds[label] = recipe_scores(folder)
     lines = lines_for(seeds, args.baseline)
+    pairs = seed_pairs(seeds)
+    if args.figure and pairs:
+        plot_seed_pairs(pairs).savefig(args.figure, dpi=80)
+        lines += ["", "Each patient's DSC at one seed against the other (red: below 0.5 at one seed only):", "",
+                  results_files.image_line(args.figure, args.out, "DSC per patient, seed against seed")]
     if args.out:
         results_files.write(args.out, "What a second training seed changes", "tools.seed_variance", argv,
                             "Per-patient DSC at the original 256x256 geometry (inference with each fold's best "
