@@ -41,7 +41,7 @@ def test_seed_against_seed_and_a_verdict_that_needs_every_seed(tmp_path):
         "| 2.00 (2.00x) |")
     # seed against seed: +0.02 on every patient; d (0.40 -> 0.42) fails at both seeds
     seed_row = next(line for line in lines if line.startswith("| unet-bce_dice-fast | 1 - 42 |"))
-    assert "+0.0200 [+0.0200, +0.0200]" in seed_row and "4 / 0 / 0 | 0.0200 | — |" in seed_row
+    assert "+0.0200 [+0.0200, +0.0200]" in seed_row and seed_row.endswith("4 / 0 / 0 | 0.0200 | — | d |")
     lever_row = next(line for line in lines if line.startswith("| unet-bce_dice-fast-ema | 1 - 42 |"))
     assert "| 0.1000 |" in lever_row and "TCGA" not in lever_row
     against = lines[lines.index("## Each recipe against unet-bce_dice-fast"):]
@@ -83,4 +83,4 @@ def test_the_figure_has_a_panel_a_recipe_run_at_two_seeds_and_the_file_links_it(
     assert "![DSC per patient, seed against seed](seeds.png)" in text
     assert "| unet-bce_dice-fast | 1 - 42 | 3 |" in text
     # b fails at seed 42 only: the table and the figure's red points say so
-    assert "| 0.1833 | b |" in text
+    assert "| 0.1833 | b | — |" in text

@@ -10,7 +10,7 @@ metrics.csv):
   patients below 0.5, the pooled last-epoch figure beside the best-epoch one, and the training compute (image
   pixels a fold trained on, and its ratio to the baseline's: the issue's budget is twice the fast recipe's);
 - seed against seed, on the patients both scored: the paired mean difference with its bootstrap interval and
-  Wilcoxon p, the mean absolute per-patient change, and the patients that fail at one seed only;
+  Wilcoxon p, the mean absolute per-patient change, and the patients that fail at one seed only and at both;
 - each recipe against the baseline at every seed and on the seed-averaged per-patient scores: "better" only
   where the interval excludes 0 at every seed;
 - with --figure, a panel a recipe run at two seeds: each patient's DSC at the first seed against the second's.
@@ -71,6 +71,7 @@ def compare(baseline, other):
     patients = sorted(set(baseline) & set(other))
     result["mean_abs"] = float(np.mean([abs(other[p] - baseline[p]) for p in patients]))
     result["fail_one_only"] = sorted(p for p in patients if (baseline[p] < FAILED) != (other[p] < FAILED))
+    result["fail_both"] = sorted(p for p in patients if baseline[p] < FAILED and other[p] < FAILED)
     return result
 
 
@@ -111,13 +112,14 @@ def lines_for(seeds, baseline):
     out += ["", "## Seed against seed (the same recipe, the same patients)", "",
             "Mean difference (second seed minus first) with its 95% bootstrap interval over patients, the "
             "Wilcoxon signed-rank p and improve / worsen / tie; the mean absolute change per patient; the "
-            "patients below 0.5 at one seed only.", "",
-            "| recipe | seeds | patients | difference | mean absolute change | fail at one seed only |",
-            "|---|---|---:|---|---:|---|"]
+            "patients below 0.5 at one seed only, and at both.", "",
+            "| recipe | seeds | patients | difference | mean absolute change | fail at one seed only | fail at both |",
+            "|---|---|---:|---|---:|---|---|"]
     for recipe, first, second, _ in seed_pairs(seeds):
         result = compare(seeds[first][recipe]["native"], seeds[second][recipe]["native"])
         out.append(f"| {recipe} | {second} - {first} | {result['patients']} | {interval_text(result)} | "
-                   f"{result['mean_abs']:.4f} | {', '.join(result['fail_one_only']) or '—'} |")
+                   f"{result['mean_abs']:.4f} | {', '.join(result['fail_one_only']) or '—'} | "
+                   f"{', '.join(result['fail_both']) or '—'} |")
     out += ["", f"## Each recipe against {baseline}", "",
             "At every seed on its own, and on the per-patient scores averaged over the seeds. \"Better\" (or "
             "\"worse\") only where the interval excludes 0 at every seed.", "",
