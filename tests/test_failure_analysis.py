@@ -96,3 +96,27 @@ def test_the_picture_shows_the_predictions_of_the_runs_that_kept_their_weights(p
     with pytest.raises(SystemExit):  # a label that names no recipe
         failure_analysis.main(argv[:3] + ["--weights", f"blub={local}", "--picture", str(picture)])
     np.testing.assert_equal(image, iio.imread(picture)[..., :3])  # the failed call wrote nothing
+
+
+@pytest.mark.parametrize("lesion, expected", [(200, 2.0), (40, 0.4)])
+def test_flair_contrast_is_the_abnormality_over_the_rest_of_the_head(tmp_path, lesion, expected):
+    import numpy as np
+
+    from conftest import write_patient
+    from layouts import kaggle_3m
+
+    images, masks = [], []
+    for number in range(2):
+        image = np.zeros((16, 16, 3), np.uint8)
+        image[2:-2, 2:-2] = (60, 100, 80)  # the head; its FLAIR (channel 1) 100, the background 0
+        mask = np.zeros((16, 16), np.uint8)
+        if number == 0:
+            mask[6:10, 6:10] = 255
+            image[6:10, 6:10, kaggle_3m.FLAIR_CHANNEL] = lesion
+        images.append(image)
+        masks.append(mask)
+    write_patient(tmp_path, "TCGA_SY_0001_20000101", images, masks)
+    slices = kaggle_3m.list_patients(tmp_path)["TCGA_SY_0001_20000101"]
+    assert failure_analysis.flair_contrast(slices) == pytest.approx(expected)
+    write_patient(tmp_path, "TCGA_SY_0002_20000101", images, [np.zeros((16, 16), np.uint8)] * 2)
+    assert np.isnan(failure_analysis.flair_contrast(kaggle_3m.list_patients(tmp_path)["TCGA_SY_0002_20000101"]))

@@ -66,11 +66,31 @@ def recipe_rows(folder):
     return rows, runs
 
 
+def quartiles(values):
+    """{patient: 1..4}, the quartile of each patient's value among all of values ({patient: value}; 1: the
+    lowest)."""
+    edges = np.percentile(list(values.values()), [25, 50, 75])
+    return {patient: int(np.searchsorted(edges, value, side="right")) + 1 for patient, value in values.items()}
+
+
 def size_quartiles(rows):
     """{patient: 1..4}, the quartile of its true tumour volume among the scored patients (1: the smallest)."""
-    sizes = {patient: row["true_voxels"] for patient, row in rows.items()}
-    edges = np.percentile(list(sizes.values()), [25, 50, 75])
-    return {patient: int(np.searchsorted(edges, size, side="right")) + 1 for patient, size in sizes.items()}
+    return quartiles({patient: row["true_voxels"] for patient, row in rows.items()})
+
+
+def flair_contrast(slices):
+    """The abnormality's mean FLAIR over the mean FLAIR of the rest of the head (Otsu's threshold on the volume
+    tells the head from the background), over a patient's slices (list_patients' entries): below 1 the
+    abnormality is darker than the tissue around it, where a model that learned a FLAIR-bright abnormality
+    finds nothing; nan without one."""
+    from skimage.filters import threshold_otsu
+
+    flair = np.stack([kaggle_3m.read_image(path)[..., kaggle_3m.FLAIR_CHANNEL] for _, path, _ in slices])
+    truth = kaggle_3m.LAYOUT.truth(slices) > 0
+    rest = (flair > threshold_otsu(flair)) & ~truth
+    if not truth.any() or not rest.any():
+        return float("nan")
+    return float(flair[truth].astype(float).mean() / flair[rest].astype(float).mean())
 
 
 def failures(recipes, threshold=FAILED):
@@ -80,10 +100,11 @@ def failures(recipes, threshold=FAILED):
                                                          if patient in rows]))
 
 
-def table_lines(recipes, failed, missing, quartiles):
+def table_lines(recipes, failed, missing, sizes, contrast):
     labels = list(recipes)
-    lines = ["| patient | tumour voxels (quartile) | missing | " + " | ".join(labels) + " |",
-             "|---|---:|---|" + "---|" * len(labels)]
+    contrast_quartiles = quartiles(contrast)
+    lines = ["| patient | tumour voxels (quartile) | FLAIR contrast (quartile) | missing | " + " | ".join(labels)
+             + " |", "|---|---:|---:|---|" + "---|" * len(labels)]
     for patient in failed:
         first = next(rows[patient] for rows in recipes.values() if patient in rows)
         cells = []
@@ -99,12 +120,13 @@ def table_lines(recipes, failed, missing, quartiles):
                 cell = (f"**{row['dsc']:.2f}** {diagnose(row)} (without the component {without}; "
                         f"P {row['precision']:.2f}, R {row['recall']:.2f}, {components} comp.)")
             cells.append(cell)
-        lines.append(f"| {patient} (fold {first['fold']}) | {int(first['true_voxels'])} ({quartiles[patient]}) | "
+        lines.append(f"| {patient} (fold {first['fold']}) | {int(first['true_voxels'])} ({sizes[patient]}) | "
+                     f"{contrast[patient]:.2f} ({contrast_quartiles[patient]}) | "
                      f"{', '.join(missing.get(patient, [])) or '—'} | " + " | ".join(cells) + " |")
     return lines
 
 
-def summary_lines(recipes, failed, missing, quartiles):
+def summary_lines(recipes, failed, missing, sizes, contrast):
     lines = []
     for label, rows in recipes.items():
         below = [patient for patient, row in rows.items() if row["dsc"] < FAILED]
@@ -119,7 +141,15 @@ def summary_lines(recipes, failed, missing, quartiles):
     lines.append(f"- Below {FAILED} in every recipe that scored them: {len(everywhere)} "
                  f"({', '.join(everywhere) or 'none'}); in some but not all: {len(failed) - len(everywhere)}.")
     lines.append(f"- Of the {len(failed)} failing patients, {sum(bool(missing.get(p)) for p in failed)} lack a "
-                 f"sequence and {sum(quartiles[p] == 1 for p in failed)} have a tumour in the smallest quartile.")
+                 f"sequence and {sum(sizes[p] == 1 for p in failed)} have a tumour in the smallest quartile.")
+    values = list(contrast.values())
+    lowest = quartiles(contrast)
+    in_lowest, darker = sum(lowest[p] == 1 for p in failed), sum(contrast[p] < 1 for p in failed)
+    lines.append("- FLAIR contrast (the abnormality's mean FLAIR over the rest of the head's): "
+                 f"{np.median(values):.2f} at the median patient; {in_lowest} of the {len(failed)} failing patients "
+                 f"are in its lowest quartile (below {np.percentile(values, 25):.2f}), {darker} below 1 (an "
+                 f"abnormality darker than the tissue around it; {sum(v < 1 for v in values)} of all {len(values)} "
+                 "patients).")
     return lines
 
 
@@ -218,9 +248,11 @@ def main(argv=None):
     patients = kaggle_3m.list_patients(args.data)
     missing = {patient: missing_sequences(patients[patient]) for patient in failed}
     # among every patient any recipe scored (the true volume is the same in each)
-    quartiles = size_quartiles({patient: row for rows in recipes.values() for patient, row in rows.items()})
-    lines = summary_lines(recipes, failed, missing, quartiles) + [""] + table_lines(recipes, failed, missing,
-                                                                                     quartiles)
+    scored = {patient: row for rows in recipes.values() for patient, row in rows.items()}
+    sizes = size_quartiles(scored)
+    contrast = {patient: flair_contrast(patients[patient]) for patient in sorted(scored)}
+    lines = summary_lines(recipes, failed, missing, sizes, contrast) + [""] + table_lines(recipes, failed, missing,
+                                                                                          sizes, contrast)
     if args.picture:
         shown = picture(args.data, failed, recipes, runs, args.picture)
         named = ", ".join(shown) or "no recipe: no weights kept"
