@@ -6,9 +6,10 @@
 
 Each LABEL=RUNS/EXPERIMENT is a recipe's k-fold runs (RUNS/EXPERIMENT/fold-<k>/), scored by
 tools/score_runs.py (predictions/metrics.csv). For every patient below the threshold in any recipe it gives the tumour's
-size (voxels at the original geometry and its quartile among all scored patients), the sequences the dataset
-filled with the FLAIR, and per recipe the DSC, the DSC without the 3-D largest component, precision, recall,
-the predicted components and where the prediction went (DIAGNOSES). The picture shows each such patient's
+size (voxels at the original geometry and its quartile among all scored patients), its FLAIR contrast
+(flair_contrast, and its quartile), the sequences the dataset filled with the FLAIR, and per recipe the DSC,
+the DSC without the 3-D largest component, precision, recall, the predicted components and where the
+prediction went (DIAGNOSES). The picture shows each such patient's
 slice with the most tumour: the FLAIR with the truth outlined green and, for every recipe whose fold still has
 its weights (weights/unet.pt: runs of this machine; committed runs keep none), that recipe's prediction red.
 --weights LABEL=RUNS/EXPERIMENT says where a recipe's runs with weights are (the runs on this machine that
@@ -81,8 +82,8 @@ def size_quartiles(rows):
 def flair_contrast(slices):
     """The abnormality's mean FLAIR over the mean FLAIR of the rest of the head (Otsu's threshold on the volume
     tells the head from the background), over a patient's slices (list_patients' entries): below 1 the
-    abnormality is darker than the tissue around it, where a model that learned a FLAIR-bright abnormality
-    finds nothing; nan without one."""
+    abnormality is darker than the tissue around it; nan without one. It asks whether the abnormalities the
+    models miss are the ones that are not FLAIR-bright."""
     from skimage.filters import threshold_otsu
 
     flair = np.stack([kaggle_3m.read_image(path)[..., kaggle_3m.FLAIR_CHANNEL] for _, path, _ in slices])
@@ -120,8 +121,8 @@ def table_lines(recipes, failed, missing, sizes, contrast):
                 cell = (f"**{row['dsc']:.2f}** {diagnose(row)} (without the component {without}; "
                         f"P {row['precision']:.2f}, R {row['recall']:.2f}, {components} comp.)")
             cells.append(cell)
-        lines.append(f"| {patient} (fold {first['fold']}) | {int(first['true_voxels'])} ({sizes[patient]}) | "
-                     f"{contrast[patient]:.2f} ({contrast_quartiles[patient]}) | "
+        flair = f"{contrast[patient]:.2f} ({contrast_quartiles[patient]})" if patient in contrast else "—"
+        lines.append(f"| {patient} (fold {first['fold']}) | {int(first['true_voxels'])} ({sizes[patient]}) | {flair} | "
                      f"{', '.join(missing.get(patient, [])) or '—'} | " + " | ".join(cells) + " |")
     return lines
 
@@ -144,7 +145,8 @@ def summary_lines(recipes, failed, missing, sizes, contrast):
                  f"sequence and {sum(sizes[p] == 1 for p in failed)} have a tumour in the smallest quartile.")
     values = list(contrast.values())
     lowest = quartiles(contrast)
-    in_lowest, darker = sum(lowest[p] == 1 for p in failed), sum(contrast[p] < 1 for p in failed)
+    in_lowest = sum(lowest.get(p) == 1 for p in failed)
+    darker = sum(contrast.get(p, np.inf) < 1 for p in failed)
     lines.append("- FLAIR contrast (the abnormality's mean FLAIR over the rest of the head's): "
                  f"{np.median(values):.2f} at the median patient; {in_lowest} of the {len(failed)} failing patients "
                  f"are in its lowest quartile (below {np.percentile(values, 25):.2f}), {darker} below 1 (an "
@@ -251,6 +253,7 @@ def main(argv=None):
     scored = {patient: row for rows in recipes.values() for patient, row in rows.items()}
     sizes = size_quartiles(scored)
     contrast = {patient: flair_contrast(patients[patient]) for patient in sorted(scored)}
+    contrast = {patient: value for patient, value in contrast.items() if not np.isnan(value)}  # no abnormality
     lines = summary_lines(recipes, failed, missing, sizes, contrast) + [""] + table_lines(recipes, failed, missing,
                                                                                           sizes, contrast)
     if args.picture:
