@@ -204,6 +204,12 @@ def load_runs(runs_dir):
             if results_file(folder).exists()]
 
 
+def fold_runs(recipe_folder):
+    """The k-fold runs of one recipe, RUNS/EXPERIMENT/fold-<k>/, in fold order."""
+    recipe_folder = Path(recipe_folder)
+    return [run for run in load_runs(recipe_folder.parent) if run.name == recipe_folder.name and run.fold is not None]
+
+
 def run_at(folder):
     """The run in folder: named by it, or by its parent for a fold-<k> folder; OSError without a results.json."""
     folder = Path(folder)

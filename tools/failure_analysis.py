@@ -28,7 +28,7 @@ from layouts import kaggle_3m
 import results_files
 import runs
 from comparisons import FAILED
-from runs import load_runs, metrics_rows
+from runs import fold_runs, metrics_rows
 from tools.missing_sequences import missing_sequences
 
 # where the prediction went, first match wins; each a (name, test on a metrics.csv row as floats)
@@ -49,11 +49,6 @@ NUMERIC = ("dsc", "dsc_without_lcc", "precision", "recall", "predicted_voxels", 
 def diagnose(row):
     """Where a failed prediction went (DIAGNOSES' first match); row: a metrics.csv row with floats."""
     return next(name for name, test in DIAGNOSES if test(row))
-
-
-def fold_runs(folder):
-    """The fold runs of folder (RUNS/EXPERIMENT/fold-<k>/)."""
-    return [run for run in load_runs(Path(folder).parent) if run.name == Path(folder).name and run.fold is not None]
 
 
 def recipe_rows(folder):

@@ -130,7 +130,7 @@ def write(rows, figures, title, argv, out, kinds=()):
             target = figures_dir / f"{row['run']}-examples.png"
             shutil.copyfile(figure, target)
             lines += ["", f"### {row['run']}: best, median and worst image (red prediction, green truth)", "",
-                      f"![{row['run']}]({figures_dir.name}/{target.name})"]
+                      results_files.image_line(target, out, row["run"])]
     safe_files.write_atomic(out, ("\n".join(lines) + "\n").encode())
     return out
 

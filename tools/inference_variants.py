@@ -138,8 +138,7 @@ def table(scores, first):
     ensemble (at 0.5, without TTA) against each of its members too, a line each."""
     lines = [f"| variant | patients | mean DSC | median DSC | below {FAILED} | against | mean difference | "
              "95% interval | Wilcoxon p | better / worse / tied |", "|---|---:|---:|---:|---:|---|---:|---|---:|---|"]
-    members = [variant for variant in scores if not variant.startswith("ensemble of ") and TTA not in variant
-               and AT not in variant]
+    members = [variant for variant in scores if baseline_of(variant, first) is None]  # each run, plain
     for variant, per_patient in scores.items():
         values = np.array(list(per_patient.values()))
         cells = [variant, str(len(values)), f"{values.mean():.4f}", f"{np.median(values):.4f}",

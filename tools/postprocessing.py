@@ -14,7 +14,6 @@ comparable one).
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -22,7 +21,6 @@ from scipy import ndimage
 from comparisons import paired_comparison
 import results_files
 import runs
-from runs import load_runs
 from tools.run_predictions import native_probabilities
 from metrics import dsc
 
@@ -90,8 +88,7 @@ def choose_by_folds(per_fold):
 
 def fold_runs(recipe_folder):
     """The fold runs of RUNS/EXPERIMENT that kept weights; SystemExit without one."""
-    found = [run for run in load_runs(Path(recipe_folder).parent) if run.name == Path(recipe_folder).name
-             and run.fold is not None and (run.folder / runs.WEIGHTS_FILE).exists()]
+    found = [run for run in runs.fold_runs(recipe_folder) if (run.folder / runs.WEIGHTS_FILE).exists()]
     if not found:
         raise SystemExit(f"{recipe_folder}: no fold run with weights/unet.pt under it")
     return found
