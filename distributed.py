@@ -53,6 +53,9 @@ class Group:
                 print(f"rank {self.rank} of {self.size} failed: {type(error).__name__}: {error}", file=sys.stderr,
                       flush=True)
             else:
+                # every rank meets first: one that tears gloo down while another still finishes (rank 0 writes
+                # after the last collective) can abort the other at exit (pytorch's own tests barrier here too)
+                dist.barrier()
                 dist.destroy_process_group()
 
     def device(self, device):

@@ -145,3 +145,17 @@ def test_a_batch_the_processes_cannot_share_is_refused_by_name():
 def test_sync_batchnorm_is_refused_on_cpus_by_name(phantom):
     finished = torchrun(phantom, ("epochs", 1), ("sync_batchnorm", True))
     assert finished.returncode != 0 and "sync_batchnorm=True: SyncBatchNorm runs on GPUs only" in finished.stderr
+
+
+def test_the_ranks_meet_before_the_group_is_torn_down_and_a_failing_rank_does_not_wait(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    group = distributed.Group(dict(RANK="1", WORLD_SIZE="2"))
+    group.__exit__(None, None, None)
+    assert calls == ["barrier", "destroy"]  # a rank that finished first waits for the others, then tears down
+    calls.clear()
+    group.__exit__(RuntimeError, RuntimeError("out of memory"), None)
+    assert calls == []  # a failing rank would wait forever for the others: it names itself and leaves
+    assert "rank 1 of 2 failed: RuntimeError: out of memory" in capsys.readouterr().err
