@@ -52,11 +52,13 @@ class Group:
                 # one clear line naming the rank; torchrun then ends the others
                 print(f"rank {self.rank} of {self.size} failed: {type(error).__name__}: {error}", file=sys.stderr,
                       flush=True)
-            else:
+                return
+            if error is None:
                 # every rank meets first: one that tears gloo down while another still finishes (rank 0 writes
-                # after the last collective) can abort the other at exit (pytorch's own tests barrier here too)
+                # after the last collective) can abort the other at exit (pytorch's own tests barrier here too);
+                # an interrupted rank does not wait, the others may never come
                 dist.barrier()
-                dist.destroy_process_group()
+            dist.destroy_process_group()
 
     def device(self, device):
         """The rank's own GPU (its local rank) where device is a GPU; the CPU stays the CPU."""

@@ -147,7 +147,7 @@ def test_sync_batchnorm_is_refused_on_cpus_by_name(phantom):
     assert finished.returncode != 0 and "sync_batchnorm=True: SyncBatchNorm runs on GPUs only" in finished.stderr
 
 
-def test_the_ranks_meet_before_the_group_is_torn_down_and_a_failing_rank_does_not_wait(monkeypatch, capsys):
+def test_the_ranks_meet_before_the_group_is_torn_down_and_a_failing_or_stopped_rank_does_not_wait(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
     monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
@@ -159,3 +159,5 @@ def test_the_ranks_meet_before_the_group_is_torn_down_and_a_failing_rank_does_no
     group.__exit__(RuntimeError, RuntimeError("out of memory"), None)
     assert calls == []  # a failing rank would wait forever for the others: it names itself and leaves
     assert "rank 1 of 2 failed: RuntimeError: out of memory" in capsys.readouterr().err
+    group.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
+    assert calls == ["destroy"]  # stopped by hand: torn down without waiting for ranks that may never come
