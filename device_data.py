@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from layouts.kaggle_3m import FLAIR_CHANNEL, POST_CONTRAST, PRE_CONTRAST
+from transform import adjust_intensity, intensity_factors
 
 
 class DeviceSlices:
@@ -84,18 +85,22 @@ def affine_matrices(zoom, radians, flip):
 
 
 class DeviceAugment:
-    """Batch augmentation on the device with the reference's distribution; sequence_dropout as
-    transform.SequenceDropout (0: off, and nothing more drawn from the generator)."""
+    """Batch augmentation on the device with the reference's distribution; intensity and sequence_dropout as
+    transform.Intensity and transform.SequenceDropout, in transforms' order (off, nothing more is drawn from the
+    generator)."""
 
-    def __init__(self, scale=0.05, angle=15, flip_prob=0.5, sequence_dropout=0.0):
+    def __init__(self, scale=0.05, angle=15, flip_prob=0.5, sequence_dropout=0.0, intensity=False):
         self.scale, self.angle, self.flip_prob = scale or 0.0, angle or 0.0, flip_prob or 0.0
         self.sequence_dropout = sequence_dropout or 0.0
+        self.intensity = intensity
 
     def __call__(self, images, masks, generator=None):
         zoom, radians, flip = affine_parameters(
             images.shape[0], self.scale, self.angle, self.flip_prob, generator, images.device
         )
         images, masks = warp(images, masks, affine_matrices(zoom, radians, flip))
+        if self.intensity:
+            images = adjust_intensity(images, *intensity_factors(*images.shape[:2], generator, images.device))
         if self.sequence_dropout:
             images = drop_sequences(images, self.sequence_dropout, generator)
         return images, masks

@@ -65,6 +65,9 @@ EXPERIMENTS = {
     "unet-bce_dice-fast256": dict(FAST, image_size=256, epochs=12),
     # ... and 2.5-D input: each slice with its neighbours above and below (9 channels; the same images x pixels)
     "unet-bce_dice-fast-context": dict(FAST, context_slices=1),
+    # ... and nnU-Net's brightness, contrast and gamma augmentation: half the failing patients' abnormalities are
+    # hardly brighter than the head on the FLAIR (results/failure-analysis-cpu.md); the same images x pixels
+    "unet-bce_dice-fast-intensity": dict(FAST, intensity_augmentation=True),
     # one question a row: the loss at the modern optimiser and schedule ...
     "unet-dice-adamw-cosine": dict(MODERN, loss="dice"),
     "unet-soft_iou-adamw-cosine": dict(MODERN, loss="soft_iou"),

@@ -69,6 +69,9 @@ TRAIN = dict(
     flip_prob=(0.5, "... horizontal flip with this probability"),
     sequence_dropout=(0.0, "... and with this probability a slice's pre-contrast, post-contrast or both become "
                            "copies of its FLAIR, as the dataset fills a missing sequence (0: off, the reference)"),
+    intensity_augmentation=(False, "... and nnU-Net's intensity augmentation, per slice and channel: brightness "
+                                   "x0.75-1.25 (p 0.15), contrast 0.75-1.25 (p 0.15), gamma 0.7-1.5 keeping mean "
+                                   "and std (p 0.3) (False: off, the reference)"),
     epochs=(100, "epochs to train"),
     batch_size=(16, "slices per batch"),
     device=("auto", '"auto": the GPU if there is one, else the CPU; or "cpu", "cuda", "cuda:0", "mps"'),
@@ -314,6 +317,8 @@ def check_train(params):
     _require(isinstance(params["lr"], (int, float)) and params["lr"] > 0, "lr", params["lr"], "use a positive rate")
     _require(isinstance(params["sequence_dropout"], (int, float)) and 0 <= params["sequence_dropout"] <= 1,
              "sequence_dropout", params["sequence_dropout"], "use a probability between 0 and 1 (0: off)")
+    _require(isinstance(params["intensity_augmentation"], bool), "intensity_augmentation",
+             params["intensity_augmentation"], "use True or False")
     cores = os.cpu_count() or 1
     # more threads than cores only wait for each other (threads=1000 made 2,003 threads and no epoch in 87 s)
     _require(params["threads"] == "auto" or isinstance(params["threads"], int) and 1 <= params["threads"] <= cores,

@@ -258,6 +258,8 @@ def describe_schedule(params):
         text += ", flip TTA"
     if params.get("sequence_dropout"):
         text += f", sequence dropout {params['sequence_dropout']:g}"
+    if params.get("intensity_augmentation"):
+        text += ", intensity augmentation"
     return text
 
 

@@ -1,9 +1,15 @@
 """Training augmentation as in the reference (scale 1+-0.05, rotation +-15 degrees,
 horizontal flip p=0.5), on (image (H, W, C), mask (H, W, 1)) numpy pairs,
 with no torchvision needed. Randomness comes from numpy's global generator,
-which the training loader seeds per worker and per epoch."""
+which the training loader seeds per worker and per epoch.
+
+Two steps beyond the reference, off by default: nnU-Net's intensity augmentation
+(intensity_factors, adjust_intensity: on a batch tensor, the one owner of its
+draws and arithmetic, which the device path (device_data.DeviceAugment) calls
+too) and sequence dropout."""
 
 import numpy as np
+import torch
 from skimage.transform import rescale, rotate
 
 from layouts.kaggle_3m import FLAIR_CHANNEL, POST_CONTRAST, PRE_CONTRAST
@@ -19,16 +25,22 @@ class Compose:
         return sample
 
 
-def transforms(scale=None, angle=None, flip_prob=None, sequence_dropout=0.0):
-    """The reference's augmentation pipeline; a None argument leaves that step out. sequence_dropout > 0 adds
-    SequenceDropout first (not in the reference)."""
-    steps = [SequenceDropout(sequence_dropout)] if sequence_dropout else []
+def transforms(scale=None, angle=None, flip_prob=None, sequence_dropout=0.0, intensity=False):
+    """The reference's augmentation pipeline; a None argument leaves that step out. intensity adds Intensity and
+    sequence_dropout > 0 adds SequenceDropout after the reference's steps (neither in the reference), in the
+    device path's order: the geometry, then the intensities, then the copies of the FLAIR (a copy after the
+    intensity step stays an exact copy, as the dataset's are)."""
+    steps = []
     if scale is not None:
         steps.append(Scale(scale))
     if angle is not None:
         steps.append(Rotate(angle))
     if flip_prob is not None:
         steps.append(HorizontalFlip(flip_prob))
+    if intensity:
+        steps.append(Intensity())
+    if sequence_dropout:
+        steps.append(SequenceDropout(sequence_dropout))
     return Compose(steps)
 
 
@@ -102,3 +114,60 @@ class SequenceDropout:
         if pattern != 0:
             image[..., POST_CONTRAST] = image[..., FLAIR_CHANNEL]
         return image, mask
+
+
+# nnU-Net's intensity augmentation (Isensee et al. 2021, its default training transforms), for abnormalities
+# whose FLAIR is not bright (results/failure-analysis-cpu.md): each step (probability a slice, factor range)
+# draws a factor of its own for every channel, half the time below 1 and half above (nnU-Net's BGContrast)
+BRIGHTNESS = (0.15, (0.75, 1.25))  # the channel times the factor
+CONTRAST = (0.15, (0.75, 1.25))  # the channel's spread about its mean times the factor, within its old range
+GAMMA = (0.3, (0.7, 1.5))  # the channel, scaled to [0, 1], to the power of the factor; its mean and std kept
+
+
+def intensity_factors(count, channels, generator=None, device=None):
+    """(brightness, contrast, gamma) factors, each (count, channels): 1 for a slice its step passes over."""
+
+    def draw(probability, low, high):
+        applied = torch.rand(count, 1, generator=generator, device=device) < probability
+        below = torch.rand(count, channels, generator=generator, device=device) < 0.5
+        uniform = torch.rand(count, channels, generator=generator, device=device)
+        factor = torch.where(below, low + (1.0 - low) * uniform, 1.0 + (high - 1.0) * uniform)
+        return torch.where(applied, factor, torch.ones_like(factor))
+
+    return tuple(draw(probability, *limits) for probability, limits in (BRIGHTNESS, CONTRAST, GAMMA))
+
+
+def adjust_intensity(images, brightness, contrast, gamma):
+    """images (N, C, H, W) after brightness, contrast and gamma (factors (N, C), as intensity_factors draws them);
+    a channel whose factor is 1 passes exactly as it was."""
+
+    def per_channel(factors):
+        return factors.to(images.dtype)[:, :, None, None]
+
+    def statistics(values):
+        flat = values.flatten(2)
+        return tuple(stat[:, :, None, None] for stat in (flat.mean(2), flat.std(2, correction=0), flat.amin(2),
+                                                        flat.amax(2)))
+
+    brightness, contrast, gamma = per_channel(brightness), per_channel(contrast), per_channel(gamma)
+    images = torch.where(brightness == 1, images, images * brightness)
+    mean, _, low, high = statistics(images)
+    images = torch.where(contrast == 1, images, torch.clamp((images - mean) * contrast + mean, low, high))
+    mean, std, low, high = statistics(images)
+    spread = high - low
+    powered = ((images - low) / spread.clamp_min(1e-7)).pow(gamma) * spread + low
+    powered_mean, powered_std, _, _ = statistics(powered)
+    powered = (powered - powered_mean) / powered_std.clamp_min(1e-7) * std + mean
+    return torch.where(gamma == 1, images, powered)
+
+
+class Intensity:
+    """intensity_factors and adjust_intensity on one slice, drawn from numpy's global generator (through a torch
+    generator it seeds) like the steps above."""
+
+    def __call__(self, sample):
+        image, mask = sample
+        generator = torch.Generator().manual_seed(int(np.random.randint(2**31)))
+        factors = intensity_factors(1, image.shape[-1], generator)
+        batch = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
+        return adjust_intensity(batch, *factors)[0].numpy().transpose(1, 2, 0), mask

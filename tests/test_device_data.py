@@ -115,11 +115,13 @@ def test_device_augmentation_without_sequence_dropout_draws_as_before():
         assert torch.equal(out[0], out[1]) or torch.equal(out[2], out[1])
 
 
+@pytest.mark.parametrize("intensity", [False, True])
 @pytest.mark.parametrize("pipeline", ["reference", "device"])
-def test_both_data_paths_train_on_slices_with_dropped_sequences(phantom_dir, tmp_path, pipeline):
+def test_both_data_paths_train_on_slices_with_dropped_sequences(phantom_dir, tmp_path, pipeline, intensity):
+    # with the intensity step too, the copies stay exact: it comes before them in both paths
     params = parameters.settings(train.DEFAULTS, image_size=16, batch_size=4, validation_cases=3, workers=0,
                                  cache_dir=str(tmp_path), sequence_dropout=1.0, aug_scale=0.0, aug_angle=0.0,
-                                 flip_prob=0.0)
+                                 flip_prob=0.0, intensity_augmentation=intensity)
     train_set, valid_set = batches.datasets(params, phantom_dir, augment_on_cpu=pipeline == "reference")
     images, _ = next(iter(batches.Batches(pipeline, train_set, valid_set, params, torch.device("cpu")).train()))
     for image in images:  # every slice: its pre-contrast or post-contrast (or both) is its FLAIR
@@ -165,3 +167,23 @@ def test_unknown_speed_options_are_refused_before_any_work():
         train.train(amp="fp8")
     speed = runtime.SpeedOptions(train.DEFAULTS, torch.device("cpu"))
     assert (speed.pipeline, speed.amp_dtype, speed.channels_last) == ("reference", None, False)
+
+
+def test_intensity_augmentation_on_the_device_matches_the_cpu_transform():
+    """The same slice many times through each path, the geometry off: the same share changed, and the same spread
+    of its FLAIR's brightness (both paths call transform.adjust_intensity; their draws come from two generators)."""
+    generator = torch.Generator().manual_seed(6)
+    image = torch.rand(3, 8, 8, generator=generator) + torch.tensor([0.0, 1.0, 2.0]).view(3, 1, 1)
+    copies = 4000
+    device_out, _ = DeviceAugment(0.0, 0.0, 0.0, intensity=True)(image.expand(copies, -1, -1, -1).clone(),
+                                                                 torch.zeros(copies, 1, 8, 8), generator)
+    np.random.seed(6)
+    cpu = transform.transforms(intensity=True)
+    pixels = image.numpy().transpose(1, 2, 0)
+    cpu_out = torch.stack([torch.from_numpy(cpu((pixels, None))[0].transpose(2, 0, 1).copy())
+                           for _ in range(copies)])
+    for out in (device_out, cpu_out):
+        changed = (out != image).flatten(1).any(1).float().mean().item()
+        assert abs(changed - (1 - 0.85 * 0.85 * 0.7)) < 0.03
+    for statistic in (lambda out: out[:, 1].mean(), lambda out: out[:, 1].flatten(1).amax(1).std()):
+        assert abs(statistic(device_out) - statistic(cpu_out)) < 0.02

@@ -490,10 +490,12 @@ def test_progressive_runs_show_both_sizes_and_bf16_in_the_table():
     assert describe_size(dict(fast, to_square="stretch")) == "64 -> 128 (10 + 4 epochs), stretched"
 
 
-def test_the_schedule_column_names_tta_and_sequence_dropout():
+def test_the_schedule_column_names_tta_sequence_dropout_and_intensity_augmentation():
     assert describe_schedule(experiments.run_parameters("unet-bce_dice-adamw-cosine-seqdrop", "runs/x",
                                                            overrides=dict(epochs=100))) == \
         "cosine, warm-up 3, clip 1, sequence dropout 0.2"
+    assert describe_schedule(experiments.run_parameters("unet-bce_dice-fast-intensity", "runs/x")) == \
+        "cosine, warm-up 1, clip 1, intensity augmentation"
     assert describe_schedule(dict(schedule="constant", tta=True)) == "constant, flip TTA"
 
 

@@ -157,3 +157,41 @@ def test_logger_writes_scalars_and_image_lists(tmp_path):
     events.Reload()
     assert [(s.step, s.value) for s in events.Scalars("val_dsc")] == [(3, 0.75)]
     assert sorted(events.Tags()["images"]) == ["image/0/0", "image/0/1"]
+
+
+def test_intensity_steps_give_the_hand_computed_channels():
+    ramp = torch.tensor([0.0, 2.0, 4.0, 6.0]).view(1, 1, 2, 2)
+    images = torch.cat([ramp, ramp], 1)  # two channels alike, a factor each
+    ones = torch.ones(1, 2)
+    # brightness x2 on channel 0; a factor of 1 passes channel 1 bit for bit
+    out = transform.adjust_intensity(images, torch.tensor([[2.0, 1.0]]), ones, ones)
+    assert out[0, 0].flatten().tolist() == [0.0, 4.0, 8.0, 12.0] and torch.equal(out[0, 1], images[0, 1])
+    # contrast about the mean 3: x0.5 pulls in, x2 pushes out and is clipped to the old range [0, 6]
+    out = transform.adjust_intensity(images, ones, torch.tensor([[0.5, 2.0]]), ones)
+    assert out[0, 0].flatten().tolist() == [1.5, 2.5, 3.5, 4.5] and out[0, 1].flatten().tolist() == [0, 1, 5, 6]
+    # gamma 2 on [0, 4]: (x / 4)^2 * 4 = 0, 1, 4, 9 (mean 3.5, std sqrt(12.25)), then moved back to the old
+    # mean 3 and std sqrt(5)
+    out = transform.adjust_intensity(images, ones, ones, torch.tensor([[2.0, 1.0]]))
+    expected = [(value - 3.5) / 12.25**0.5 * 5**0.5 + 3 for value in (0.0, 1.0, 4.0, 9.0)]
+    torch.testing.assert_close(out[0, 0].flatten(), torch.tensor(expected))
+    assert torch.equal(out[0, 1], images[0, 1])
+    # a flat channel (all background) stays flat under every step, without a division by zero
+    flat = torch.zeros(1, 1, 2, 2)
+    factors = torch.tensor([[1.2]]), torch.tensor([[0.8]]), torch.tensor([[1.4]])
+    assert torch.equal(transform.adjust_intensity(flat, *factors), flat)
+
+
+def test_intensity_factors_follow_nnunets_probabilities_and_ranges():
+    brightness, contrast, gamma = transform.intensity_factors(20000, 3, torch.Generator().manual_seed(0))
+    for factors, (probability, (low, high)) in zip((brightness, contrast, gamma),
+                                                   (transform.BRIGHTNESS, transform.CONTRAST, transform.GAMMA)):
+        applied = factors != 1
+        assert (applied.all(1) == applied.any(1)).all()  # a step takes a slice whole, each channel a factor
+        assert abs(applied[:, 0].float().mean().item() - probability) < 0.01
+        drawn = factors[applied]
+        assert low <= drawn.min() and drawn.max() <= high
+        assert abs((drawn < 1).float().mean().item() - 0.5) < 0.02  # half below 1, half above
+        assert (factors[applied.all(1)][:, 0] != factors[applied.all(1)][:, 1]).all()  # channels drawn apart
+    # the three steps draw independently: about 1 - 0.85 * 0.85 * 0.7 of the slices change
+    changed = ((brightness != 1) | (contrast != 1) | (gamma != 1)).any(1).float().mean().item()
+    assert abs(changed - (1 - 0.85 * 0.85 * 0.7)) < 0.015

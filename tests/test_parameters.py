@@ -89,6 +89,7 @@ def test_unknown_names_are_errors_in_train_and_inference():
     ("seed", None, "seed=None: use a whole number from 0 to 2\\*\\*32 - 1"),
     ("training_seed", -1, r"training_seed=-1: use a whole number from 0 to 2\*\*32 - 1 \(None: seed\)"),
     ("training_seed", 1.5, "training_seed=1.5: use a whole number"),
+    ("intensity_augmentation", "yes", "intensity_augmentation='yes': use True or False"),
 ])
 def test_impossible_training_parameters_are_refused_before_any_data_is_read(name, value, message, tmp_path):
     # a data folder that does not exist: the refusal must come before it is looked at
