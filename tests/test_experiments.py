@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+import batches
 import comparisons
 import experiments
 import inference
@@ -51,6 +52,20 @@ def test_the_fast_recipe_keeps_its_own_epochs_and_sizes_and_says_so(tmp_path, ca
         in capsys.readouterr().out
     train.parameters.check_train(train.parameters.settings(train.DEFAULTS, **{
         key: value for key, value in params.items() if key in train.DEFAULTS}))
+
+
+def test_every_lever_on_the_fast_recipe_trains_within_twice_its_images_x_pixels():
+    # the budget of issue "fewer failed patients": a fold's training at most 2x the fast recipe's
+    def pixels(name):
+        params = experiments.run_parameters(name, "runs/x")
+        return batches.trained_pixels(params, params["epochs"], images_per_epoch=1)
+
+    levers = [name for name in experiments.EXPERIMENTS
+              if name.startswith("unet-bce_dice-fast") and name != "unet-bce_dice-fast"]
+    assert {"unet-bce_dice-fast256", "unet-bce_dice-fast-128"} <= set(levers)
+    assert all(pixels(name) <= 2 * pixels("unet-bce_dice-fast") for name in levers)
+    # 10 epochs at 64 px and 4 at 128 against 3 at 64 and 12 at 128: (3 * 64**2 + 12 * 128**2) / 106,496
+    assert pixels("unet-bce_dice-fast-128") / pixels("unet-bce_dice-fast") == (3 * 4096 + 12 * 16384) / 106496
 
 
 def test_every_recipe_names_a_known_model_and_loss():
