@@ -91,6 +91,14 @@ def test_the_picture_shows_the_predictions_of_the_runs_that_kept_their_weights(p
     image = iio.imread(picture)[..., :3].astype(int)
     # three failing patients, one row each; the truth's column and blob's (other kept no weights): 3 inches at 80 dpi
     assert image.shape[:2] == (3 * 240, 2 * 240)
+    # the same recipe and fold at another training seed (other weights of the same names) is a column of its own
+    second_seed = tmp_path / "local-seed-1" / "blob"
+    shutil.copytree(local / "fold-0", second_seed / "fold-0")
+    both = tmp_path / "results" / "figures" / "both.png"
+    assert failure_analysis.main(argv[:3] + ["--weights", f"blob={local}", "--weights", f"other={second_seed}",
+                                             "--picture", str(both), "--out", str(out)]) == 0
+    assert iio.imread(both).shape[:2] == (3 * 240, 3 * 240)
+    assert failure_analysis.main(argv) == 0  # the first picture again, for what follows
     reddish = (image[..., 0] > image[..., 1] + 80) & (image[..., 0] > image[..., 2] + 80)
     assert not reddish[:, :240].any() and reddish[:, 240:].sum() > 20  # blob's outlines; none beside the truth
     with pytest.raises(SystemExit):  # a label that names no recipe

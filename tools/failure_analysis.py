@@ -180,10 +180,11 @@ def picture(data_dir, failed, recipes, runs, path):
     patients = kaggle_3m.list_patients(data_dir)
     with tempfile.TemporaryDirectory() as work_dir:
         predicted = {label: {} for label in recipes}
-        for label, label_runs in runs.items():
+        for number, (label, label_runs) in enumerate(runs.items()):
             scored = [patient for patient in failed if patient in recipes[label]]  # as the table: no run in training
+            # a folder per label: two labels may hold the same recipe and fold (at two training seeds)
             for run in label_runs:
-                predicted[label].update(predicted_masks(run, scored, work_dir))
+                predicted[label].update(predicted_masks(run, scored, Path(work_dir) / f"label-{number}"))
         shown = [label for label in recipes if predicted[label]]
         figure = Figure(figsize=(3 * (1 + len(shown)), 3 * len(failed)))
         axes = np.atleast_2d(figure.subplots(len(failed), 1 + len(shown), squeeze=False))
