@@ -96,9 +96,8 @@ def failures(recipes, threshold=FAILED):
                                                          if patient in rows]))
 
 
-def table_lines(recipes, failed, missing, sizes, contrast):
+def table_lines(recipes, failed, missing, sizes, contrast, contrast_quartiles):
     labels = list(recipes)
-    contrast_quartiles = quartiles(contrast)
     lines = ["| patient | tumour voxels (quartile) | FLAIR contrast (quartile) | missing | " + " | ".join(labels)
              + " |", "|---|---:|---:|---|" + "---|" * len(labels)]
     for patient in failed:
@@ -122,7 +121,7 @@ def table_lines(recipes, failed, missing, sizes, contrast):
     return lines
 
 
-def summary_lines(recipes, failed, missing, sizes, contrast):
+def summary_lines(recipes, failed, missing, sizes, contrast, contrast_quartiles):
     lines = []
     for label, rows in recipes.items():
         below = [patient for patient, row in rows.items() if row["dsc"] < FAILED]
@@ -139,8 +138,7 @@ def summary_lines(recipes, failed, missing, sizes, contrast):
     lines.append(f"- Of the {len(failed)} failing patients, {sum(bool(missing.get(p)) for p in failed)} lack a "
                  f"sequence and {sum(sizes[p] == 1 for p in failed)} have a tumour in the smallest quartile.")
     values = list(contrast.values())
-    lowest = quartiles(contrast)
-    in_lowest = sum(lowest.get(p) == 1 for p in failed)
+    in_lowest = sum(contrast_quartiles.get(p) == 1 for p in failed)
     darker = sum(contrast.get(p, np.inf) < 1 for p in failed)
     lines.append("- FLAIR contrast (the abnormality's mean FLAIR over the rest of the head's): "
                  f"{np.median(values):.2f} at the median patient; {in_lowest} of the {len(failed)} failing patients "
@@ -250,8 +248,8 @@ def main(argv=None):
     sizes = size_quartiles(scored)
     contrast = {patient: flair_contrast(patients[patient]) for patient in sorted(scored)}
     contrast = {patient: value for patient, value in contrast.items() if not np.isnan(value)}  # no abnormality
-    lines = summary_lines(recipes, failed, missing, sizes, contrast) + [""] + table_lines(recipes, failed, missing,
-                                                                                          sizes, contrast)
+    facts = (missing, sizes, contrast, quartiles(contrast))
+    lines = summary_lines(recipes, failed, *facts) + [""] + table_lines(recipes, failed, *facts)
     if args.picture:
         shown = picture(args.data, failed, recipes, runs, args.picture)
         named = ", ".join(shown) or "no recipe: no weights kept"
