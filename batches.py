@@ -11,6 +11,7 @@ import dataset
 import layouts
 from layouts import kaggle_3m
 from device_data import DeviceAugment, DeviceSlices
+from preprocessing import stacked_slices
 from parameters import training_seed
 from runtime import seed_worker
 from transform import transforms
@@ -38,7 +39,8 @@ def datasets(params, data_dir, augment_on_cpu=True):
     augment = None
     if augment_on_cpu:
         augment = transforms(scale=params["aug_scale"], angle=params["aug_angle"], flip_prob=params["flip_prob"],
-                             sequence_dropout=params["sequence_dropout"], intensity=params["intensity_augmentation"])
+                             sequence_dropout=params["sequence_dropout"], intensity=params["intensity_augmentation"],
+                             slices=stacked_slices(params["context_slices"]))
     train_set = dataset.BrainSegmentationDataset(subset="train", transform=augment, **common)
     valid_set = dataset.BrainSegmentationDataset(subset="validation", random_sampling=False, **common)
     if len(train_set) < params["batch_size"]:
@@ -105,7 +107,8 @@ class Batches:
             self.train_slices = DeviceSlices(train_set, device)
             self.valid_slices = DeviceSlices(valid_set, device)
             self.augment = DeviceAugment(params["aug_scale"], params["aug_angle"], params["flip_prob"],
-                                         params["sequence_dropout"], params["intensity_augmentation"])
+                                         params["sequence_dropout"], params["intensity_augmentation"],
+                                         stacked_slices(params["context_slices"]))
             self.device_generator = torch.Generator(device=device).manual_seed(training_seed(params))
 
     def train(self, epoch=0):

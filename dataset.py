@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 import layouts
 import synthetic
 from layouts import DataError
-from preprocessing import DEFAULT_CACHE_DIR, load_volumes, with_context
+from preprocessing import DEFAULT_CACHE_DIR, load_volumes, stacked_slices, with_context
 
 DEFAULT_SYNTHETIC_ROOT = Path("data") / "synthetic"
 SEARCH_PATTERNS = (
@@ -189,7 +189,7 @@ class BrainSegmentationDataset(Dataset):
         self.context_slices = context_slices
         # the channels the model takes (channels: a trained model's count, at inference), else the data's own
         self.channels = layout.channels(all_files) if channels is None else layout.channels_for(channels, all_files)
-        self.in_channels = len(self.channels) * (2 * context_slices + 1)
+        self.in_channels = len(self.channels) * stacked_slices(context_slices)
         if validation_cases is None:
             validation_cases = layout.validation_cases
         if patients is not None:

@@ -89,10 +89,10 @@ class DeviceAugment:
     transform.Intensity and transform.SequenceDropout, in transforms' order (off, nothing more is drawn from the
     generator)."""
 
-    def __init__(self, scale=0.05, angle=15, flip_prob=0.5, sequence_dropout=0.0, intensity=False):
+    def __init__(self, scale=0.05, angle=15, flip_prob=0.5, sequence_dropout=0.0, intensity=False, slices=1):
         self.scale, self.angle, self.flip_prob = scale or 0.0, angle or 0.0, flip_prob or 0.0
         self.sequence_dropout = sequence_dropout or 0.0
-        self.intensity = intensity
+        self.intensity, self.slices = intensity, slices  # slices: stacked in the channels (2.5-D context)
 
     def __call__(self, images, masks, generator=None):
         zoom, radians, flip = affine_parameters(
@@ -100,7 +100,8 @@ class DeviceAugment:
         )
         images, masks = warp(images, masks, affine_matrices(zoom, radians, flip))
         if self.intensity:
-            images = adjust_intensity(images, *intensity_factors(*images.shape[:2], generator, images.device))
+            factors = intensity_factors(images.shape[0], images.shape[1] // self.slices, generator, images.device)
+            images = adjust_intensity(images, *factors)
         if self.sequence_dropout:
             images = drop_sequences(images, self.sequence_dropout, generator)
         return images, masks

@@ -68,6 +68,9 @@ EXPERIMENTS = {
     # ... and nnU-Net's brightness, contrast and gamma augmentation: half the failing patients' abnormalities are
     # hardly brighter than the head on the FLAIR (results/failure-analysis-cpu.md); the same images x pixels
     "unet-bce_dice-fast-intensity": dict(FAST, intensity_augmentation=True),
+    # ... and both: context rescued the small tumours lost to a wrong component, intensity augmentation the
+    # faint large ones (one seed each, on their screening folds); a sequence draws one factor for the stacked slices
+    "unet-bce_dice-fast-context-intensity": dict(FAST, context_slices=1, intensity_augmentation=True),
     # ... and most of the budget at 128 px: 3 epochs at 64, then 12 at 128 (1.96x the fast recipe's images x
     # pixels, within the 2x budget); the finish at 256 px had too few epochs there to stop speckling
     "unet-bce_dice-fast-128": dict(FAST, progressive_epochs=3, epochs=15),

@@ -71,7 +71,7 @@ def model_channels(metadata, context_slices):
     """How many channels of each slice the model takes (its input channels, less the neighbours'), or None for a
     plain state_dict that does not say."""
     channels = (metadata.get("model_args") or {}).get("in_channels")
-    return None if channels is None else channels // (2 * context_slices + 1)
+    return None if channels is None else channels // preprocessing.stacked_slices(context_slices)
 
 
 def post_process(restored, threshold, lcc):

@@ -144,6 +144,11 @@ def restore_geometry(probs, geometry):
     return out
 
 
+def stacked_slices(context_slices):
+    """How many slices with_context stacks in each input's channels: the slice and its neighbours on either side."""
+    return 2 * context_slices + 1
+
+
 def with_context(volume, context_slices):
     """(Z, H, W, C) -> (Z, H, W, C * (2k + 1)): each slice with its k neighbours on either side, nearest first
     in slice order (slice s-k ... s ... s+k), the volume's first and last slices repeated beyond its ends

@@ -25,8 +25,9 @@ class Compose:
         return sample
 
 
-def transforms(scale=None, angle=None, flip_prob=None, sequence_dropout=0.0, intensity=False):
-    """The reference's augmentation pipeline; a None argument leaves that step out. intensity adds Intensity and
+def transforms(scale=None, angle=None, flip_prob=None, sequence_dropout=0.0, intensity=False, slices=1):
+    """The reference's augmentation pipeline; a None argument leaves that step out. intensity adds Intensity (of
+    an image of slices stacked slices: 2k + 1 with context_slices=k) and
     sequence_dropout > 0 adds SequenceDropout after the reference's steps (neither in the reference), in the
     device path's order: the geometry, then the intensities, then the copies of the FLAIR (a copy after the
     intensity step stays an exact copy, as the dataset's are)."""
@@ -38,7 +39,7 @@ def transforms(scale=None, angle=None, flip_prob=None, sequence_dropout=0.0, int
     if flip_prob is not None:
         steps.append(HorizontalFlip(flip_prob))
     if intensity:
-        steps.append(Intensity())
+        steps.append(Intensity(slices))
     if sequence_dropout:
         steps.append(SequenceDropout(sequence_dropout))
     return Compose(steps)
@@ -118,7 +119,8 @@ class SequenceDropout:
 
 # nnU-Net's intensity augmentation (Isensee et al. 2021, its default training transforms), for abnormalities
 # whose FLAIR is not bright (results/failure-analysis-cpu.md): each step (probability a slice, factor range)
-# draws a factor of its own for every channel, half the time below 1 and half above (nnU-Net's BGContrast)
+# draws a factor of its own for every channel (every sequence, with 2.5-D context), half the time below 1 and half
+# above (nnU-Net's BGContrast)
 BRIGHTNESS = (0.15, (0.75, 1.25))  # the channel times the factor
 CONTRAST = (0.15, (0.75, 1.25))  # the channel's spread about its mean times the factor, within its old range
 GAMMA = (0.3, (0.7, 1.5))  # the channel, scaled to [0, 1], to the power of the factor; its mean and std kept
@@ -138,18 +140,26 @@ def intensity_factors(count, channels, generator=None, device=None):
 
 
 def adjust_intensity(images, brightness, contrast, gamma):
-    """images (N, C, H, W) after brightness, contrast and gamma (factors (N, C), as intensity_factors draws them);
-    a channel whose factor is 1 passes exactly as it was."""
+    """images (N, C, H, W) after brightness, contrast and gamma, factors (N, S) as intensity_factors draws them, S
+    the sequences of one slice: C is S times the slices stacked (2.5-D context, preprocessing.with_context's
+    order), and a sequence's factor and statistics span it in every stacked slice, one scan drawn once, as
+    nnU-Net's span a channel of a 3-D patch. A sequence whose factor is 1 passes exactly as it was."""
+    count, channels, height, width = images.shape
+    sequences = brightness.shape[1]
+    if channels % sequences:
+        raise ValueError(f"{channels} channels are no stack of slices of {sequences} sequences each")
+    # (N, S, slices, H, W): a sequence's channels side by side
+    images = images.reshape(count, channels // sequences, sequences, height, width).transpose(1, 2)
 
-    def per_channel(factors):
-        return factors.to(images.dtype)[:, :, None, None]
+    def per_sequence(values):
+        return values[:, :, None, None, None]
 
     def statistics(values):
         flat = values.flatten(2)
-        return tuple(stat[:, :, None, None] for stat in (flat.mean(2), flat.std(2, correction=0), flat.amin(2),
-                                                        flat.amax(2)))
+        return tuple(per_sequence(stat) for stat in (flat.mean(2), flat.std(2, correction=0), flat.amin(2),
+                                                     flat.amax(2)))
 
-    brightness, contrast, gamma = per_channel(brightness), per_channel(contrast), per_channel(gamma)
+    brightness, contrast, gamma = (per_sequence(factors.to(images.dtype)) for factors in (brightness, contrast, gamma))
     images = torch.where(brightness == 1, images, images * brightness)
     mean, _, low, high = statistics(images)
     images = torch.where(contrast == 1, images, torch.clamp((images - mean) * contrast + mean, low, high))
@@ -158,16 +168,20 @@ def adjust_intensity(images, brightness, contrast, gamma):
     powered = ((images - low) / spread.clamp_min(1e-7)).pow(gamma) * spread + low
     powered_mean, powered_std, _, _ = statistics(powered)
     powered = (powered - powered_mean) / powered_std.clamp_min(1e-7) * std + mean
-    return torch.where(gamma == 1, images, powered)
+    images = torch.where(gamma == 1, images, powered)
+    return images.transpose(1, 2).reshape(count, channels, height, width)
 
 
 class Intensity:
-    """intensity_factors and adjust_intensity on one slice, drawn from numpy's global generator (through a torch
-    generator it seeds) like the steps above."""
+    """intensity_factors and adjust_intensity on one slice (with its stacked neighbours: slices), drawn from
+    numpy's global generator (through a torch generator it seeds) like the steps above."""
+
+    def __init__(self, slices=1):
+        self.slices = slices
 
     def __call__(self, sample):
         image, mask = sample
         generator = torch.Generator().manual_seed(int(np.random.randint(2**31)))
-        factors = intensity_factors(1, image.shape[-1], generator)
+        factors = intensity_factors(1, image.shape[-1] // self.slices, generator)
         batch = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
         return adjust_intensity(batch, *factors)[0].numpy().transpose(1, 2, 0), mask

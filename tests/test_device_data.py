@@ -131,6 +131,34 @@ def test_both_data_paths_train_on_slices_with_dropped_sequences(phantom_dir, tmp
     assert not any(torch.allclose(image[0], image[1]) for image in validation)  # validation is never augmented
 
 
+@pytest.mark.parametrize("pipeline", ["reference", "device"])
+def test_both_data_paths_draw_the_intensity_factors_a_sequence_for_the_stacked_slices(phantom_dir, tmp_path,
+                                                                                       pipeline):
+    # 2.5-D input: a slice and its neighbours are one scan, so each sequence draws one factor for all three; a
+    # slice whose neighbours are copies of it (the volume's ends repeat, preprocessing.with_context) keeps them
+    # copies under every intensity step, in both paths
+    params = parameters.settings(train.DEFAULTS, image_size=16, batch_size=4, validation_cases=3, workers=0,
+                                 cache_dir=str(tmp_path), context_slices=1, intensity_augmentation=True,
+                                 aug_scale=0.0, aug_angle=0.0, flip_prob=0.0)
+    train_set, valid_set = batches.datasets(params, phantom_dir, augment_on_cpu=pipeline == "reference")
+    stacked = train_set.volumes[0][0][0]  # the first slice: its lower neighbour is itself
+    assert np.array_equal(stacked[..., 0:3], stacked[..., 3:6])
+    copies = 2000
+    if pipeline == "reference":
+        np.random.seed(5)
+        mask = np.zeros((16, 16, 1), dtype=np.float32)
+        out = np.stack([train_set.transform((stacked, mask))[0] for _ in range(copies)]).transpose(0, 3, 1, 2)
+        out = torch.from_numpy(np.ascontiguousarray(out))
+    else:
+        augment = batches.Batches(pipeline, train_set, valid_set, params, torch.device("cpu")).augment
+        image = torch.from_numpy(np.ascontiguousarray(stacked.transpose(2, 0, 1))).float()
+        out, _ = augment(image.expand(copies, -1, -1, -1).clone(), torch.zeros(copies, 1, 16, 16),
+                         torch.Generator().manual_seed(5))
+    assert (out != torch.from_numpy(np.ascontiguousarray(stacked.transpose(2, 0, 1)))).flatten(1).any(1).float() \
+        .mean() > 0.3  # the steps ran
+    torch.testing.assert_close(out[:, 0:3], out[:, 3:6])
+
+
 def test_sampling_matches_the_reference_patient_then_slice_weights(phantom_dir):
     data = dataset.BrainSegmentationDataset(
         phantom_dir, subset="train", image_size=16, validation_cases=3, cache_dir=None, workers=1, progress=False

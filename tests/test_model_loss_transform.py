@@ -181,6 +181,28 @@ def test_intensity_steps_give_the_hand_computed_channels():
     assert torch.equal(transform.adjust_intensity(flat, *factors), flat)
 
 
+def test_intensity_steps_treat_a_sequence_in_every_stacked_slice_as_one_scan():
+    # 2.5-D input: two sequences x three stacked slices (slice order, a slice's sequences together), flat slices
+    # of 0, 2 and 4 for sequence 0 and of 1 for sequence 1
+    values = [0.0, 1.0, 2.0, 1.0, 4.0, 1.0]
+    images = torch.tensor(values).view(1, 6, 1, 1).expand(1, 6, 2, 2).clone()
+    ones = torch.ones(1, 2)
+    # one brightness factor a sequence, in every slice: channels 0, 2 and 4 doubled, 1, 3 and 5 bit for bit
+    out = transform.adjust_intensity(images, torch.tensor([[2.0, 1.0]]), ones, ones)
+    assert out[0, :, 0, 0].tolist() == [0.0, 1.0, 4.0, 1.0, 8.0, 1.0] and torch.equal(out[0, 1::2], images[0, 1::2])
+    # contrast about the sequence's mean over its three slices, 2: x0.5 gives 1, 2, 3 (each slice alone is flat,
+    # and would not move)
+    out = transform.adjust_intensity(images, ones, torch.tensor([[0.5, 1.0]]), ones)
+    assert out[0, 0::2, 0, 0].tolist() == [1.0, 2.0, 3.0] and torch.equal(out[0, 1::2], images[0, 1::2])
+    # gamma 2 over the sequence's range [0, 4]: 0, 1, 4 (mean 5 / 3, std sqrt(26 / 9)), moved back to the old
+    # mean 2 and std sqrt(8 / 3)
+    out = transform.adjust_intensity(images, ones, ones, torch.tensor([[2.0, 1.0]]))
+    expected = [(value - 5 / 3) / (26 / 9) ** 0.5 * (8 / 3) ** 0.5 + 2 for value in (0.0, 1.0, 4.0)]
+    torch.testing.assert_close(out[0, 0::2, 0, 0], torch.tensor(expected))
+    with pytest.raises(ValueError, match="5 channels are no stack of slices of 2 sequences each"):
+        transform.adjust_intensity(images[:, :5], ones, ones, ones)
+
+
 def test_intensity_factors_follow_nnunets_probabilities_and_ranges():
     brightness, contrast, gamma = transform.intensity_factors(20000, 3, torch.Generator().manual_seed(0))
     for factors, (probability, (low, high)) in zip((brightness, contrast, gamma),
