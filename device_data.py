@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from layouts.kaggle_3m import FLAIR_CHANNEL, POST_CONTRAST, PRE_CONTRAST
-from transform import adjust_intensity, intensity_factors
+from transform import random_intensity
 
 
 class DeviceSlices:
@@ -100,8 +100,7 @@ class DeviceAugment:
         )
         images, masks = warp(images, masks, affine_matrices(zoom, radians, flip))
         if self.intensity:
-            factors = intensity_factors(images.shape[0], images.shape[1] // self.slices, generator, images.device)
-            images = adjust_intensity(images, *factors)
+            images = random_intensity(images, self.slices, generator)
         if self.sequence_dropout:
             images = drop_sequences(images, self.sequence_dropout, generator)
         return images, masks

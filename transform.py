@@ -4,7 +4,7 @@ with no torchvision needed. Randomness comes from numpy's global generator,
 which the training loader seeds per worker and per epoch.
 
 Two steps beyond the reference, off by default: nnU-Net's intensity augmentation
-(intensity_factors, adjust_intensity: on a batch tensor, the one owner of its
+(random_intensity: intensity_factors, adjust_intensity on a batch tensor, the one owner of its
 draws and arithmetic, which the device path (device_data.DeviceAugment) calls
 too) and sequence dropout."""
 
@@ -26,8 +26,8 @@ class Compose:
 
 
 def transforms(scale=None, angle=None, flip_prob=None, sequence_dropout=0.0, intensity=False, slices=1):
-    """The reference's augmentation pipeline; a None argument leaves that step out. intensity adds Intensity (of
-    an image of slices stacked slices: 2k + 1 with context_slices=k) and
+    """The reference's augmentation pipeline; a None argument leaves that step out. intensity adds Intensity (on
+    images that stack slices slices in their channels: 2k + 1 with context_slices=k) and
     sequence_dropout > 0 adds SequenceDropout after the reference's steps (neither in the reference), in the
     device path's order: the geometry, then the intensities, then the copies of the FLAIR (a copy after the
     intensity step stays an exact copy, as the dataset's are)."""
@@ -172,6 +172,13 @@ def adjust_intensity(images, brightness, contrast, gamma):
     return images.transpose(1, 2).reshape(count, channels, height, width)
 
 
+def random_intensity(images, slices=1, generator=None):
+    """images (N, C, H, W), each slice (with slices - 1 neighbours stacked in its channels) through its own draw
+    of intensity_factors and adjust_intensity: the step both data paths take."""
+    factors = intensity_factors(images.shape[0], images.shape[1] // slices, generator, images.device)
+    return adjust_intensity(images, *factors)
+
+
 class Intensity:
     """intensity_factors and adjust_intensity on one slice (with its stacked neighbours: slices), drawn from
     numpy's global generator (through a torch generator it seeds) like the steps above."""
@@ -182,6 +189,5 @@ class Intensity:
     def __call__(self, sample):
         image, mask = sample
         generator = torch.Generator().manual_seed(int(np.random.randint(2**31)))
-        factors = intensity_factors(1, image.shape[-1] // self.slices, generator)
         batch = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
-        return adjust_intensity(batch, *factors)[0].numpy().transpose(1, 2, 0), mask
+        return random_intensity(batch, self.slices, generator)[0].numpy().transpose(1, 2, 0), mask
