@@ -187,6 +187,7 @@ def run(**overrides):
     {'metrics': rows, 'dsc': {patient: reference DSC}, 'gifs': [...], 'patients': [...],
      'pictures': {patient: its GIF, or for a case of one image its overlay PNG},
      'telling_slice': {patient: the number of its slice with the most tumour (true, else predicted)},
+     'telling_masks': {patient: the predicted mask at that slice (2-D, bool, at the original geometry)},
      'figure': the dsc.png written (None without masks), 'predictions_dir': where the outputs are}
     """
     params = parameters.check_inference(parameters.settings(DEFAULTS, **overrides))
@@ -254,7 +255,7 @@ def _predict_and_write(params, model, metadata, image_size, data_dir, source, ou
     warn_trained_on(data.patients, split, params["weights"])
     predictions = predict(model, data, device, params["batch_size"], params["tta"], fuse=params["fuse"],
                           precision=params["precision"])
-    rows, reference_dsc, gifs, telling_slice, pictures = [], {}, [], {}, {}
+    rows, reference_dsc, gifs, telling_slice, telling_masks, pictures = [], {}, [], {}, {}, {}
     for index, (patient, (inputs, probs, truths)) in enumerate(
         tqdm(predictions.items(), desc="writing", unit="case", disable=not on_terminal())
     ):
@@ -265,7 +266,8 @@ def _predict_and_write(params, model, metadata, image_size, data_dir, source, ou
                                              params["threshold"], lcc)
         truth = data.truth(patient) if has_mask else None
         numbers = [number for number, _, _ in files]
-        telling_slice[patient] = numbers[int(np.argmax((truth if has_mask else original).sum(axis=(1, 2))))]
+        telling = int(np.argmax((truth if has_mask else original).sum(axis=(1, 2))))
+        telling_slice[patient], telling_masks[patient] = numbers[telling], original[telling] > 0
         several = len(files) > 1  # slices of a volume: a picture each and a GIF; one image: its picture
         pictures[patient] = save_pictures(patient, patient_overlays(data, patient, original, truth),
                                           numbers if several else None, out_dir, params["gif_fps"])
@@ -287,5 +289,5 @@ def _predict_and_write(params, model, metadata, image_size, data_dir, source, ou
               f"{summary['median']['dsc']:.4f} (original geometry); reference DSC mean "
               f"{summary['mean']['dsc_preprocessed']:.4f}")
     return dict(metrics=rows, dsc=reference_dsc, gifs=gifs, pictures=pictures, patients=data.patients,
-                telling_slice=telling_slice,
+                telling_slice=telling_slice, telling_masks=telling_masks,
                 figure=params["figure"] if rows else None, predictions_dir=str(out_dir))

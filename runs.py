@@ -17,6 +17,9 @@ RESULTS_FILE = Path("logs") / "results.json"
 COLLECTED_RESULTS_FILE = Path("results.json")
 PREDICTIONS_DIR = Path("predictions")  # inference's masks, GIFs, metrics.csv and figures of the run's own weights
 METRICS_FILE = PREDICTIONS_DIR / "metrics.csv"
+# each case's predicted mask at its telling slice (the one with the most tumour): a few KB that outlive the weights,
+# so a picture of a run's predictions (tools/failure_analysis.py) can be drawn from the committed files alone
+TELLING_SLICES_FILE = PREDICTIONS_DIR / "telling-slices.npz"
 RUN_LOG = Path("run.log")  # experiments.py's (and tools/cpu_sweep.sh's) log of a run started from a shell
 # the best model trained so far, shipped with the repository (pretrained/MODEL_CARD.md): inference uses it when
 # there is no run of one's own yet
@@ -226,6 +229,35 @@ def metrics_rows(folder):
         return []
     with open(path) as handle:
         return list(csv.DictReader(handle))
+
+
+def write_telling_slices(folder, numbers, masks):
+    """Write folder/predictions/telling-slices.npz: numbers {case: its telling slice's number}, masks {case: the
+    predicted mask there, 2-D, at the original geometry}."""
+    import io
+
+    import numpy as np
+
+    from safe_files import write_atomic
+
+    cases = sorted(masks)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, cases=np.array(cases), numbers=np.array([int(numbers[case]) for case in cases]),
+                        **{f"mask_{index}": np.asarray(masks[case], bool) for index, case in enumerate(cases)})
+    write_atomic(Path(folder) / TELLING_SLICES_FILE, buffer.getvalue())
+
+
+def telling_slices(folder):
+    """{case: (its telling slice's number, the predicted mask there)} from folder/predictions/telling-slices.npz,
+    or {} for a run scored before the file existed."""
+    import numpy as np
+
+    path = Path(folder) / TELLING_SLICES_FILE
+    if not path.exists():
+        return {}
+    with np.load(path) as saved:
+        return {str(case): (int(number), saved[f"mask_{index}"])
+                for index, (case, number) in enumerate(zip(saved["cases"], saved["numbers"]))}
 
 
 def native_scores(folder):

@@ -22,6 +22,7 @@ def make_run(folder, epochs_done, epochs=2):
     (folder / "logs" / "events.out.tfevents.1").write_bytes(b"large")
     (folder / "weights" / "unet.pt").write_bytes(b"large")
     (folder / "predictions" / "metrics.csv").write_text("patient,dsc\na,0.5\n")
+    (folder / "predictions" / "telling-slices.npz").write_bytes(b"small")
     (folder / "predictions" / "a-00.png").write_bytes(b"picture")
     (folder / "run.log").write_text("start\n" + "".join(f"epoch 1: {k}%\r" for k in range(0, 101, 10)) + "\ndone\n")
 
@@ -34,8 +35,9 @@ def test_only_the_small_files_of_finished_runs_are_copied(tmp_path):
     written = collect_runs.collect(runs, out)
     assert sorted(str(path.relative_to(out)) for path in written) == ["finished", "recipe/fold-1"]
     files = sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file())
-    assert files == ["finished/predictions/metrics.csv", "finished/results.json", "finished/run-tail.log",
-                     "recipe/fold-1/predictions/metrics.csv", "recipe/fold-1/results.json",
+    assert files == ["finished/predictions/metrics.csv", "finished/predictions/telling-slices.npz",
+                     "finished/results.json", "finished/run-tail.log", "recipe/fold-1/predictions/metrics.csv",
+                     "recipe/fold-1/predictions/telling-slices.npz", "recipe/fold-1/results.json",
                      "recipe/fold-1/run-tail.log"]
     tail = (out / "finished" / "run-tail.log").read_text().splitlines()
     assert tail[0] == "start" and tail[-2:] == ["epoch 1: 100%", "done"] and len(tail) == 13

@@ -106,6 +106,49 @@ def test_the_picture_shows_the_predictions_of_the_runs_that_kept_their_weights(p
     np.testing.assert_equal(image, iio.imread(picture)[..., :3])  # the failed call wrote nothing
 
 
+def test_the_picture_draws_committed_telling_slices_as_it_draws_the_weights(phantom_dir, blob_run, tmp_path):
+    """A run scored by tools/score_runs.py commits each patient's prediction at its telling slice: once its weights
+    are gone (a new machine), the picture is drawn from that file, pixel for pixel as from the weights."""
+    import shutil
+
+    import imageio.v3 as iio
+    import numpy as np
+
+    import runs
+
+    folder, patients = blob_run
+    local = tmp_path / "local" / "blob"
+    shutil.copytree(folder, local / "fold-0")
+    committed = tmp_path / "committed" / "blob" / "fold-0"
+    (committed / "predictions").mkdir(parents=True)
+    shutil.copy(folder / "results.json", committed / "results.json")
+    with open(committed / "predictions" / "metrics.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["patient", *failure_analysis.NUMERIC])
+        writer.writeheader()
+        for patient in patients:
+            writer.writerow(dict(patient=patient, dsc="0.1", dsc_without_lcc="0.1", precision="0.2", recall="0.1",
+                                 predicted_voxels="50", true_voxels="100", components="2"))
+    argv = [str(phantom_dir), f"blob={tmp_path / 'committed' / 'blob'}"]
+    from_weights, from_file = tmp_path / "weights.png", tmp_path / "file.png"
+    assert failure_analysis.main(argv + ["--weights", f"blob={local}", "--picture", str(from_weights)]) == 0
+    predicted = failure_analysis.predicted_slices(runs.run_at(local / "fold-0"), patients, tmp_path / "work")
+    assert sorted(predicted) == patients and all(mask.any() for _, mask in predicted.values())  # blobs there
+    runs.write_telling_slices(committed, {p: n for p, (n, _) in predicted.items()},
+                              {p: mask for p, (_, mask) in predicted.items()})
+    read = runs.telling_slices(committed)
+    assert {p: n for p, (n, _) in read.items()} == {p: n for p, (n, _) in predicted.items()}
+    for patient in patients:
+        np.testing.assert_array_equal(read[patient][1], predicted[patient][1])
+    shutil.rmtree(local)  # the weights are gone: the committed file alone draws the same picture
+    assert failure_analysis.main(argv + ["--picture", str(from_file)]) == 0
+    np.testing.assert_array_equal(iio.imread(from_file), iio.imread(from_weights))
+    # a run scored before the file existed, its weights gone: the truth alone, its column said "prediction not kept"
+    (committed / runs.TELLING_SLICES_FILE).unlink()
+    out = tmp_path / "failures.md"
+    assert failure_analysis.main(argv + ["--picture", str(from_file), "--out", str(out)]) == 0
+    assert "(predictions of no recipe: no prediction kept)" in out.read_text()
+
+
 @pytest.mark.parametrize("lesion, expected", [(200, 2.0), (40, 0.4)])
 def test_flair_contrast_is_the_abnormality_over_the_rest_of_the_head(tmp_path, lesion, expected):
     import numpy as np

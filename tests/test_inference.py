@@ -222,13 +222,14 @@ def test_run_without_masks_segments_every_patient(phantom_dir, weights, tmp_path
 def test_run_with_weights_of_every_network(name, phantom_dir, tmp_path):
     # each network's output (unet++: four heads, averaged) reaches the masks: everything, then nothing
     args = dict(init_features=4, deep_supervision=True) if name == "unet++" else dict(init_features=4)
-    scores = {}
+    outputs = {}
     for logit in (20.0, -20.0):
         path = tmp_path / f"{name}{logit}.pt"
         checkpoint.save_weights(saturated(build_model(name, **args), logit), path, 32, args, name)
-        out = inference.run(weights=path, data_path=phantom_dir, validation_cases=3, workers=0, cache_dir=None,
-                            predictions_dir=tmp_path / f"p{logit}", figure=tmp_path / "dsc.png", write_masks=False)
-        scores[logit] = out["metrics"]
+        outputs[logit] = inference.run(weights=path, data_path=phantom_dir, validation_cases=3, workers=0,
+                                       cache_dir=None, predictions_dir=tmp_path / f"p{logit}",
+                                       figure=tmp_path / "dsc.png", write_masks=False)
+    scores = {logit: out["metrics"] for logit, out in outputs.items()}
     assert len(scores[20.0]) == 3 and all(row["recall"] == 1.0 for row in scores[20.0])
     assert all(row["predicted_voxels"] == 0 and row["dsc"] == 0.0 for row in scores[-20.0])
     data = dataset.BrainSegmentationDataset(phantom_dir, subset="validation", validation_cases=3, image_size=32,
@@ -236,8 +237,15 @@ def test_run_with_weights_of_every_network(name, phantom_dir, tmp_path):
     for patient in data.patients:
         # the dataset's number of the slice with the most tumour, at the original geometry
         truth = kaggle_3m.LAYOUT.truth(data.files[patient])
-        number = data.files[patient][int(np.argmax(truth.sum(axis=(1, 2))))][0]
-        assert out["telling_slice"][patient] == number and (tmp_path / "p-20.0" / f"{patient}_{number}.png").exists()
+        index = int(np.argmax(truth.sum(axis=(1, 2))))
+        number = data.files[patient][index][0]
+        for logit, out in outputs.items():
+            assert out["telling_slice"][patient] == number
+            assert (tmp_path / f"p{logit}" / f"{patient}_{number}.png").exists()
+        # the prediction at that slice, at the original geometry: all of the truth there (recall 1), then nothing
+        everything, nothing = outputs[20.0]["telling_masks"][patient], outputs[-20.0]["telling_masks"][patient]
+        assert everything.shape == nothing.shape == truth.shape[1:]
+        assert everything[truth[index] > 0].all() and truth[index].any() and not nothing.any()
 
 
 def test_a_half_precision_copy_keeps_the_metadata_and_predicts_as_the_float32_weights(weights, tmp_path):

@@ -4,9 +4,9 @@
     python -m tools.collect_runs RUNS DESTINATION
 
 For every finished run under RUNS (runs/<name>/ and runs/<name>/fold-<k>/): its results.json, what inference
-wrote beside it (predictions/metrics.csv, metrics-summary.csv, dsc.png, examples.png) and the last lines of its
-run.log. Weights, checkpoints, TensorBoard events and per-patient pictures stay behind: they are large and
-can be made again. A run still training is left out until it finishes.
+wrote beside it (predictions/metrics.csv, metrics-summary.csv, dsc.png, examples.png, telling-slices.npz) and the
+last lines of its run.log. Weights, checkpoints, TensorBoard events and per-patient pictures stay behind: they are
+large and can be made again. A run still training is left out until it finishes.
 """
 
 import argparse
@@ -17,7 +17,7 @@ from pathlib import Path
 import runs
 from runs import load_runs
 
-PREDICTIONS = ("metrics.csv", "metrics-summary.csv", "dsc.png", "examples.png")
+PREDICTIONS = ("metrics.csv", "metrics-summary.csv", "dsc.png", "examples.png", runs.TELLING_SLICES_FILE.name)
 
 
 def log_tail(log, lines=100):

@@ -9,11 +9,12 @@ tools/score_runs.py (predictions/metrics.csv). For every patient below the thres
 size (voxels at the original geometry and its quartile among all scored patients), its FLAIR contrast
 (flair_contrast, and its quartile), the sequences the dataset filled with the FLAIR, and per recipe the DSC,
 the DSC without the 3-D largest component, precision, recall, the predicted components and where the
-prediction went (DIAGNOSES). The picture shows each such patient's
-slice with the most tumour: the FLAIR with the truth outlined green and, for every recipe whose fold still has
-its weights (weights/unet.pt: runs of this machine; committed runs keep none), that recipe's prediction red.
+prediction went (DIAGNOSES). The picture shows each such patient's slice with the most tumour: the FLAIR with the
+truth outlined green and, for every recipe whose fold kept its prediction there, that recipe's prediction red: the
+committed predictions/telling-slices.npz (tools/score_runs.py writes it; runs scored before it existed have none),
+else the fold's weights (weights/unet.pt: runs of this machine; committed runs keep none).
 --weights LABEL=RUNS/EXPERIMENT says where a recipe's runs with weights are (the runs on this machine that
-tools/collect_runs copied the small files of): the table reads the committed files, the picture those weights.
+tools/collect_runs copied the small files of): the table reads the committed files, the picture those runs.
 """
 
 import argparse
@@ -148,24 +149,25 @@ def summary_lines(recipes, failed, missing, sizes, contrast, contrast_quartiles)
     return lines
 
 
-def predicted_masks(run, patients, work_dir):
-    """{patient: predicted masks at the original geometry} for those of patients in run's fold, from its best
-    weights (inference with the largest component, as scored), or {} when the run kept no weights."""
+def predicted_slices(run, patients, work_dir):
+    """{patient: (its telling slice's number, the predicted mask there)} for those of patients in run's fold:
+    from the run's predictions/telling-slices.npz (tools/score_runs.py writes it, tools/collect_runs.py commits
+    it), else by inference with its best weights (as scored: largest component), else {} (a run scored before
+    the file existed whose weights are gone)."""
     import inference
 
-    weights = run.folder / runs.WEIGHTS_FILE
     mine = [patient for patient in patients if patient in run.results["validation_patients"]]
+    saved = runs.telling_slices(run.folder)
+    if all(patient in saved for patient in mine):
+        return {patient: saved[patient] for patient in mine}
+    weights = run.folder / runs.WEIGHTS_FILE
     if not weights.exists() or not mine:
         return {}
     out = Path(work_dir) / f"{run.name}-fold-{run.fold}"
-    inference.run(weights=str(weights), data_path=run.results["data_dir"], patients=mine, predictions_dir=str(out),
-                  figure=str(out / "dsc.png"), cache_dir=run.params["cache_dir"], tta=run.params.get("tta", False),
-                  write_masks=True, copy_images=False, workers=1)
-    masks = {}
-    for patient in mine:
-        files = sorted((out / "masks" / patient).glob("*_mask.tif"), key=lambda p: int(p.stem.split("_")[-2]))
-        masks[patient] = np.stack([kaggle_3m.read_mask(path) for path in files]) > 0
-    return masks
+    predicted = inference.run(weights=str(weights), data_path=run.results["data_dir"], patients=mine,
+                              predictions_dir=str(out), figure=str(out / "dsc.png"), cache_dir=run.params["cache_dir"],
+                              tta=run.params.get("tta", False), write_masks=False, workers=1)
+    return {patient: (predicted["telling_slice"][patient], predicted["telling_masks"][patient]) for patient in mine}
 
 
 def picture(data_dir, failed, recipes, runs, path):
@@ -182,7 +184,7 @@ def picture(data_dir, failed, recipes, runs, path):
             scored = [patient for patient in failed if patient in recipes[label]]  # as the table: no run in training
             # a folder per label: two labels may hold the same recipe and fold (at two training seeds)
             for run in label_runs:
-                predicted[label].update(predicted_masks(run, scored, Path(work_dir) / f"label-{number}"))
+                predicted[label].update(predicted_slices(run, scored, Path(work_dir) / f"label-{number}"))
         shown = [label for label in recipes if predicted[label]]
         figure = Figure(figsize=(3 * (1 + len(shown)), 3 * len(failed)))
         axes = np.atleast_2d(figure.subplots(len(failed), 1 + len(shown), squeeze=False))
@@ -194,13 +196,17 @@ def picture(data_dir, failed, recipes, runs, path):
             row[0].imshow(overlay(flair, np.zeros_like(truth[index]), truth[index]))
             row[0].set_title(f"{patient}\nslice {slices[index][0]}, truth", fontsize="small")
             for axis, label in zip(row[1:], shown):
-                mask = predicted[label].get(patient)
+                number, mask = predicted[label].get(patient, (None, None))
                 if mask is None:
-                    why = "weights not kept" if patient in recipes[label] else "not scored"
+                    why = "prediction not kept" if patient in recipes[label] else "not scored"
                     axis.set_title(f"{label}: {why}", fontsize="small")
                     axis.imshow(overlay(flair, np.zeros_like(truth[index]), truth[index]))
+                elif number != slices[index][0]:
+                    raise ValueError(f"{patient}: {label}'s prediction is of slice {number}, its slice with the most "
+                                     f"tumour in {data_dir} is {slices[index][0]}: another copy of the data? Give "
+                                     "the folder the runs were scored on")
                 else:
-                    axis.imshow(overlay(flair, mask[index], truth[index]))
+                    axis.imshow(overlay(flair, mask, truth[index]))
                     axis.set_title(f"{label}: DSC {recipes[label][patient]['dsc']:.2f}", fontsize="small")
             for axis in row:
                 axis.axis("off")
@@ -252,7 +258,7 @@ def main(argv=None):
     lines = summary_lines(recipes, failed, *facts) + [""] + table_lines(recipes, failed, *facts)
     if args.picture:
         shown = picture(args.data, failed, recipes, runs, args.picture)
-        named = ", ".join(shown) or "no recipe: no weights kept"
+        named = ", ".join(shown) or "no recipe: no prediction kept"
         lines += ["", "One row a failing patient: the FLAIR at its slice with the most tumour, the truth outlined "
                   f"green, each recipe's prediction red (predictions of {named}).",
                   "", results_files.image_line(args.picture, args.out, "The failing patients")]

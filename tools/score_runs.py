@@ -1,7 +1,9 @@
 """Inference for the finished runs of a runs folder: each with its best weights on its own validation patients
 (a k-fold run's: its fold's; on one's own images, its validation images), at the original geometry (kaggle_3m's
-256x256, each image's own size), writing predictions/ (metrics.csv, dsc.png) and predictions/examples.png (its
-best, median and worst case). report.py then reads them; it runs no inference.
+256x256, each image's own size), writing predictions/ (metrics.csv, dsc.png), predictions/examples.png (its
+best, median and worst case) and predictions/telling-slices.npz (each case's predicted mask at its slice with the
+most tumour: what tools/failure_analysis.py draws once the weights are gone). report.py then reads them; it runs
+no inference.
 
     python -m tools.score_runs RUNS [--data-path kaggle_3m] [--device auto] [--again]
 
@@ -66,6 +68,7 @@ def score(runs_dir, data_path=None, device="auto", again=False):
         if (run.folder / runs.METRICS_FILE).exists() and not again:
             continue
         predicted = predict_run(run, device, data_path)
+        runs.write_telling_slices(run.folder, predicted["telling_slice"], predicted["telling_masks"])
         example_figure(predicted, run.folder / runs.PREDICTIONS_DIR, run.folder / runs.PREDICTIONS_DIR / "examples.png")
         scored.append(run)
     return scored
