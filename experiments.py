@@ -74,6 +74,9 @@ EXPERIMENTS = {
     # ... and most of the budget at 128 px: 3 epochs at 64, then 12 at 128 (1.96x the fast recipe's images x
     # pixels, within the 2x budget); the finish at 256 px had too few epochs there to stop speckling
     "unet-bce_dice-fast-128": dict(FAST, progressive_epochs=3, epochs=15),
+    # ... and on it, 2.5-D context: the 128 px recipe keeps the fast recipe's under-segmented and wrong-component
+    # failures (folds 1-2), context rescued the wrong components at 64 -> 128 px; no extra images x pixels
+    "unet-bce_dice-fast-128-context": dict(FAST, progressive_epochs=3, epochs=15, context_slices=1),
     # one question a row: the loss at the modern optimiser and schedule ...
     "unet-dice-adamw-cosine": dict(MODERN, loss="dice"),
     "unet-soft_iou-adamw-cosine": dict(MODERN, loss="soft_iou"),
