@@ -16,7 +16,6 @@ each, with one analysis.
 
 import argparse
 import datetime
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -26,7 +25,8 @@ import numpy as np
 from comparisons import best_run, cross_validation, is_reference_recipe, lcc_rows, mean_hd95, paired_rows
 from runs import (PREDICTIONS_DIR, describe_model, describe_optimiser, describe_schedule, describe_size, load_runs,
                   metrics_rows, native_scores)
-from results_files import ANALYSIS_END, ANALYSIS_START, kept_analysis
+from results_files import ANALYSIS_END, ANALYSIS_START, image_line, kept_analysis
+from safe_files import write_atomic
 
 # The reference's training (its README: mean DSC 91%, median 92% on the 10 validation patients).
 REFERENCE_SETTINGS = dict(image_size=256, epochs=100, batch_size=16)
@@ -213,7 +213,7 @@ def describe_protocol(runs):
             f"{spread(run.results['device'] for run in runs)}")
 
 
-def section_lines(runs, figures_dir, relative, heading):
+def section_lines(runs, figures_dir, out, heading):
     """A runs folder's part of the report: its tables, curves and best run. Returns (lines, split rows best first)."""
     figures_dir.mkdir(parents=True, exist_ok=True)
     reference_runs = [run for run in runs if run.fold is None]
@@ -297,15 +297,16 @@ def section_lines(runs, figures_dir, relative, heading):
         ]
     if reference_runs:
         lines += [f"{heading} Validation DSC per epoch", "",
-                  f"![val_dsc curves]({relative / 'val_dsc_curves.png'})", ""]
+                  image_line(Path(figures_dir) / "val_dsc_curves.png", out, "val_dsc curves"), ""]
     if best_pictures:
         lines += [
             f"{heading} The best run: {best.name}",
             "",
-            f"Per-patient DSC (mean red, median green):\n\n![dsc of the best run]({relative / 'best-dsc.png'})",
+            "Per-patient DSC (mean red, median green):\n\n"
+            + image_line(Path(figures_dir) / "best-dsc.png", out, "dsc of the best run"),
             "",
             "Best, median and worst validation patient, on the slice with the most tumour (red: prediction, "
-            f"green: truth):\n\n![examples]({relative / 'examples.png'})",
+            "green: truth):\n\n" + image_line(Path(figures_dir) / "examples.png", out, "examples"),
             "",
         ]
     patient_rows = best_patients(best) if best else []
@@ -360,10 +361,9 @@ def write_report(runs_dir="runs", out="REPORT.md", figures_dir="report"):
     ]
     first_rows = None
     for (folder, runs), figures in zip(sections, figures_dirs):
-        relative = Path(os.path.relpath(figures.resolve(), out.parent.resolve()))  # links from the report
         if several:
             lines += [f"## `{folder}/`: {describe_protocol(runs)}", ""]
-        part, rows = section_lines(runs, figures, relative, "###" if several else "##")
+        part, rows = section_lines(runs, figures, out, "###" if several else "##")
         lines += part
         first_rows = rows if first_rows is None else first_rows
     if not synthetic:
@@ -371,7 +371,8 @@ def write_report(runs_dir="runs", out="REPORT.md", figures_dir="report"):
     lines += ["## Analysis", "", ANALYSIS_START, analysis, ANALYSIS_END, "", "## Provenance", ""]
     for folder, runs in sections:
         lines += ([f"`{folder}/`:", ""] if several else []) + provenance_lines(runs) + ([""] if several else [])
-    out.write_text("\n".join(lines).rstrip("\n") + "\n")
+    # whole or not at all: the hand-written analysis lives in this file alone
+    write_atomic(out, ("\n".join(lines).rstrip("\n") + "\n").encode())
     return first_rows
 
 
