@@ -55,6 +55,19 @@ def test_recipe_rows_pool_the_folds_and_take_old_columns_as_unknown(tmp_path):
     assert rows["p2"]["dsc_without_lcc"] != rows["p2"]["dsc_without_lcc"]  # nan: not in that run's file
 
 
+def test_a_label_says_which_folds_when_not_all_of_them_are_scored(tmp_path):
+    from runs import Run
+
+    def recipe(scored, folds=5):
+        runs = [Run("r", fold, tmp_path, dict(params=dict(folds=folds))) for fold in range(folds)]
+        return {f"p{fold}": dict(row(0.9, 1, 0.9), fold=fold) for fold in scored}, runs
+
+    assert failure_analysis.with_folds("context", *recipe([1, 3])) == "context (folds 1, 3)"
+    assert failure_analysis.with_folds("seqdrop", *recipe([0])) == "seqdrop (fold 0)"
+    assert failure_analysis.with_folds("fast", *recipe([4, 0, 2, 1, 3])) == "fast"  # all five: nothing to say
+    assert failure_analysis.with_folds("old", *recipe([0], folds=0)) == "old"  # no k recorded: said as given
+
+
 def test_the_picture_shows_the_predictions_of_the_runs_that_kept_their_weights(phantom_dir, blob_run, tmp_path):
     """The table reads the committed small files; --weights points the picture at the runs that kept weights."""
     import shutil

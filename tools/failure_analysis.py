@@ -5,7 +5,8 @@
         [--out results/failure-analysis-cpu.md]
 
 Each LABEL=RUNS/EXPERIMENT is a recipe's k-fold runs (RUNS/EXPERIMENT/fold-<k>/), scored by
-tools/score_runs.py (predictions/metrics.csv). For every patient below the threshold in any recipe it gives the tumour's
+tools/score_runs.py (predictions/metrics.csv); a recipe with only some folds scored is shown as
+"LABEL (folds 1, 3)". For every patient below the threshold in any recipe it gives the tumour's
 size (voxels at the original geometry and its quartile among all scored patients), its FLAIR contrast
 (flair_contrast, and its quartile), the sequences the dataset filled with the FLAIR, and per recipe the DSC,
 the DSC without the 3-D largest component, precision, recall, the predicted components and where the
@@ -61,6 +62,16 @@ def recipe_rows(folder):
             # runs scored before a column existed (dsc_without_lcc, components) have nan there
             rows[row["patient"]] = dict(row, fold=run.fold, **{key: float(row.get(key) or "nan") for key in NUMERIC})
     return rows, runs
+
+
+def with_folds(label, rows, runs):
+    """label, and when the recipe's scored folds are not all k of its cross-validation, which they are:
+    "context (folds 1, 3)", "seqdrop (fold 0)"; a table read at a glance must not pass two folds off as five."""
+    folds = sorted({int(row["fold"]) for row in rows.values()})
+    total = max((run.params.get("folds") or 0 for run in runs), default=0)
+    if not folds or len(folds) >= total:
+        return label
+    return f"{label} (fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, folds))})"
 
 
 def quartiles(values):
@@ -246,6 +257,9 @@ def main(argv=None):
         if label not in recipes:
             parser.error(f"--weights {item!r}: {label!r} is none of the recipes ({', '.join(recipes)})")
         runs[label] = fold_runs(folder)
+    named = {label: with_folds(label, recipes[label], runs[label]) for label in recipes}
+    recipes = {named[label]: rows for label, rows in recipes.items()}
+    runs = {named[label]: label_runs for label, label_runs in runs.items()}
     failed = failures(recipes)
     patients = kaggle_3m.list_patients(args.data)
     missing = {patient: missing_sequences(patients[patient]) for patient in failed}
