@@ -184,3 +184,30 @@ def test_flair_contrast_is_the_abnormality_over_the_rest_of_the_head(tmp_path, l
     assert failure_analysis.flair_contrast(slices) == pytest.approx(expected)
     write_patient(tmp_path, "TCGA_SY_0002_20000101", images, [np.zeros((16, 16), np.uint8)] * 2)
     assert np.isnan(failure_analysis.flair_contrast(kaggle_3m.list_patients(tmp_path)["TCGA_SY_0002_20000101"]))
+
+
+def test_the_saved_picture_keeps_both_outline_colours_beside_many_greys(tmp_path):
+    """A real FLAIR slice has hundreds of greys; a palette chosen by the image (median cut) spent its 64 colours on
+    them and turned the few red outline pixels grey: the failure picture showed no prediction at all."""
+    import imageio.v3 as iio
+    import numpy as np
+    from PIL import Image
+
+    from utils import GREEN, RED
+
+    grey = np.tile(np.arange(256, dtype=np.uint8), (256, 1))  # every grey level, as in a slice
+    image = np.repeat(grey[..., None], 3, axis=2)
+    image[100, 20:60] = RED  # a 40-pixel prediction outline
+    image[150, 20:200] = GREEN
+    path = tmp_path / "picture.png"
+    failure_analysis.save_with_outline_palette(Image.fromarray(image), path)
+    saved = iio.imread(path)[..., :3]
+    red = np.all(saved == RED, axis=-1)
+    green = np.all(saved == GREEN, axis=-1)
+    assert red.sum() == 40 and red[100, 20:60].all()
+    assert green.sum() == 180 and green[150, 20:200].all()
+    rest = ~(red | green)
+    # greys stay greys, within about a palette step (255 / 61; Pillow matches colours at reduced precision)
+    assert np.all(saved[rest] == saved[rest][:, :1])
+    assert np.abs(saved[rest].astype(int) - image[rest].astype(int)).max() <= 6
+    assert len(np.unique(saved.reshape(-1, 3), axis=0)) <= 64

@@ -204,29 +204,44 @@ def picture(data_dir, failed, recipes, runs, path):
             truth = kaggle_3m.LAYOUT.truth(slices)
             index = int(np.argmax(truth.sum(axis=(1, 2))))
             flair = kaggle_3m.read_image(slices[index][1])[..., kaggle_3m.FLAIR_CHANNEL]
-            row[0].imshow(overlay(flair, np.zeros_like(truth[index]), truth[index]))
+            row[0].imshow(overlay(flair, np.zeros_like(truth[index]), truth[index]), interpolation="nearest")
             row[0].set_title(f"{patient}\nslice {slices[index][0]}, truth", fontsize="small")
             for axis, label in zip(row[1:], shown):
                 number, mask = predicted[label].get(patient, (None, None))
                 if mask is None:
                     why = "prediction not kept" if patient in recipes[label] else "not scored"
                     axis.set_title(f"{label}: {why}", fontsize="small")
-                    axis.imshow(overlay(flair, np.zeros_like(truth[index]), truth[index]))
+                    axis.imshow(overlay(flair, np.zeros_like(truth[index]), truth[index]), interpolation="nearest")
                 elif number != slices[index][0]:
                     raise ValueError(f"{patient}: {label}'s prediction is of slice {number}, its slice with the most "
                                      f"tumour in {data_dir} is {slices[index][0]}: another copy of the data? Give "
                                      "the folder the runs were scored on")
                 else:
-                    axis.imshow(overlay(flair, mask, truth[index]))
+                    axis.imshow(overlay(flair, mask, truth[index]), interpolation="nearest")
                     axis.set_title(f"{label}: DSC {recipes[label][patient]['dsc']:.2f}", fontsize="small")
             for axis in row:
                 axis.axis("off")
         figure.tight_layout()
         buffer = io.BytesIO()
         figure.savefig(buffer, dpi=80, format="png")
-        # a row a patient makes a tall picture: 64 colours (grey, the two outlines, their blends) keep it under 1 MB
-        Image.open(buffer).convert("RGB").quantize(64).save(path, optimize=True)
+        save_with_outline_palette(Image.open(buffer), path)
     return shown
+
+
+def save_with_outline_palette(image, path):
+    """Save a PIL image of grey slices and red and green outlines as a PNG of 64 colours: 62 greys, RED and GREEN.
+
+    A row a patient makes a tall picture, and 64 colours keep it small; but a palette the image chooses for itself
+    (median cut) spends them on the slices' many greys and merges the outlines' few pixels into grey, so the
+    predictions vanished. A fixed palette keeps both outline colours exact."""
+    from PIL import Image
+
+    from utils import GREEN, RED
+
+    greys = [(level, level, level) for level in np.linspace(0, 255, 62).round().astype(int)]
+    palette = Image.new("P", (1, 1))
+    palette.putpalette([channel for colour in (*greys, RED, GREEN) for channel in colour])
+    image.convert("RGB").quantize(palette=palette, dither=Image.Dither.NONE).save(path, optimize=True)
 
 
 def labelled(parser, item):
