@@ -22,6 +22,7 @@ import queue
 import subprocess
 import sys
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -302,6 +303,7 @@ def run_all(todo, args, overrides):
             try:
                 run(name, args.runs_dir, args.data_path, overrides, args.folds, fold, args.executor, args.shared_by)
             except Exception as error:  # one broken recipe must not stop a night's sweep
+                traceback.print_exc()  # where it broke, into the run's log: the line below says only what
                 last_line = (str(error).strip().splitlines() or [""])[-1]
                 failures.append(f"{describe(name, args.folds, fold)}: {type(error).__name__}: {last_line}")
                 print(f"FAILED {failures[-1]}", file=sys.stderr)

@@ -188,6 +188,8 @@ def test_a_failing_recipe_does_not_stop_the_others(monkeypatch, capsys):
     assert ran == [("unet-focal", 0), ("unet-focal", 1), ("unet-dice", 0), ("unet-dice", 1)]
     err = capsys.readouterr().err
     assert "1 run(s) failed" in err and "unet-focal fold 1: RuntimeError: Tried to allocate 2 GiB" in err
+    # where it broke too (a sweep's log is all there is to debug it from): the traceback, above its one line
+    assert err.index("Traceback (most recent call last)") < err.index("in fake_run") < err.index("FAILED unet-focal")
     assert experiments.main(["unet-dice"]) == 0
 
     def interrupted(*args):
