@@ -10,8 +10,8 @@
 # then report.py (the CPU report and the root REPORT.md), tools/seed_variance.py and tools/failure_analysis.py
 # (its picture from the runs' committed telling slices). Hand-written analyses in those files are kept.
 # Settings (environment): SKIP_SCORE=1 (the reports only, from what results/ holds); FA_OUT=PATH (the failure
-# table alone, to PATH: a look, no picture, nothing else rewritten); EXTRA_RECIPES ("label=runs/recipe ...":
-# more columns for the failure table; labels without spaces). The failure table's columns, a label each, are listed here only.
+# table alone, to PATH: a look, no picture, nothing else rewritten); EXTRA_RECIPES ("label=runs/recipe ...",
+# labels without spaces: more columns). The failure table's columns, a label each, are listed here only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ]; then sed -n '2,14p' "$0"; exit 2; fi
