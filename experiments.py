@@ -75,9 +75,12 @@ EXPERIMENTS = {
     # ... and most of the budget at 128 px: 3 epochs at 64, then 12 at 128 (1.96x the fast recipe's images x
     # pixels, within the 2x budget); the finish at 256 px had too few epochs there to stop speckling
     "unet-bce_dice-fast-128": dict(FAST, progressive_epochs=3, epochs=15),
-    # ... and on it, 2.5-D context: the 128 px recipe keeps the fast recipe's under-segmented and wrong-component
-    # failures (folds 1-2), context rescued the wrong components at 64 -> 128 px; no extra images x pixels
+    # ... and on it, 2.5-D context: the 128 px recipe's 5-fold still loses two small tumours to a wrong component
+    # (TCGA_CS_5395, TCGA_FG_6690), which context rescued on the fast recipe; no extra images x pixels
     "unet-bce_dice-fast-128-context": dict(FAST, progressive_epochs=3, epochs=15, context_slices=1),
+    # ... or intensity augmentation: it under-segments TCGA_HT_A61B (no contrast sequences) and TCGA_DU_A5TS (the
+    # lowest FLAIR contrast), which intensity augmentation rescued on the fast recipe; no extra images x pixels
+    "unet-bce_dice-fast-128-intensity": dict(FAST, progressive_epochs=3, epochs=15, intensity_augmentation=True),
     # one question a row: the loss at the modern optimiser and schedule ...
     "unet-dice-adamw-cosine": dict(MODERN, loss="dice"),
     "unet-soft_iou-adamw-cosine": dict(MODERN, loss="soft_iou"),
