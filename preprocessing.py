@@ -127,8 +127,8 @@ def restore_geometry(probs, geometry):
     """Probabilities on the preprocessed grid (Z, S, S) -> the original volume (slices, height, width).
 
     Undoes the resize (bilinear), the padding to a square (or the stretch) and the crop; slices
-    outside the crop (the dropped first and last among them) get 0. A geometry of 9 fields (caches written before
-    to_square) was padded.
+    outside the crop (the dropped first and last among them) get 0. A geometry of 9 fields was padded
+    (geometry_of).
     """
     slices, z0, z1, y0, y1, x0, x1, height, width = (int(value) for value in geometry[:9])
     stretched = len(geometry) > 9 and bool(geometry[9])
@@ -184,22 +184,18 @@ def _cache_path(cache_dir, patient, slices, image_size, layout=None, channels=No
     return Path(cache_dir) / f"{patient}-{image_size}-{key}.npz"
 
 
-GEOMETRY_FIELDS = ("slices", "z_start", "z_stop", "y_start", "y_stop", "x_start", "x_stop", "height", "width",
-                   "stretched")
-
-
 def geometry_of(volume, original_slices, crop=True, to_square="pad"):
     """Where the preprocessed volume sits in the original one (slice indices count the dropped first slice);
-    without crop, every pixel of every slice; and whether it was stretched to a square rather than padded."""
-    stretched = int(to_square == "stretch")
+    without crop, every pixel of every slice; and, for a volume stretched to a square, a tenth field 1.
+
+    A padded volume keeps the 9 fields: its cache entry has the key it had before to_square, and code of those
+    commits (a run resumed from a fixed commit's worktree, sharing the cache) unpacks exactly 9."""
     if not crop:
-        return np.array([len(volume), 0, len(volume), 0, volume.shape[1], 0, volume.shape[2], *volume.shape[1:3],
-                         stretched], dtype=np.int64)
-    z, y, x = crop_bounds(volume)
-    return np.array(
-        [original_slices, z.start + 1, z.stop + 1, y.start, y.stop, x.start, x.stop, *volume.shape[1:3], stretched],
-        dtype=np.int64,
-    )
+        fields = [len(volume), 0, len(volume), 0, volume.shape[1], 0, volume.shape[2], *volume.shape[1:3]]
+    else:
+        z, y, x = crop_bounds(volume)
+        fields = [original_slices, z.start + 1, z.stop + 1, y.start, y.stop, x.start, x.stop, *volume.shape[1:3]]
+    return np.array(fields + ([1] if to_square == "stretch" else []), dtype=np.int64)
 
 
 def _preprocess_patient(patient, slices, image_size, cache_dir, layout, channels, to_square="pad"):

@@ -180,6 +180,11 @@ def test_cache_is_reused_and_keyed_by_image_size(phantom_dir, tmp_path, monkeypa
     files = {p: files[p] for p in sorted(files)[:2]}
     first = preprocessing.load_volumes(files, 32, cache_dir=tmp_path, workers=2, progress=False)
     assert len(list(tmp_path.glob("*-32-*.npz"))) == 2
+    # a padded entry keeps its 9-field geometry: a run resumed from an older commit's worktree shares the cache
+    # and unpacks exactly 9 (a 10th field for "padded" crashed such a run: "too many values to unpack")
+    for entry in tmp_path.glob("*-32-*.npz"):
+        with np.load(entry) as saved:
+            assert saved["geometry"].shape == (9,)
 
     def fail(*args):
         raise AssertionError("preprocessed again despite the cache")

@@ -70,6 +70,7 @@ def test_a_stretched_image_fills_the_grid_and_is_put_back_by_hand():
     assert padded[0].sum(axis=1).tolist() == [0, 4, 4, 0] and stretched.all()
     geometry = preprocessing.geometry_of(np.ones((1, 2, 4, 1)), 1, crop=False, to_square="stretch")
     assert geometry.tolist() == [1, 0, 1, 0, 2, 0, 4, 2, 4, 1]
+    assert preprocessing.geometry_of(np.ones((1, 2, 4, 1)), 1, crop=False).tolist() == [1, 0, 1, 0, 2, 0, 4, 2, 4]
     grid = np.zeros((1, 4, 4))
     grid[0, 0] = 1.0  # the grid's top row: half of the image's top row when stretched (bilinear, 4 rows to 2) ...
     assert preprocessing.restore_geometry(grid, geometry)[0].tolist() == [[0.5] * 4, [0.0] * 4]
