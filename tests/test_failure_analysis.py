@@ -211,3 +211,21 @@ def test_the_saved_picture_keeps_both_outline_colours_beside_many_greys(tmp_path
     assert np.all(saved[rest] == saved[rest][:, :1])
     assert np.abs(saved[rest].astype(int) - image[rest].astype(int)).max() <= 6
     assert len(np.unique(saved.reshape(-1, 3), axis=0)) <= 64
+
+
+def test_the_quartile_table_says_where_each_recipe_gains():
+    # 8 patients, volumes 10..80 (quartiles 1, 1, 2, 2, 3, 3, 4, 4); contrast quartiles given by hand
+    sizes = {f"p{i}": (i + 1) // 2 for i in range(1, 9)}
+    contrast = {f"p{i}": 4 - (i - 1) // 2 for i in range(1, 9)}  # the smallest tumours the brightest
+    base = {f"p{i}": row(0.9, 1, 0.9) for i in range(1, 9)}
+    base["p1"], base["p2"] = row(0.0, 0.0, 0.0), row(0.4, 1, 0.3)  # the two smallest fail
+    lever = dict(base, p1=row(0.8, 1, 0.8))  # rescues one of them
+    partial = {patient: base[patient] for patient in ("p7", "p8")}  # one fold scored: only the largest
+    lines = failure_analysis.quartile_lines({"base": base, "lever": lever, "partial": partial}, sizes, contrast)
+    assert lines[0].startswith("| recipe | volume Q1 (smallest) | Q2 | Q3 | Q4 (largest) | contrast Q1")
+    cells = {line.split(" | ")[0][2:]: line.strip("| ").split(" | ")[1:] for line in lines[2:]}
+    assert cells["base"][0] == "0.200 (2 of 2 fail)" and cells["base"][1:4] == ["0.900 (0 of 2 fail)"] * 3
+    assert cells["lever"][0] == "0.600 (1 of 2 fail)"
+    # by contrast the same patients sit in reversed quartiles: the failures are in Q4 (the brightest)
+    assert cells["base"][7] == "0.200 (2 of 2 fail)" and cells["lever"][7] == "0.600 (1 of 2 fail)"
+    assert cells["partial"] == ["—", "—", "—", "0.900 (0 of 2 fail)", "0.900 (0 of 2 fail)", "—", "—", "—"]

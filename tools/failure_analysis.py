@@ -252,6 +252,23 @@ def labelled(parser, item):
     return label, folder
 
 
+def quartile_lines(recipes, sizes, contrast_quartiles):
+    """Each recipe's mean DSC and failures in each quartile of tumour volume and of FLAIR contrast (quartiles
+    among every scored patient): where a lever gains, not only how much. A recipe scored on some folds has only
+    their patients in each cell."""
+    header = ["volume Q1 (smallest)", "Q2", "Q3", "Q4 (largest)", "contrast Q1 (faintest)", "Q2", "Q3", "Q4"]
+    lines = ["| recipe | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
+    for label, rows in recipes.items():
+        cells = []
+        for by in (sizes, contrast_quartiles):
+            for quartile in (1, 2, 3, 4):
+                dsc = [row["dsc"] for patient, row in rows.items() if by.get(patient) == quartile]
+                failed = sum(value < FAILED for value in dsc)
+                cells.append(f"{np.mean(dsc):.3f} ({failed} of {len(dsc)} fail)" if dsc else "—")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", help="kaggle_3m folder")
@@ -285,6 +302,8 @@ def main(argv=None):
     contrast = {patient: value for patient, value in contrast.items() if not np.isnan(value)}  # no abnormality
     facts = (missing, sizes, contrast, quartiles(contrast))
     lines = summary_lines(recipes, failed, *facts) + [""] + table_lines(recipes, failed, *facts)
+    lines += ["", "Each recipe's mean DSC by quartile of tumour volume and of FLAIR contrast (every scored patient):",
+              "", *quartile_lines(recipes, sizes, facts[3])]
     if args.picture:
         shown = picture(args.data, failed, recipes, runs, args.picture)
         named = ", ".join(shown) or "no recipe: no prediction kept"
