@@ -12,6 +12,7 @@ import torch
 import checkpoint
 from layouts import kaggle_3m
 from conftest import REPO
+from tools import collect_runs
 from tools.gpu import pack_data
 
 
@@ -58,6 +59,8 @@ def test_receive_unpack_train_report_and_collect(phantom_dir, tmp_path):
         names = set(archive.getnames())
     assert {"runs/unet-dice/logs/results.json", "runs/unet-dice/predictions/metrics.csv", "REPORT.md",
             "report/examples.png", "report/val_dsc_curves.png"} <= names
+    # every small file tools/collect_runs.py commits, the telling slices (the failure picture's predictions) too
+    assert {f"runs/unet-dice/predictions/{name}" for name in collect_runs.PREDICTIONS} <= names
     assert not [name for name in names if name.endswith(".pt") or "tfevents" in name]  # small files only
 
 

@@ -59,8 +59,13 @@ collect() {
   find "$STORE/runs" -name run.log -print0 | while IFS= read -r -d '' log; do
     tr '\r' '\n' <"$log" | tail -n 200 >"${log%.log}-tail.log"
   done
-  (cd "$STORE" && find runs \( -name results.json -o -name run-tail.log -o -name metrics.csv -o -name dsc.png \
-      -o -name examples.png \) -print0 | tar --null -cJf "$OUT/runs.tar.xz" -T - \
+  # the files tools/collect_runs.py commits (its list: the telling slices draw the failure picture once the
+  # weights are gone with the machine)
+  local names expression=()
+  read -r -a names <<<"results.json run-tail.log $("$PYTHON" -c 'from tools.collect_runs import PREDICTIONS
+print(*PREDICTIONS)')"
+  for name in "${names[@]}"; do expression+=(-o -name "$name"); done
+  (cd "$STORE" && find runs \( "${expression[@]:1}" \) -print0 | tar --null -cJf "$OUT/runs.tar.xz" -T - \
       $( [ -f REPORT.md ] && echo REPORT.md report ))
   # each run's best weights in float16 (the U-Net's 15.5 MB: under the 16 MiB a returning file may have),
   # named after the run's folder (runs/unet-dice/fold-0 -> unet-dice.fold-0.unet-fp16.pt)
