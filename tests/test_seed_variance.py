@@ -30,7 +30,7 @@ def test_seed_against_seed_and_a_verdict_that_needs_every_seed(tmp_path):
             lever = {p: v + shift + (0.1 if seed == "42" or p in "ac" else -0.1) for p, v in scores.items()}
             write_run(tmp_path / seed, "unet-bce_dice-fast-ema", fold, lever, pixels=(1.5e9, 2.5e9)[fold])
     seeds = {label: seed_variance.recipe_scores(tmp_path / label) for label in ("42", "1")}
-    lines = seed_variance.lines_for(seeds, "unet-bce_dice-fast")
+    lines = seed_variance.lines_for(seeds, ["unet-bce_dice-fast"])
     text = "\n".join(lines)
     # per seed: 4 patients, mean 0.625, one below 0.5 (d)
     assert "| unet-bce_dice-fast | 42 | 2 of 2 | 4 | 0.6250 | 0.6500 |" in text
@@ -57,12 +57,34 @@ def test_a_recipe_better_at_both_seeds_is_called_so():
     base = dict(a=0.5, b=0.6, c=0.7)
     seeds = {seed: {"base": entry(base), "lever": entry({p: v + delta for p, v in base.items()})}
              for seed, delta in (("42", 0.05), ("1", 0.03))}
-    lines = seed_variance.lines_for(seeds, "base")
+    lines = seed_variance.lines_for(seeds, ["base"])
     row = next(line for line in lines[lines.index("## Each recipe against base"):] if line.startswith("| lever |"))
     assert row.endswith("| better at every seed |")
     assert "+0.0400 [+0.0400, +0.0400]" in row  # seed-averaged: (0.05 + 0.03) / 2
     assert seed_variance.seed_average([dict(a=0.2, b=1.0), dict(a=0.4)]) == pytest.approx(dict(a=0.3))
 
+
+
+def test_a_section_a_baseline_and_compute_counted_against_the_first():
+    """A lever on top of the current best is paired with it in a section of its own; the fast recipe's section
+    and the training ratio stay as they were."""
+    def entry(scores, pixels):
+        return dict(native=scores, fold_dsc={0: 0.5}, folds=1, last_native_mean=None, fold_pixels={0: pixels})
+
+    fast = dict(a=0.5, b=0.6, c=0.7)
+    best = {p: v + 0.1 for p, v in fast.items()}  # 0.6, 0.7, 0.8
+    lever = dict(a=0.65, b=0.75, c=0.85)  # +0.15 over fast, +0.05 over best
+    seeds = {"42": {"fast": entry(fast, 1e9), "best": entry(best, 2e9), "lever": entry(lever, 2e9)}}
+    lines = seed_variance.lines_for(seeds, ["fast", "best"])
+    assert lines.count("## Each recipe against fast") == 1 and lines.count("## Each recipe against best") == 1
+    on_fast = lines[lines.index("## Each recipe against fast"):lines.index("## Each recipe against best")]
+    on_best = lines[lines.index("## Each recipe against best"):]
+    assert "+0.1500 [+0.1500, +0.1500]" in next(line for line in on_fast if line.startswith("| lever |"))
+    assert "+0.0500 [+0.0500, +0.0500]" in next(line for line in on_best if line.startswith("| lever |"))
+    assert "-0.1000 [-0.1000, -0.1000]" in next(line for line in on_best if line.startswith("| fast |"))
+    assert not any(line.startswith("| best |") for line in on_best)  # not paired with itself
+    # training compute against the first baseline only: 2 gigapixels against fast's 1
+    assert next(line for line in lines if line.startswith("| lever | 42 |")).endswith("| 2.00 (2.00x) |")
 
 def test_the_figure_has_a_panel_a_recipe_run_at_two_seeds_and_the_file_links_it(tmp_path):
     for seed, scores in (("42", dict(a=0.9, b=0.3, c=0.6)), ("1", dict(a=0.8, b=0.7, c=0.65, d=0.1))):

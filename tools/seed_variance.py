@@ -1,7 +1,7 @@
 """What a second training seed changes, and which recipe differences survive it.
 
     python -m tools.seed_variance --seed 42=results/real-data-cpu/runs --seed 1=results/real-data-cpu/runs-seed-1 \
-        [--baseline unet-bce_dice-fast] [--figure results/seed-variance-cpu.png] [--out results/seed-variance-cpu.md]
+        [--baseline RECIPE ...] [--figure results/seed-variance-cpu.png] [--out results/seed-variance-cpu.md]
 
 Each --seed LABEL=RUNS names a runs folder of one training seed (the same folds: the split's seed is the same).
 Per recipe that has k-fold runs, with the per-patient DSC at the original 256x256 geometry (tools/score_runs.py,
@@ -11,7 +11,7 @@ metrics.csv):
   pixels a fold trained on, and its ratio to the baseline's: the issue's budget is twice the fast recipe's);
 - seed against seed, on the patients both scored: the paired mean difference with its bootstrap interval and
   Wilcoxon p, the mean absolute per-patient change, and the patients that fail at one seed only and at both;
-- each recipe against the baseline at every seed and on the seed-averaged per-patient scores: "better" only
+- each recipe against each baseline at every seed and on the seed-averaged per-patient scores: "better" only
   where the interval excludes 0 at every seed;
 - with --figure, a panel a recipe run at two seeds: each patient's DSC at the first seed against the second's.
 """
@@ -91,9 +91,12 @@ def seed_average(scores):
     return {patient: float(np.mean([s[patient] for s in scores])) for patient in sorted(common)}
 
 
-def lines_for(seeds, baseline):
-    """seeds: {label: {recipe: cross_validation entry}}; the markdown lines of the three tables."""
-    labels = list(seeds)
+def lines_for(seeds, baselines):
+    """seeds: {label: {recipe: cross_validation entry}}; baselines: recipe names, the first the one training compute
+    is counted against. The markdown lines of the tables: per recipe and seed, seed against seed, and each recipe
+    against each baseline (a section a baseline: a lever on top of the current best is paired with it, and with
+    the fast recipe the issue's targets are stated against)."""
+    baseline, labels = baselines[0], list(seeds)
     recipes = sorted({recipe for entries in seeds.values() for recipe in entries})
     out = ["## Per recipe and seed", "",
            "Training: the image pixels a fold trained on (gigapixels, mean over its folds; x "
@@ -120,7 +123,16 @@ def lines_for(seeds, baseline):
         out.append(f"| {recipe} | {second} - {first} | {result['patients']} | {interval_text(result)} | "
                    f"{result['mean_abs']:.4f} | {', '.join(result['fail_one_only']) or '—'} | "
                    f"{', '.join(result['fail_both']) or '—'} |")
-    out += ["", f"## Each recipe against {baseline}", "",
+    for against in baselines:
+        out += against_lines(seeds, against)
+    return out
+
+
+def against_lines(seeds, baseline):
+    """The section pairing every other recipe with `baseline`, at each seed and seed-averaged."""
+    labels = list(seeds)
+    recipes = sorted({recipe for entries in seeds.values() for recipe in entries})
+    out = ["", f"## Each recipe against {baseline}", "",
             "At every seed on its own, and on the per-patient scores averaged over the seeds. \"Better\" (or "
             "\"worse\") only where the interval excludes 0 at every seed.", "",
             "| recipe | " + " | ".join(f"seed {label}" for label in labels) + " | seed-averaged | verdict |",
@@ -188,7 +200,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", action="append", required=True, metavar="LABEL=RUNS",
                         help="a training seed's runs folder; give two or more")
-    parser.add_argument("--baseline", default=comparisons.FAST_RECIPE, help="the recipe the others are paired with")
+    parser.add_argument("--baseline", action="append", metavar="RECIPE",
+                        help="a recipe the others are paired with, a section each; repeat for several (default: "
+                        f"{comparisons.FAST_RECIPE}); training compute is counted against the first")
     parser.add_argument("--figure", help="write the seed-against-seed panels here (PNG)")
     parser.add_argument("--out", help="write the tables here (markdown, with the command and commit)")
     args = parser.parse_args(argv)
@@ -198,7 +212,7 @@ def main(argv=None):
         if not folder or not Path(folder).is_dir():
             parser.error(f"{item!r}: give LABEL=RUNS, an existing runs folder")
         seeds[label] = recipe_scores(folder)
-    lines = lines_for(seeds, args.baseline)
+    lines = lines_for(seeds, args.baseline or [comparisons.FAST_RECIPE])
     pairs = seed_pairs(seeds)
     if args.figure and pairs:
         plot_seed_pairs(pairs).savefig(args.figure, dpi=80)
