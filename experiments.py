@@ -81,6 +81,11 @@ EXPERIMENTS = {
     # ... or intensity augmentation: it under-segments TCGA_HT_A61B (no contrast sequences) and TCGA_DU_A5TS (the
     # lowest FLAIR contrast), which intensity augmentation rescued on the fast recipe; no extra images x pixels
     "unet-bce_dice-fast-128-intensity": dict(FAST, progressive_epochs=3, epochs=15, intensity_augmentation=True),
+    # ... or nnU-Net's deep supervision (unet.UNet): heads on the half- and quarter-resolution decoder outputs,
+    # weights halving a level; the field's default and the candidate, not yet tried on the U-Net here (the
+    # UNet++ with it equalled the U-Net on the split); the same images x pixels
+    "unet-bce_dice-fast-128-ds": dict(FAST, progressive_epochs=3, epochs=15, model_args={"deep_supervision": True},
+                                      deep_supervision_weights=[0.25, 0.5, 1.0]),
     # one question a row: the loss at the modern optimiser and schedule ...
     "unet-dice-adamw-cosine": dict(MODERN, loss="dice"),
     "unet-soft_iou-adamw-cosine": dict(MODERN, loss="soft_iou"),

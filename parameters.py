@@ -48,11 +48,12 @@ TRAIN = dict(
                        "(1: 9 channels, slices s-1, s, s+1); 0: the slice alone, the reference"),
     model=("unet", ", ".join(MODELS)),
     model_args=(None, 'more constructor arguments: {"pretrained": True} (resnet34_unet), '
-                      '{"deep_supervision": True} (unet++)'),
+                      '{"deep_supervision": True} (unet++; unet: nnU-Net\'s heads)'),
     init_features=(32, "width of the first level (the ResNet-34 U-Net's decoder)"),
     loss=("dice", ", ".join(LOSSES)),
     loss_args=(None, 'e.g. {"alpha": 0.3, "beta": 0.7} for tversky'),
-    deep_supervision_weights=(None, "weights of the unet++ heads; None: equal"),
+    deep_supervision_weights=(None, "weights of the deep supervision heads, coarsest first; None: equal (unet++'s "
+                                     "choice; nnU-Net's for the unet: [0.25, 0.5, 1])"),
     optimizer=("adam", ", ".join(OPTIMIZERS) + " (sgd: Nesterov momentum)"),
     lr=(1e-4, "learning rate"),
     weight_decay=(0.0, "weight decay"),

@@ -31,9 +31,17 @@ def conv_block(in_channels, features, name):
 
 
 class UNet(nn.Module):
-    """Four 2x down/up levels; returns per-pixel logits (the reference applied the sigmoid here)."""
+    """Four 2x down/up levels; returns per-pixel logits (the reference applied the sigmoid here).
 
-    def __init__(self, in_channels=3, out_channels=1, init_features=32):
+    deep_supervision (off in the reference): nnU-Net's deep supervision, which supervises every decoder level but
+    the coarsest. A 1x1 head on the half- and quarter-resolution decoder outputs; in training mode forward()
+    returns [quarter, half, full] logits, the heads' bilinearly upsampled to the input's size so that the same
+    loss and mask apply (nnU-Net downsamples the mask instead), for loss.DeepSupervision with nnU-Net's weights
+    halving a level: deep_supervision_weights [0.25, 0.5, 1]. In eval mode it returns the full-resolution logits
+    alone, as nnU-Net predicts; without it the module and its parameter names are the reference's.
+    """
+
+    def __init__(self, in_channels=3, out_channels=1, init_features=32, deep_supervision=False):
         super().__init__()
         f = init_features
         self.encoder1 = conv_block(in_channels, f, "enc1")
@@ -54,6 +62,9 @@ class UNet(nn.Module):
         self.upconv1 = nn.ConvTranspose2d(f * 2, f, kernel_size=2, stride=2)
         self.decoder1 = conv_block(f * 2, f, "dec1")
         self.conv = nn.Conv2d(f, out_channels, kernel_size=1)
+        self.deep_supervision = deep_supervision
+        if deep_supervision:  # on decoder3 (quarter resolution) and decoder2 (half)
+            self.heads = nn.ModuleList([nn.Conv2d(f * 4, out_channels, 1), nn.Conv2d(f * 2, out_channels, 1)])
 
     def encode(self, x):
         """The four skip features, finest first, and the bottleneck."""
@@ -69,6 +80,10 @@ class UNet(nn.Module):
         dec3 = self.decoder3(torch.cat((self.upconv3(dec4), enc3), dim=1))
         dec2 = self.decoder2(torch.cat((self.upconv2(dec3), enc2), dim=1))
         dec1 = self.decoder1(torch.cat((self.upconv1(dec2), enc1), dim=1))
+        if self.deep_supervision and self.training:
+            size = x.shape[-2:]
+            return [nn.functional.interpolate(head(level), size=size, mode="bilinear", align_corners=False)
+                    for head, level in zip(self.heads, (dec3, dec2))] + [self.conv(dec1)]
         return self.conv(dec1)
 
 

@@ -53,6 +53,33 @@ def test_unet_plus_plus_returns_its_four_heads_in_training_and_their_mean_in_eva
         torch.testing.assert_close(single(x), single._heads(x)[-1])
 
 
+
+def test_unet_deep_supervision_adds_two_heads_and_predicts_as_the_plain_unet():
+    """nnU-Net's deep supervision on the reference U-Net: heads on the quarter- and half-resolution decoder
+    outputs (not the coarsest), trained at the input's size; in eval mode the plain U-Net's prediction."""
+    plain = UNet().state_dict()
+    supervised = UNet(deep_supervision=True).state_dict()
+    assert {key: tuple(value.shape) for key, value in supervised.items() if key not in plain} == {
+        "heads.0.weight": (1, 128, 1, 1), "heads.0.bias": (1,), "heads.1.weight": (1, 64, 1, 1), "heads.1.bias": (1,)}
+    torch.manual_seed(0)
+    reference, model = UNet(init_features=4), UNet(init_features=4, deep_supervision=True)
+    model.load_state_dict(reference.state_dict(), strict=False)  # the same weights, the heads aside
+    x = torch.randn(2, 3, 32, 48)
+    outputs = model.train()(x)
+    assert isinstance(outputs, list) and [o.shape for o in outputs] == [(2, 1, 32, 48)] * 3
+    torch.testing.assert_close(outputs[-1], reference.train()(x))
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), reference.eval()(x))
+        for head, value in zip(model.heads, (-3.0, 5.0)):  # a head of zero weights gives its bias everywhere
+            head.weight.zero_()
+            head.bias.fill_(value)
+        quarter, half, _ = model.train()(x)
+    assert quarter.unique().tolist() == [-3.0] and half.unique().tolist() == [5.0]
+    # every head takes part in the loss: nnU-Net's weights, a level half the next finer one's
+    model.zero_grad()
+    build_loss("bce", deep_supervision_weights=[0.25, 0.5, 1.0])(model(x), torch.ones(2, 1, 32, 48)).backward()
+    assert all(head.weight.grad.abs().sum() > 0 for head in model.heads)
+
 def test_attention_unet_keeps_the_reference_names_and_gates_every_skip():
     attention = AttentionUNet().state_dict()
     assert set(UNet().state_dict()) < set(attention)
@@ -185,6 +212,16 @@ def test_a_full_recipe_trains_and_its_weights_rebuild_the_model(phantom_dir, tmp
     assert isinstance(model, NestedUNet) and metadata["model"] == "unet++"
     assert metadata["model_args"] == dict(in_channels=3, out_channels=1, init_features=4, deep_supervision=True)
 
+
+
+def test_the_unet_with_deep_supervision_trains_and_its_weights_rebuild_it(phantom_dir, tmp_path):
+    train.train(data_path=str(phantom_dir), weights_dir=str(tmp_path / "w"), logs_dir=str(tmp_path / "l"),
+                cache_dir=str(tmp_path / "cache"), **dict(RECIPE, model="unet", epochs=1, tta=False,
+                                                          deep_supervision_weights=[0.25, 0.5, 1.0]))
+    model, metadata = checkpoint.load_weights(tmp_path / "w" / "unet.pt")
+    assert isinstance(model, UNet) and model.deep_supervision and len(model.heads) == 2
+    assert metadata["model_args"] == dict(in_channels=3, out_channels=1, init_features=4, deep_supervision=True)
+    assert model.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 1, 32, 32)
 
 def test_k_fold_training_validates_on_its_fold(phantom_dir, tmp_path):
     results = train.train(
