@@ -36,9 +36,11 @@ MODERN = dict(loss="bce_dice", optimizer="adamw", lr=1e-3, weight_decay=1e-4, sc
               grad_clip=1.0)
 # The fast recipe (time to accuracy on a CPU, results/time-to-accuracy-cpu.md): the modern recipe in bfloat16 with
 # channels_last (1.8x float32 per step at 64 px, 3.3x at 128 on AVX512-BF16 cores: benchmarks/training_options.py;
-# torch.compile gave nothing more), most epochs at 64 px, then a low-learning-rate finish at 128 px (progressive
-# resizing), one warm-up epoch. It fixes its own sizes and epochs: a run's --epochs and image_size are ignored.
-FAST = dict(MODERN, amp="bf16", channels_last=True, warmup_epochs=1, image_size=128, progressive_size=64,
+# torch.compile gave nothing more) where the device computes bfloat16 natively, float32 elsewhere (amp="native":
+# emulated, a step took 13x float32's on an AVX2 CPU), most epochs at 64 px, then a low-learning-rate finish at
+# 128 px (progressive resizing), one warm-up epoch. It fixes its own sizes and epochs: a run's --epochs and
+# image_size are ignored.
+FAST = dict(MODERN, amp="native", channels_last=True, warmup_epochs=1, image_size=128, progressive_size=64,
             progressive_epochs=10, epochs=14)
 OWN_BUDGET = ("epochs", "image_size", "progressive_size", "progressive_epochs")
 
@@ -115,14 +117,14 @@ EXPERIMENTS = {
                                    schedule="cosine", image_size=96, epochs=100, to_square="stretch"),
     # ... and the U-Net at the fast recipe's optimiser and precision on the same grid, sized for 30 minutes of
     # training on 2 CPU cores
-    "nuclei-unet-fast": dict(MODERN, amp="bf16", channels_last=True, warmup_epochs=1, image_size=96, epochs=60),
+    "nuclei-unet-fast": dict(MODERN, amp="native", channels_last=True, warmup_epochs=1, image_size=96, epochs=60),
     # ... with rotations of any angle (a microscope image has no up; the LGG recipes rotate +-15 degrees)
-    "nuclei-unet-fast-rotate": dict(MODERN, amp="bf16", channels_last=True, warmup_epochs=1, image_size=96,
+    "nuclei-unet-fast-rotate": dict(MODERN, amp="native", channels_last=True, warmup_epochs=1, image_size=96,
                                     epochs=60, aug_angle=180),
     # ... or the whole 30 minutes (60 epochs took 23.1 alone: 76 epochs, the cosine stretched over them)
-    "nuclei-unet-fast-76": dict(MODERN, amp="bf16", channels_last=True, warmup_epochs=1, image_size=96, epochs=76),
+    "nuclei-unet-fast-76": dict(MODERN, amp="native", channels_last=True, warmup_epochs=1, image_size=96, epochs=76),
     # ... or stretched to the square as the tutorial does (a 520x696 image gets all 96 rows, not 72)
-    "nuclei-unet-fast-stretch": dict(MODERN, amp="bf16", channels_last=True, warmup_epochs=1, image_size=96,
+    "nuclei-unet-fast-stretch": dict(MODERN, amp="native", channels_last=True, warmup_epochs=1, image_size=96,
                                      epochs=60, to_square="stretch"),
     # the lung-CT tutorial's slices (512x512): the fast recipe's progressive resizing, finishing at 256 px, where a
     # mask put back at 512 loses less of itself than from 128 px (the grid's own ceiling on a slice's score, as

@@ -82,8 +82,9 @@ TRAIN = dict(
                      'at least 1'),
     data_pipeline=("auto", '"reference": CPU workers; "device": slices and augmentation on the GPU; '
                            '"auto": device on a GPU'),
-    amp=("auto", '"bf16", "fp16", "off"; "auto": bf16 on a GPU that has it, else off (also on CPUs with native '
-                 'bf16, where amp="bf16" trains about 1.8x faster: the run says so)'),
+    amp=("auto", '"bf16", "fp16", "off", "native"; "auto": bf16 on a GPU that has it natively, else off (also on '
+                 'CPUs with native bf16, where amp="bf16" trains about 1.8x faster: the run says so); "native": bf16 '
+                 'wherever the device computes it natively (AVX512-BF16 or AMX on a CPU), else float32'),
     channels_last=("auto", 'True, False; "auto": on a GPU'),
     compile=(False, "torch.compile the model"),
     sync_batchnorm=(False, "data-parallel on GPUs (torchrun): batch norm statistics over every process's share "
@@ -353,7 +354,7 @@ def check_train(params):
              f"use 0 .. {max(folds, 1) - 1}")
     # the names come from the registries that build them
     choices = dict(optimizer=OPTIMIZERS, schedule=SCHEDULES, model=tuple(MODELS), loss=tuple(LOSSES),
-                   data_pipeline=("auto", "reference", "device"), amp=("auto", "bf16", "fp16", "off"))
+                   data_pipeline=("auto", "reference", "device"), amp=("auto", "bf16", "fp16", "off", "native"))
     for name, allowed in choices.items():
         _require(params[name] in allowed, name, params[name], f"use one of {', '.join(allowed)}")
     return params

@@ -48,7 +48,7 @@ def summary(run):
         name=run.name,
         model=describe_model(params, results),
         loss=params.get("loss", "dice"),
-        optimiser=describe_optimiser(params),
+        optimiser=describe_optimiser(params, results),
         schedule=describe_schedule(params),
         epochs=len(results["history"]) if run.finished else
         f"{len(results['history'])} of {params['epochs']}, unfinished",

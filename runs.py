@@ -269,12 +269,23 @@ def native_scores(folder):
 # ---------------------------------------------------------------- a run's settings in words (the report's columns)
 
 
-def describe_optimiser(params):
+AUTOCAST_NAMES = {"torch.bfloat16": "bf16", "torch.float16": "fp16"}
+
+
+def describe_optimiser(params, results=None):
+    """The optimiser, its settings and the precision: the autocast a run used (its results' speed_options), else
+    what params ask for (amp="native": bf16 only where the device computes it natively)."""
     text = f"{params['optimizer']} {params['lr']:g}"
     if params.get("weight_decay"):
         text += f", wd {params['weight_decay']:g}"
-    if params.get("amp") in ("bf16", "fp16"):
+    used = ((results or {}).get("speed_options") or {}).get("amp")
+    if used is not None:
+        if used in AUTOCAST_NAMES:
+            text += f", {AUTOCAST_NAMES[used]}"
+    elif params.get("amp") in ("bf16", "fp16"):
         text += f", {params['amp']}"
+    elif params.get("amp") == "native":
+        text += ", bf16 where native"
     if params.get("ema_decay"):
         text += f", weights EMA {params['ema_decay']:g}"
     return text

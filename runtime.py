@@ -36,6 +36,16 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
+def cpu_model():
+    """The CPU's model name (/proc/cpuinfo), or the platform's processor string elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            line = next((line for line in handle if line.startswith("model name")), "")
+    except OSError:
+        line = ""
+    return line.partition(":")[2].strip() or platform.processor() or platform.machine()
+
+
 def cpu_has_native_bf16():
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX on x86, read off /proc/cpuinfo)."""
     try:
@@ -58,15 +68,28 @@ class SpeedOptions:
         if self.pipeline == "auto":
             self.pipeline = "device" if on_gpu else "reference"
         amp = params["amp"]
+        # bfloat16 where the device computes it, not where it is emulated: a GPU before Ampere (Kaggle's T4) and a
+        # CPU without AVX512-BF16 or AMX run it in software, many times slower than float32 (on a 2-core AVX2 CPU
+        # a step at 64 px took 13x float32's: results/training-options-cpu-avx2.md)
+        native = torch.cuda.is_bf16_supported(including_emulation=False) if on_gpu else cpu_has_native_bf16()
         # "auto" keeps float32 on a CPU even where it has bfloat16: the CPU protocol compares recipes in float32
         # (the fast recipe asks for bf16 itself), and float32 validation scores as float32 inference does; the
         # hint below says what to set for the 1.8x (results/training-options-cpu.md)
         self.hint = None
         if amp == "auto":
-            amp = "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "off"
-            if not on_gpu and cpu_has_native_bf16():
+            amp = "bf16" if on_gpu and native else "off"
+            if not on_gpu and native:
                 self.hint = ('this CPU computes bfloat16 natively: amp="bf16" with channels_last=True trains a step '
                              "about 1.8x faster (float32 stays the default on CPUs)")
+        elif amp == "native":  # the fast recipes': their speed, not bfloat16 itself, is what they ask for
+            amp = "bf16" if native else "off"
+            if not native:
+                self.hint = ('amp="native": this ' + ("GPU" if on_gpu else "CPU") + " has no native bfloat16 "
+                             "(emulated, it would be many times slower): training in float32")
+        elif amp == "bf16" and not native:
+            self.hint = ('amp="bf16" on a ' + ("GPU" if on_gpu else "CPU") + " without native bfloat16: emulated, "
+                         'each step many times slower than float32 (13x on a 2-core AVX2 CPU); amp="native" '
+                         'trains in bfloat16 only where it is native, "off" in float32')
         self.amp_dtype = self.DTYPES[amp]
         self.channels_last = on_gpu if params["channels_last"] == "auto" else bool(params["channels_last"])
         self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format

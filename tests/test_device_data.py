@@ -190,7 +190,7 @@ def test_device_pipeline_trains_on_cpu_too(phantom_dir, tmp_path):
 def test_unknown_speed_options_are_refused_before_any_work():
     with pytest.raises(parameters.ParameterError, match="data_pipeline='gpu'.*auto, reference, device"):
         train.train(data_pipeline="gpu")
-    with pytest.raises(parameters.ParameterError, match="amp='fp8': use one of auto, bf16, fp16, off"):
+    with pytest.raises(parameters.ParameterError, match="amp='fp8': use one of auto, bf16, fp16, off, native"):
         train.train(amp="fp8")
     speed = runtime.SpeedOptions(train.DEFAULTS, torch.device("cpu"))
     assert (speed.pipeline, speed.amp_dtype, speed.channels_last) == ("reference", None, False)

@@ -47,7 +47,7 @@ def test_the_fast_recipe_keeps_its_own_epochs_and_sizes_and_says_so(tmp_path, ca
                                                                                      batch_size=16))
     assert (params["epochs"], params["image_size"], params["progressive_size"], params["progressive_epochs"]) == \
         (14, 128, 64, 10)
-    assert params["batch_size"] == 16 and params["amp"] == "bf16" and params["warmup_epochs"] == 1
+    assert params["batch_size"] == 16 and params["amp"] == "native" and params["warmup_epochs"] == 1
     assert "unet-bce_dice-fast keeps its own epochs=14, image_size=128 (ignored: {'epochs': 12, 'image_size': 64})" \
         in capsys.readouterr().out
     train.parameters.check_train(train.parameters.settings(train.DEFAULTS, **{
@@ -498,9 +498,14 @@ def test_progressive_runs_show_both_sizes_and_bf16_in_the_table():
     fast = experiments.run_parameters("unet-bce_dice-fast", "runs/x")
     assert describe_size(fast) == "64 -> 128 (10 + 4 epochs)"
     assert describe_size(dict(image_size=64)) == 64
-    assert describe_optimiser(fast) == "adamw 0.001, wd 0.0001, bf16"
+    # the precision a run used (its speed_options), else what its recipe asks for
+    assert describe_optimiser(fast) == "adamw 0.001, wd 0.0001, bf16 where native"
+    assert describe_optimiser(fast, dict(speed_options=dict(amp="torch.bfloat16"))) == "adamw 0.001, wd 0.0001, bf16"
+    assert describe_optimiser(fast, dict(speed_options=dict(amp="None"))) == "adamw 0.001, wd 0.0001"
+    assert describe_optimiser(dict(fast, amp="bf16")) == "adamw 0.001, wd 0.0001, bf16"  # runs before "native"
     ema = experiments.run_parameters("unet-bce_dice-fast-ema", "runs/x")
-    assert describe_optimiser(ema) == "adamw 0.001, wd 0.0001, bf16, weights EMA 0.998"
+    assert describe_optimiser(ema, dict(speed_options=dict(amp="torch.bfloat16"))) == \
+        "adamw 0.001, wd 0.0001, bf16, weights EMA 0.998"
     assert describe_size(experiments.run_parameters("unet-bce_dice-fast256", "runs/x")) == \
         "64 -> 256 (10 + 2 epochs)"
     assert describe_size(experiments.run_parameters("nuclei-unet-fast-stretch", "runs/x")) == "96, stretched"

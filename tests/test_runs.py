@@ -152,8 +152,34 @@ def test_auto_precision_stays_float32_on_a_cpu_and_says_when_bf16_would_pay(nati
     assert speed.amp_dtype is None and not speed.channels_last  # float32, as the CPU protocol's runs
     assert (speed.hint is not None and 'amp="bf16"' in speed.hint) == native
     asked = runtime.SpeedOptions(dict(train.DEFAULTS, amp="bf16", channels_last=True), torch.device("cpu"))
-    assert asked.amp_dtype == torch.bfloat16 and asked.hint is None
+    assert asked.amp_dtype == torch.bfloat16 and (asked.hint is None) == native  # emulated: said (the test below)
 
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_only_where_native_for_the_fast_recipes_and_a_warning_where_asked_and_emulated(native, monkeypatch):
+    """amp="native" (the fast recipes'): bfloat16 where the CPU computes it, float32 where it would be emulated; an
+    explicit amp="bf16" is kept, with a line saying it is emulated there."""
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    fast = runtime.SpeedOptions(dict(train.DEFAULTS, amp="native", channels_last=True), cpu)
+    assert fast.amp_dtype == (torch.bfloat16 if native else None)
+    assert (fast.hint is None) == native and (native or "training in float32" in fast.hint)
+    asked = runtime.SpeedOptions(dict(train.DEFAULTS, amp="bf16"), cpu)
+    assert asked.amp_dtype == torch.bfloat16
+    assert (asked.hint is None) == native and (native or "without native bfloat16: emulated" in asked.hint)
+
+
+def test_a_gpu_that_only_emulates_bf16_trains_in_float32_unless_asked(monkeypatch):
+    """Kaggle's T4 (before Ampere): torch.cuda.is_bf16_supported() is True by emulation only."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    gpu = torch.device("cuda")
+    assert runtime.SpeedOptions(dict(train.DEFAULTS), gpu).amp_dtype is None  # auto
+    native = runtime.SpeedOptions(dict(train.DEFAULTS, amp="native"), gpu)
+    assert native.amp_dtype is None and "this GPU has no native bfloat16" in native.hint
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an A100, H100
+    assert runtime.SpeedOptions(dict(train.DEFAULTS), gpu).amp_dtype == torch.bfloat16
+    assert runtime.SpeedOptions(dict(train.DEFAULTS, amp="native"), gpu).amp_dtype == torch.bfloat16
 
 def test_a_runs_results_are_read_from_its_one_file_and_older_layouts_still_load(tmp_path):
     new = tmp_path / "new" / "logs"

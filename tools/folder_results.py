@@ -55,7 +55,7 @@ def run_row(run, tutorial_iou):
     params = run.params
     return dict(
         run=run.folder.name, model=describe_model(params, run.results), loss=params["loss"],
-        optimiser=f"{describe_optimiser(params)}, {describe_schedule(params)}", size=describe_size(params),
+        optimiser=f"{describe_optimiser(params, run.results)}, {describe_schedule(params)}", size=describe_size(params),
         epochs=f"{len(run.results['history'])} of {params['epochs']}", batch=params["batch_size"],
         images=last.get("images"), pixels=last.get("pixels"), tutorial_iou=tutorial_iou,
         iou_mean=float(np.mean(iou)), iou_median=float(np.median(iou)), dsc_mean=float(np.mean(dsc)),
