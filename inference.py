@@ -35,7 +35,7 @@ import parameters
 import runs
 from checkpoint import WeightsError, load_weights
 from safe_files import FolderLock, OutputError, write_json_atomic
-from runtime import on_terminal, resolve_device
+from runtime import emulated_bf16_line, on_terminal, resolve_device
 from unet import fused_for_inference, probabilities
 from metrics import METRIC_COLUMNS, dsc, metrics_summary, patient_metrics
 from utils import binarise, largest_connected_component, overlay, plot_dsc, split_by_patient
@@ -196,6 +196,9 @@ def run(**overrides):
     refuse_weights_in_training(params["weights"])
     device = resolve_device(params["device"])
     model, metadata = load_weights(params["weights"], device)
+    slow = emulated_bf16_line(device, 'precision="bf16"') if params["precision"] == "bf16" else None
+    if slow:
+        print(f'warning: {slow}; precision="float32" is faster here')
     image_size = params["image_size"] or metadata.get("image_size", 256)
     if metadata.get("image_size", image_size) != image_size:
         print(f"warning: {params['weights']} was trained at {metadata['image_size']} px, predicting at {image_size}")

@@ -56,6 +56,19 @@ def cpu_has_native_bf16():
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def bf16_is_native(device):
+    """Whether device computes bfloat16 in hardware: a GPU from Ampere on, a CPU with AVX512-BF16 or AMX."""
+    return torch.cuda.is_bf16_supported(including_emulation=False) if device.type == "cuda" else cpu_has_native_bf16()
+
+
+def emulated_bf16_line(device, setting):
+    """The line said where setting asks for bfloat16 on a device that only emulates it, or None where native."""
+    if bf16_is_native(device):
+        return None
+    return (f"{setting} on a {'GPU' if device.type == 'cuda' else 'CPU'} without native bfloat16: emulated, each "
+            "step many times slower than float32 (12.6x on a 2-core AVX2 CPU: results/training-options-cpu-avx2.md)")
+
+
 class SpeedOptions:
     """The data pipeline, autocast dtype (None: off) and memory format that params ask for on device."""
 
@@ -69,9 +82,8 @@ class SpeedOptions:
             self.pipeline = "device" if on_gpu else "reference"
         amp = params["amp"]
         # bfloat16 where the device computes it, not where it is emulated: a GPU before Ampere (Kaggle's T4) and a
-        # CPU without AVX512-BF16 or AMX run it in software, many times slower than float32 (on a 2-core AVX2 CPU
-        # a step at 64 px took 13x float32's: results/training-options-cpu-avx2.md)
-        native = torch.cuda.is_bf16_supported(including_emulation=False) if on_gpu else cpu_has_native_bf16()
+        # CPU without AVX512-BF16 or AMX run it in software, many times slower than float32
+        native = bf16_is_native(device)
         # "auto" keeps float32 on a CPU even where it has bfloat16: the CPU protocol compares recipes in float32
         # (the fast recipe asks for bf16 itself), and float32 validation scores as float32 inference does; the
         # hint below says what to set for the 1.8x (results/training-options-cpu.md)
@@ -87,9 +99,8 @@ class SpeedOptions:
                 self.hint = ('amp="native": this ' + ("GPU" if on_gpu else "CPU") + " has no native bfloat16 "
                              "(emulated, it would be many times slower): training in float32")
         elif amp == "bf16" and not native:
-            self.hint = ('amp="bf16" on a ' + ("GPU" if on_gpu else "CPU") + " without native bfloat16: emulated, "
-                         'each step many times slower than float32 (13x on a 2-core AVX2 CPU); amp="native" '
-                         'trains in bfloat16 only where it is native, "off" in float32')
+            self.hint = (emulated_bf16_line(device, 'amp="bf16"') + '; amp="native" trains in bfloat16 only where '
+                         'it is native, "off" in float32')
         self.amp_dtype = self.DTYPES[amp]
         self.channels_last = on_gpu if params["channels_last"] == "auto" else bool(params["channels_last"])
         self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format

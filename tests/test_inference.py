@@ -11,6 +11,7 @@ import dataset
 from layouts import kaggle_3m
 import preprocessing
 import inference
+import runtime
 import metrics
 from unet import UNet, build_model
 from metrics import segmentation_metrics
@@ -218,6 +219,16 @@ def test_run_without_masks_segments_every_patient(phantom_dir, weights, tmp_path
     green = (frames[..., 0] == 0) & (frames[..., 1] == 255) & (frames[..., 2] == 0)
     assert not green.any()
 
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_inference_on_a_cpu_that_emulates_it_says_so(native, phantom_dir, weights, tmp_path, monkeypatch,
+                                                           capsys):
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    inference.run(weights=weights, data_path=phantom_dir, patients=["TCGA_SY_0001_20000101"], workers=0,
+                  cache_dir=None, predictions_dir=tmp_path / "p", figure=None, precision="bf16")
+    said = 'warning: precision="bf16" on a CPU without native bfloat16: emulated' in capsys.readouterr().out
+    assert said != native
 
 @pytest.mark.parametrize("name", ["attention_unet", "resnet34_unet", "unet++"])
 def test_run_with_weights_of_every_network(name, phantom_dir, tmp_path):
