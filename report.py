@@ -24,7 +24,7 @@ import numpy as np
 
 from comparisons import best_run, cross_validation, is_reference_recipe, lcc_rows, mean_hd95, paired_rows
 from runs import (PREDICTIONS_DIR, describe_model, describe_optimiser, describe_schedule, describe_size, load_runs,
-                  metrics_rows, native_scores)
+                  metrics_rows, native_scores, precision_used)
 from results_files import ANALYSIS_END, ANALYSIS_START, image_line, kept_analysis
 from safe_files import write_atomic
 
@@ -174,6 +174,13 @@ def wall_note(results):
     return ""
 
 
+def precision_note(results):
+    """", bf16" or ", float32": what the run trained in, where recorded (the fast recipes' amp="native" follows the
+    machine, so two runs of one recipe may differ in it)."""
+    used = precision_used(results)
+    return f", {used}" if used else ""
+
+
 def earlier_note(results):
     """A resumed run's earlier epochs may have been trained by other code: name those commits."""
     earlier = [commit for commit in results.get("earlier_commits", []) if commit != results["commit"]]
@@ -191,7 +198,7 @@ def provenance_lines(runs):
             f"- {where}: commit {results['commit']}{earlier_note(results)}, {results['device']}, "
             f"split: {results.get('split', '?')}, training seed {parameters.training_seed(run.params)}, "
             f"{len(results['history'])} epochs at {describe_size(run.params)} px, "
-            f"batch {run.params['batch_size']}, train {results['train_seconds']:.0f} s, "
+            f"batch {run.params['batch_size']}{precision_note(results)}, train {results['train_seconds']:.0f} s, "
             f"wall {results.get('wall_seconds', 0):.0f} s{wall_note(results)}, data {results['data_dir']}"
             + load_note(results)
         )

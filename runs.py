@@ -272,16 +272,23 @@ def native_scores(folder):
 AUTOCAST_NAMES = {"torch.bfloat16": "bf16", "torch.float16": "fp16"}
 
 
+def precision_used(results):
+    """"bf16", "fp16" or "float32": the autocast a run trained under (its results' speed_options), None where it
+    was not recorded. amp="native" makes it a machine's property: a bf16 run and a float32 run of one recipe."""
+    used = ((results or {}).get("speed_options") or {}).get("amp")
+    return None if used is None else AUTOCAST_NAMES.get(used, "float32")
+
+
 def describe_optimiser(params, results=None):
-    """The optimiser, its settings and the precision: the autocast a run used (its results' speed_options), else
-    what params ask for (amp="native": bf16 only where the device computes it natively)."""
+    """The optimiser, its settings and the precision: the autocast a run used (precision_used), else what params
+    ask for (amp="native": bf16 only where the device computes it natively)."""
     text = f"{params['optimizer']} {params['lr']:g}"
     if params.get("weight_decay"):
         text += f", wd {params['weight_decay']:g}"
-    used = ((results or {}).get("speed_options") or {}).get("amp")
+    used = precision_used(results)
     if used is not None:
-        if used in AUTOCAST_NAMES:
-            text += f", {AUTOCAST_NAMES[used]}"
+        if used != "float32":
+            text += f", {used}"
     elif params.get("amp") in ("bf16", "fp16"):
         text += f", {params['amp']}"
     elif params.get("amp") == "native":

@@ -539,6 +539,11 @@ def test_provenance_names_the_training_seed_not_only_the_splits(tmp_path):
                   Run("s", None, tmp_path, dict(results, params=dict(results["params"], training_seed=None)))]
     first, second = report.provenance_lines(runs_given)
     assert "seed 42, training seed 1," in first and "training seed 42," in second
+    # the precision it trained in, where recorded: amp="native" makes it the machine's
+    assert ", batch 16, train" in first
+    trained = [Run("r", 0, tmp_path, dict(results, speed_options=dict(amp=amp))) for amp in ("torch.bfloat16", "None")]
+    assert [", batch 16, bf16, train" in line for line in report.provenance_lines(trained)] == [True, False]
+    assert ", batch 16, float32, train" in report.provenance_lines(trained)[1]
 
 
 def test_a_training_seed_changes_the_run_but_not_its_folds(phantom_dir, tmp_path):
