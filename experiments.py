@@ -37,9 +37,9 @@ MODERN = dict(loss="bce_dice", optimizer="adamw", lr=1e-3, weight_decay=1e-4, sc
 # The fast recipe (time to accuracy on a CPU, results/time-to-accuracy-cpu.md): the modern recipe in bfloat16 with
 # channels_last (1.8x float32 per step at 64 px, 3.3x at 128 on AVX512-BF16 cores: benchmarks/training_options.py;
 # torch.compile gave nothing more) where the device computes bfloat16 natively, float32 elsewhere (amp="native":
-# emulated, a step took 13x float32's on an AVX2 CPU), most epochs at 64 px, then a low-learning-rate finish at
-# 128 px (progressive resizing), one warm-up epoch. It fixes its own sizes and epochs: a run's --epochs and
-# image_size are ignored.
+# emulated, a step took 12.6x float32's on an AVX2 CPU: results/training-options-cpu-avx2.md), most epochs at
+# 64 px, then a low-learning-rate finish at 128 px (progressive resizing), one warm-up epoch. It fixes its own
+# sizes and epochs: a run's --epochs and image_size are ignored.
 FAST = dict(MODERN, amp="native", channels_last=True, warmup_epochs=1, image_size=128, progressive_size=64,
             progressive_epochs=10, epochs=14)
 OWN_BUDGET = ("epochs", "image_size", "progressive_size", "progressive_epochs")

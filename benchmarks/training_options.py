@@ -112,11 +112,11 @@ def main(argv=None):
                             argv, f"Machine: {machine}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
                             f"batch {args.batch_size}, {args.steps} steps x {args.rounds} rounds an option, the "
                             f"median round; load average {load_before} before, {load_after} after.",
-                            table_lines(by_size, args.batch_size))
+                            table_lines(by_size))
     return 0
 
 
-def table_lines(by_size, batch_size):
+def table_lines(by_size):
     """A row an option: ms a step and the ratio to float32's, at each size."""
     sizes = list(by_size)
     lines = ["| option | " + " | ".join(f"{s}x{s} ms/step | vs float32" for s in sizes) + " |",
