@@ -111,7 +111,8 @@ EXPERIMENTS = {
     # one's own images (README: Your own images), the 2018 Data Science Bowl nuclei: the UNet++ tutorial's protocol
     # (4uiiurz1/pytorch-nested-unet, train.py's defaults: UNet++ with deep supervision, 0.5 BCE + Dice, SGD 1e-3
     # with momentum 0.9 (ours Nesterov), weight decay 1e-4, cosine, 100 epochs of batch 16 at 96x96, each image
-    # resized straight to the square: cv2.resize) ...
+    # resized straight to the square: cv2.resize). These are its 2020 defaults; its README's figures (0.839-0.843)
+    # came from its 2019 code: the Lovasz hinge, Adam 3e-4, early stopping (results/dsb2018-cpu.md) ...
     "nuclei-unet++-tutorial": dict(model="unet++", model_args={"deep_supervision": True}, loss="bce_dice",
                                    loss_args={"bce_weight": 0.5}, optimizer="sgd", lr=1e-3, weight_decay=1e-4,
                                    schedule="cosine", image_size=96, epochs=100, to_square="stretch"),
