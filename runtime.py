@@ -36,23 +36,24 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def cpu_model():
-    """The CPU's model name (/proc/cpuinfo), or the platform's processor string elsewhere."""
+def cpuinfo(field):
+    """The value of the first /proc/cpuinfo line naming field ("model name", "flags"), or "" off Linux."""
     try:
         with open("/proc/cpuinfo") as handle:
-            line = next((line for line in handle if line.startswith("model name")), "")
+            line = next((line for line in handle if line.startswith(field)), "")
     except OSError:
-        line = ""
-    return line.partition(":")[2].strip() or platform.processor() or platform.machine()
+        return ""
+    return line.partition(":")[2].strip()
+
+
+def cpu_model():
+    """The CPU's model name (/proc/cpuinfo), or the platform's processor string elsewhere."""
+    return cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def cpu_has_native_bf16():
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX on x86, read off /proc/cpuinfo)."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = next((line for line in handle if line.startswith("flags")), "").split()
-    except OSError:
-        return False
+    flags = cpuinfo("flags").split()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
