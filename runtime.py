@@ -195,9 +195,11 @@ def git_commit():
 
 
 def device_description(device):
+    """The GPU's name, or the CPU's model and core count: timings from two machines differ by the model (one
+    with native bfloat16 trains the fast recipes several times as fast), so the provenance names it."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    return f"cpu ({cpu_model()}, {os.cpu_count()} cores)"
 
 
 def load_average():

@@ -105,7 +105,7 @@ def main(argv=None):
     load_after = runtime.load_average()
     print(f"\nload average at the end {load_after}")
     if args.out:
-        machine = (f"{runtime.device_description(device)}, {runtime.cpu_model()}, native bfloat16: "
+        machine = (f"{runtime.device_description(device)}, native bfloat16: "
                    f"{'yes' if runtime.cpu_has_native_bf16() else 'no (no AVX512-BF16 or AMX: emulated)'}"
                    if device.type == "cpu" else runtime.device_description(device))
         results_files.write(args.out, "A training step under each compute option", "benchmarks.training_options",
