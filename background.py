@@ -40,6 +40,11 @@ class BackgroundWork:
         for future in finished:
             future.result()
 
+    def wait(self):
+        """Wait for every task submitted so far (the executor stays open); raise the first error among them."""
+        while self.pending:
+            self.pending.pop(0).result()
+
     def close(self):
         """Wait for every task; raise the first error among them."""
         if self.executor is None:

@@ -121,6 +121,14 @@ EXPERIMENTS = {
     "nuclei-unet++-tutorial": dict(model="unet++", model_args={"deep_supervision": True}, loss="bce_dice",
                                    loss_args={"bce_weight": 0.5}, optimizer="sgd", lr=1e-3, weight_decay=1e-4,
                                    schedule="cosine", image_size=96, epochs=100, to_square="stretch"),
+    # ... and the code its README's figures came from (a615437, 2019-03-11; read in its history): the Lovasz hinge
+    # per image (averaged over the deep supervision outputs), Adam at a constant 3e-4 without weight decay, no
+    # augmentation (its --aug defaulted to False), batch 16, up to 10000 epochs ended by early stopping after 20
+    # without a better validation IoU (ours: DSC per case), each image resized straight to 96x96
+    "nuclei-unet++-tutorial-2019": dict(model="unet++", model_args={"deep_supervision": True}, loss="lovasz",
+                                        optimizer="adam", lr=3e-4, weight_decay=0.0, schedule="constant",
+                                        image_size=96, epochs=10000, early_stopping=20, to_square="stretch",
+                                        aug_scale=0.0, aug_angle=0, flip_prob=0.0),
     # ... and the U-Net at the fast recipe's optimiser and precision on the same grid, sized for 30 minutes of
     # training on 2 CPU cores
     "nuclei-unet-fast": dict(MODERN, amp="native", channels_last=True, warmup_epochs=1, image_size=96, epochs=60),
@@ -182,12 +190,13 @@ def run_parameters(name, out_dir, data_path=None, overrides=None, folds=0, fold=
 
 
 def finished(out_dir, epochs):
-    """Whether the run in out_dir trained every epoch and experiments.py recorded it (its keys in results.json)."""
+    """Whether the run in out_dir trained every epoch asked (or stopped early) and experiments.py recorded it (its
+    keys in results.json)."""
     try:
         results = runs.read_results(out_dir)
     except OSError:
         return False
-    return len(results["history"]) >= epochs and "experiment" in results
+    return runs.finished(results, epochs) and "experiment" in results
 
 
 def run(name, runs_dir="runs", data_path=None, overrides=None, folds=0, fold=0, executor="papermill",

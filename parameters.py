@@ -74,6 +74,9 @@ TRAIN = dict(
                                    "x0.75-1.25 (p 0.15), contrast 0.75-1.25 (p 0.15), gamma 0.7-1.5 keeping mean "
                                    "and std (p 0.3) (False: off, the reference)"),
     epochs=(100, "epochs to train"),
+    early_stopping=(None, "end the run once this many epochs at image_size pass without a better validation DSC "
+                          "than its best (the UNet++ tutorial's 2019 code: 20, of up to 10000 epochs); the "
+                          "schedule still spans epochs. None: every epoch (the reference)"),
     batch_size=(16, "slices per batch"),
     device=("auto", '"auto": the GPU if there is one, else the CPU; or "cpu", "cuda", "cuda:0", "mps"'),
     workers=("auto", 'data loader processes; 0: load in the training process; "auto": one fewer than the CPU '
@@ -304,6 +307,9 @@ def check_train(params):
              "use a positive multiple of 16 (the U-Net halves it four times), e.g. 64 or 256")
     _require(isinstance(params["epochs"], int) and params["epochs"] >= 1, "epochs", params["epochs"],
              "use 1 or more")
+    patience = params["early_stopping"]
+    _require(patience is None or isinstance(patience, int) and not isinstance(patience, bool) and patience >= 1,
+             "early_stopping", patience, "use None (every epoch) or 1 or more epochs, e.g. 20")
     small = params["progressive_size"]
     _require(small is None or _is_size(small) and small < params["image_size"], "progressive_size", small,
              f"use None or a multiple of 16 below image_size={params['image_size']}")

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from comparisons import best_run, cross_validation, is_reference_recipe, lcc_rows, mean_hd95, paired_rows
-from runs import (PREDICTIONS_DIR, describe_model, describe_optimiser, describe_schedule, describe_size, load_runs,
-                  metrics_rows, native_scores, precision_used)
+from runs import (PREDICTIONS_DIR, describe_epochs, describe_model, describe_optimiser, describe_schedule,
+                  describe_size, load_runs, metrics_rows, native_scores, precision_used)
 from results_files import ANALYSIS_END, ANALYSIS_START, image_line, kept_analysis
 from safe_files import write_atomic
 
@@ -50,8 +50,7 @@ def summary(run):
         loss=params.get("loss", "dice"),
         optimiser=describe_optimiser(params, results),
         schedule=describe_schedule(params),
-        epochs=len(results["history"]) if run.finished else
-        f"{len(results['history'])} of {params['epochs']}, unfinished",
+        epochs=len(results["history"]) if len(results["history"]) >= params["epochs"] else describe_epochs(results),
         image_px=describe_size(params),
         best_dsc=results["best_val_dsc"],
         median_dsc=float(np.median(per_patient)) if per_patient else None,

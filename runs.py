@@ -171,6 +171,24 @@ def inference_outputs(params, data_dir=None):
 # ---------------------------------------------------------------- reading finished and stopped runs
 
 
+def stopped_early(results):
+    """Whether early stopping ends a run before its last epoch (results: its results.json): params' early_stopping
+    epochs at image_size have passed since its best validation DSC (or since it reached image_size, with none
+    yet), none better. The UNet++ tutorial's rule (its 2019 code stopped after 20 such epochs; it counted from its
+    best validation IoU)."""
+    patience, history = results["params"].get("early_stopping"), results["history"]
+    if not patience or not history or len(history) >= results["params"]["epochs"]:
+        return False
+    since = results.get("best_epoch") or results["params"].get("progressive_epochs", 0)
+    return history[-1]["epoch"] - since >= patience
+
+
+def finished(results, epochs=None):
+    """Whether a run has trained all it will: every one of its epochs (or of epochs, a count asked now), or
+    as many as early stopping let it. Training, resuming, experiments.py and the reports all ask this."""
+    return len(results["history"]) >= (epochs or results["params"]["epochs"]) or stopped_early(results)
+
+
 @dataclass
 class Run:
     name: str
@@ -184,7 +202,11 @@ class Run:
 
     @property
     def finished(self):
-        return len(self.results["history"]) >= self.params["epochs"]
+        return finished(self.results)
+
+    @property
+    def stopped_early(self):
+        return stopped_early(self.results)
 
     @property
     def best_entry(self):
@@ -311,6 +333,13 @@ def describe_schedule(params):
     if params.get("intensity_augmentation"):
         text += ", intensity augmentation"
     return text
+
+
+def describe_epochs(results):
+    """The epochs a run trained, of how many, and why fewer: "12 of 12", "41 of 10000, stopped early", "3 of 12,
+    unfinished"."""
+    state = ", stopped early" if stopped_early(results) else "" if finished(results) else ", unfinished"
+    return f"{len(results['history'])} of {results['params']['epochs']}{state}"
 
 
 def describe_size(params):

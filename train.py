@@ -205,13 +205,13 @@ def new_results(params, data_dir, source, device, speed, train_set, valid_set):
 RESTORED = ("history", "best_val_dsc", "best_epoch", "train_seconds", "wall_seconds", "encoder_weights")
 
 
-def read_finished(path, epochs):
-    """A results.json whose history holds every epoch, or None."""
+def read_finished(path):
+    """A results.json of a run that has trained all it will (runs.finished), or None."""
     try:
         saved = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    return saved if len(saved.get("history", [])) >= epochs else None
+    return saved if "params" in saved and runs.finished(saved) else None
 
 
 def refuse_other_settings(saved_results, results, where):
@@ -249,12 +249,14 @@ def resume(run, results, checkpoint_path):
             )
         return 0
     if not checkpoint_path.exists():
-        finished = read_finished(results_path, params["epochs"])
+        finished = read_finished(results_path)
         if finished is not None:  # its checkpoint went when the last epoch ended: nothing to resume
             refuse_other_settings(finished, results, results_path)
             results.update({key: finished[key] for key in RESTORED if key in finished})
-            print(f"{checkpoint_path.parent}: every one of the {params['epochs']} epochs has run already; "
-                  "nothing to resume")
+            print(f"{checkpoint_path.parent}: " + (
+                f"early stopping ended it after {len(finished['history'])} of {params['epochs']} epochs"
+                if runs.stopped_early(finished) else f"every one of the {params['epochs']} epochs has run already")
+                + "; nothing to resume")
             return params["epochs"]
         weights = Path(results["weights"])
         if weights.exists():
@@ -274,6 +276,20 @@ def resume(run, results, checkpoint_path):
     results["earlier_commits"] = list(dict.fromkeys(earlier))  # the code that trained the epochs before
     print(f"resuming after epoch {saved['epoch'] + 1} of {params['epochs']} from {checkpoint_path}")
     return saved["epoch"] + 1
+
+
+def ends_early(results, background, group):
+    """Whether early stopping ends the run before its next epoch, decided by rank 0 on every epoch end so far
+    (it waits for them: the stop never depends on how far the background work has got) and told to every rank."""
+    if group.is_main:
+        background.wait()
+        stop = runs.stopped_early(results)
+        if stop:
+            best = results["best_epoch"]
+            print(f"early stopping: {results['params']['early_stopping']} epochs without a better validation DSC "
+                  + (f"than epoch {best}'s {results['best_val_dsc']:.4f}" if best else "than 0")
+                  + f"; the run ends after epoch {results['history'][-1]['epoch']} of {results['params']['epochs']}")
+    return group.broadcast(stop if group.is_main else None)
 
 
 def train(**overrides):
@@ -336,6 +352,8 @@ def _train(params, started, group):
                 # each epoch's own line comes from its end (evaluation.epoch_line); the bar only on a terminal
                 for epoch in tqdm(range(first_epoch, params["epochs"]), desc="epochs", unit="epoch",
                                   initial=first_epoch, total=params["epochs"], disable=not runtime.on_terminal()):
+                    if params["early_stopping"] and ends_early(results, background, group):
+                        break
                     loss = group.mean(run.train_epoch(epoch, logger))  # over every rank's share
                     if not main:
                         continue
@@ -362,11 +380,11 @@ def _train(params, started, group):
             logger.hparams(params, {"best val DSC": results["best_val_dsc"], "best epoch": results["best_epoch"] or 0,
                                     "last val DSC at 256x256": last.get("val_dsc_native", 0.0)})
     results = group.broadcast(results if main else None)  # every rank returns what rank 0 wrote
-    if main and len(results["history"]) >= params["epochs"] and not params["keep_checkpoint"] and \
-            checkpoint_path.exists():
+    if main and runs.finished(results) and not params["keep_checkpoint"] and checkpoint_path.exists():
         size = checkpoint_path.stat().st_size / 2**20
         checkpoint_path.unlink()  # a finished run resumes nothing: its weights and results.json are what it keeps
-        print(f"every epoch has run: {checkpoint_path} ({size:.0f} MiB) removed (keep_checkpoint=True keeps it)")
+        print(f"{'early stopping ended the run' if runs.stopped_early(results) else 'every epoch has run'}: "
+              f"{checkpoint_path} ({size:.0f} MiB) removed (keep_checkpoint=True keeps it)")
     print(f"Best validation mean DSC: {results['best_val_dsc']:4f}")
     return results
 

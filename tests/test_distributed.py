@@ -118,20 +118,36 @@ def test_a_torchrun_run_writes_one_run_folder_and_resumes(phantom):
     assert resumed["resumed_after_epochs"] == [1] and [entry["epoch"] for entry in resumed["history"]] == [1, 2]
 
 
-def test_a_rank_that_fails_ends_the_run_with_its_message(phantom):
-    # a sitecustomize on the path makes rank 1 fail in its first epoch, without touching the code under test
-    plant = phantom / "plant"
+def planted(tmp_path, rank, code):
+    """The environment of a torchrun whose rank runs code at start-up (a sitecustomize on the path), without
+    touching the code under test: patch a module the training script imports, so that it uses the patch."""
+    plant = tmp_path / "plant"
     plant.mkdir()
-    (plant / "sitecustomize.py").write_text(
-        "import os\n"
-        "if os.environ.get('RANK') == '1':\n"
-        "    import batches\n"  # a module the training script imports, so the class is the one it uses
-        "    def planted(self, epoch=0):\n"
-        "        raise RuntimeError('planted failure in the first epoch')\n"
-        "    batches.Batches.train = planted\n")
-    finished = torchrun(phantom, ("epochs", 1), environ=dict(PYTHONPATH=f"{plant}:{REPO}"))
+    lines = "".join(f"    {line}\n" for line in code)
+    (plant / "sitecustomize.py").write_text(f"import os\nif os.environ.get('RANK') == '{rank}':\n{lines}")
+    return dict(PYTHONPATH=f"{plant}:{REPO}")
+
+
+def test_a_rank_that_fails_ends_the_run_with_its_message(phantom):
+    # rank 1 fails in its first epoch
+    finished = torchrun(phantom, ("epochs", 1), environ=planted(phantom, 1, [
+        "import batches", "def planted(self, epoch=0):", "    raise RuntimeError('planted failure in the first epoch')",
+        "batches.Batches.train = planted"]))
     assert finished.returncode != 0
     assert "rank 1 of 2 failed: RuntimeError: planted failure in the first epoch" in finished.stderr
+
+
+def test_early_stopping_ends_every_rank_after_the_same_epoch(phantom):
+    # rank 0's validation DSC planted: better at epoch 1 than at 2, so early_stopping=1 ends the run after epoch 2;
+    # rank 1, which validates nothing, must stop there too, not wait in epoch 3's gradients for a rank that left
+    finished = torchrun(phantom, ("epochs", 3), ("early_stopping", 1), environ=planted(phantom, 0, [
+        "import evaluation", "scores = iter([[0.5] * 3, [0.4] * 3, [0.9] * 3])",
+        "evaluation.grid_dsc = lambda *args, **kwargs: next(scores)"]))
+    assert finished.returncode == 0, why(finished)
+    assert "the run ends after epoch 2 of 3" in finished.stdout
+    [folder] = list((phantom / "runs").iterdir())
+    results = json.loads((folder / "logs" / "results.json").read_text())
+    assert [entry["epoch"] for entry in results["history"]] == [1, 2] and results["best_epoch"] == 1
 
 
 def test_a_batch_the_processes_cannot_share_is_refused_by_name():

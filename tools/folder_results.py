@@ -56,7 +56,7 @@ def run_row(run, tutorial_iou):
     return dict(
         run=run.folder.name, model=describe_model(params, run.results), loss=params["loss"],
         optimiser=f"{describe_optimiser(params, run.results)}, {describe_schedule(params)}", size=describe_size(params),
-        epochs=f"{len(run.results['history'])} of {params['epochs']}", batch=params["batch_size"],
+        epochs=runs.describe_epochs(run.results), batch=params["batch_size"],
         images=last.get("images"), pixels=last.get("pixels"), tutorial_iou=tutorial_iou,
         iou_mean=float(np.mean(iou)), iou_median=float(np.median(iou)), dsc_mean=float(np.mean(dsc)),
         dsc_median=float(np.median(dsc)), cases=len(rows), best_epoch=run.results["best_epoch"],
