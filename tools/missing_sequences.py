@@ -1,23 +1,24 @@
-"""Which patients lack a sequence, and how they score against the others.
+"""Which patients lack a sequence, and how each recipe scores them against the others.
 
 The dataset fills a missing pre-contrast or post-contrast sequence with the FLAIR (its README), so such a
 channel equals the FLAIR channel in every slice.
 
-    python -m tools.missing_sequences DATA [METRICS_CSV ...]          (from the repository root)
+    python -m tools.missing_sequences DATA [LABEL=RUNS/EXPERIMENT ...] [--out FILE.md]     (from the repository root)
 
-DATA is a kaggle_3m folder; each METRICS_CSV is inference's metrics.csv (e.g. of every fold of a 5-fold
-cross-validation). Prints a markdown table of the patients with a missing sequence and, with metrics, the mean
-and median DSC of the patients with and without one.
+DATA is a kaggle_3m folder; each LABEL=RUNS/EXPERIMENT a recipe's k-fold runs scored by tools/score_runs.py
+(predictions/metrics.csv), each patient scored by the fold that did not train on it, as in
+tools/failure_analysis.py. Prints (and with --out writes) a markdown table of the patients with a missing
+sequence, a DSC column a recipe, and each recipe's mean and median DSC of the patients with and without one.
 """
 
 import argparse
-import csv
 import sys
 
 import numpy as np
 from tqdm import tqdm
 
 from layouts import kaggle_3m
+import results_files
 from layouts.kaggle_3m import FLAIR_CHANNEL, SEQUENCES
 
 
@@ -28,43 +29,56 @@ def missing_sequences(slices):
             all(np.array_equal(image[..., channel], image[..., FLAIR_CHANNEL]) for image in images)]
 
 
-def scores_of(metrics_files):
-    """{patient: DSC} from inference's metrics.csv files."""
-    scores = {}
-    for path in metrics_files:
-        with open(path, newline="") as file:
-            scores.update({row["patient"]: float(row["dsc"]) for row in csv.DictReader(file)})
-    return scores
-
-
-def report_lines(missing, scores):
-    """missing: {patient: [missing sequences]} for every patient; scores: {patient: DSC}, possibly empty."""
-    lines = ["| patient | missing | DSC |", "|---|---|---:|"]
+def report_lines(missing, recipes):
+    """missing: {patient: [missing sequences]} for every patient; recipes: {label: {patient: DSC}}."""
+    labels = list(recipes)
+    lines = ["| patient | missing | " + " | ".join(labels) + " |", "|---|---|" + "---:|" * len(labels)]
     for patient, sequences in missing.items():
         if sequences:
-            score = f"{scores[patient]:.3f}" if patient in scores else ""
-            lines.append(f"| {patient} | {', '.join(sequences)} | {score} |")
-    lines.append("")
-    lines.append(f"{sum(bool(sequences) for sequences in missing.values())} of {len(missing)} patients lack a "
-                 "sequence.")
-    for label, wanted in (("with a missing sequence", True), ("with all three", False)):
-        values = [scores[patient] for patient, sequences in missing.items()
-                  if bool(sequences) == wanted and patient in scores]
-        if values:
-            lines.append(f"Scored patients {label}: {len(values)}, mean DSC {np.mean(values):.3f}, median "
-                         f"{np.median(values):.3f}.")
+            scores = [f"{recipes[label][patient]:.3f}" if patient in recipes[label] else "" for label in labels]
+            lines.append(f"| {patient} | {', '.join(sequences)} | " + " | ".join(scores) + " |")
+    lines += ["", f"{sum(bool(sequences) for sequences in missing.values())} of {len(missing)} patients lack a "
+                  "sequence."]
+    if labels:
+        lines += ["", "| recipe | with a missing sequence: scored, mean, median | with all three: scored, mean, "
+                      "median |", "|---|---|---|"]
+    for label, scores in recipes.items():
+        cells = []
+        for wanted in (True, False):
+            values = [scores[patient] for patient, sequences in missing.items()
+                      if bool(sequences) == wanted and patient in scores]
+            cells.append(f"{len(values)}, {np.mean(values):.3f}, {np.median(values):.3f}" if values else "0")
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
     return lines
 
 
 def main(argv=None):
+    from tools.failure_analysis import labelled, recipe_rows, with_folds  # it imports missing_sequences
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", help="kaggle_3m folder")
-    parser.add_argument("metrics", nargs="*", help="inference's metrics.csv files")
+    parser.add_argument("recipes", nargs="*", metavar="LABEL=RUNS/EXPERIMENT")
+    parser.add_argument("--out", help="write the table here (markdown, with the command and commit)")
     args = parser.parse_args(argv)
+    recipes = {}
+    for item in args.recipes:
+        label, folder = labelled(parser, item)
+        rows, runs = recipe_rows(folder)
+        if not rows:
+            parser.error(f"{folder}: no fold with predictions/metrics.csv (run python -m tools.score_runs first)")
+        recipes[with_folds(label, rows, runs)] = {patient: row["dsc"] for patient, row in rows.items()}
     patients = kaggle_3m.list_patients(args.data)
     missing = {patient: missing_sequences(slices) for patient, slices in
                tqdm(patients.items(), desc="reading", unit="patient")}
-    print("\n".join(report_lines(missing, scores_of(args.metrics))))
+    lines = report_lines(missing, recipes)
+    if args.out:
+        results_files.write(args.out, "Patients with a missing sequence, and how they score",
+                            "tools.missing_sequences", argv, "A sequence is missing when its channel equals the "
+                            "FLAIR channel in every slice: the dataset's README says a missing pre- or post-contrast "
+                            "sequence was replaced by the FLAIR. DSC per patient at the original 256x256 geometry "
+                            "(inference with each fold's best weights, after the 3-D largest connected component), "
+                            "each patient scored by the fold that did not train on it.", lines)
+    print("\n".join(lines))
     return 0
 
 
