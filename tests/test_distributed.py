@@ -4,9 +4,7 @@ torchrun run writes one run folder and resumes, and a rank that fails ends the r
 import contextlib
 import json
 import os
-import socket
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -18,15 +16,10 @@ import distributed
 import train
 from conftest import REPO
 from loss import build_loss
+from tools.torchrun_check import free_port, train_command
 from unet import UNet
 
 pytestmark = pytest.mark.slow
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def batch():
@@ -77,10 +70,8 @@ def torchrun(tmp_path, *params, environ=None):
                     validation_cases=3, data_pipeline="device", runs_dir=str(tmp_path / "runs"), vis_images=0,
                     cache_dir=str(tmp_path / "cache"), keep_checkpoint=True)
     settings.update(params)
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(free_port()),
-               "train.py"]
-    for name, value in settings.items():
-        command += ["-p", name, json.dumps(value)]
+    command = train_command(["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(free_port())],
+                            settings)
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, **(environ or {})))
 

@@ -269,14 +269,20 @@ def quartile_lines(recipes, sizes, contrast_quartiles):
     return lines
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def recipes_parser(description, recipes="+"):
+    """The command line of a tool that reads recipes' scored folds: DATA, LABEL=RUNS/EXPERIMENT ..., --out."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", help="kaggle_3m folder")
-    parser.add_argument("recipes", nargs="+", metavar="LABEL=RUNS/EXPERIMENT")
+    parser.add_argument("recipes", nargs=recipes, metavar="LABEL=RUNS/EXPERIMENT")
+    parser.add_argument("--out", help="write the analysis here (markdown, with the command and commit)")
+    return parser
+
+
+def main(argv=None):
+    parser = recipes_parser(__doc__)
     parser.add_argument("--picture", help="write the failing patients' figure here (PNG)")
     parser.add_argument("--weights", action="append", default=[], metavar="LABEL=RUNS/EXPERIMENT",
                         help="the picture's predictions of LABEL from these runs' weights (repeatable)")
-    parser.add_argument("--out", help="write the analysis here (markdown, with the command and commit)")
     args = parser.parse_args(argv)
     recipes, runs = {}, {}
     for item in args.recipes:

@@ -11,7 +11,6 @@ tools/failure_analysis.py. Prints (and with --out writes) a markdown table of th
 sequence, a DSC column a recipe, and each recipe's mean and median DSC of the patients with and without one.
 """
 
-import argparse
 import sys
 
 import numpy as np
@@ -52,32 +51,39 @@ def report_lines(missing, recipes):
     return lines
 
 
-def main(argv=None):
+INTRO = ("A sequence is missing when its channel equals the FLAIR channel in every slice: the dataset's README says "
+         "a missing pre- or post-contrast sequence was replaced by the FLAIR. DSC per patient at the original "
+         "256x256 geometry (inference with each fold's best weights, after the 3-D largest connected component), "
+         "each patient scored by the fold that did not train on it.")
+
+
+def recipe_scores(parser, items):
+    """{label, with its folds where not all are scored: {patient: DSC}} of LABEL=RUNS/EXPERIMENT arguments."""
     from tools.failure_analysis import labelled, recipe_rows, with_folds  # it imports missing_sequences
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data", help="kaggle_3m folder")
-    parser.add_argument("recipes", nargs="*", metavar="LABEL=RUNS/EXPERIMENT")
-    parser.add_argument("--out", help="write the table here (markdown, with the command and commit)")
-    args = parser.parse_args(argv)
     recipes = {}
-    for item in args.recipes:
+    for item in items:
         label, folder = labelled(parser, item)
         rows, runs = recipe_rows(folder)
         if not rows:
             parser.error(f"{folder}: no fold with predictions/metrics.csv (run python -m tools.score_runs first)")
         recipes[with_folds(label, rows, runs)] = {patient: row["dsc"] for patient, row in rows.items()}
+    return recipes
+
+
+def main(argv=None):
+    from tools.failure_analysis import recipes_parser  # it imports missing_sequences
+
+    parser = recipes_parser(__doc__, recipes="*")
+    args = parser.parse_args(argv)
+    recipes = recipe_scores(parser, args.recipes)
     patients = kaggle_3m.list_patients(args.data)
     missing = {patient: missing_sequences(slices) for patient, slices in
                tqdm(patients.items(), desc="reading", unit="patient")}
     lines = report_lines(missing, recipes)
     if args.out:
         results_files.write(args.out, "Patients with a missing sequence, and how they score",
-                            "tools.missing_sequences", argv, "A sequence is missing when its channel equals the "
-                            "FLAIR channel in every slice: the dataset's README says a missing pre- or post-contrast "
-                            "sequence was replaced by the FLAIR. DSC per patient at the original 256x256 geometry "
-                            "(inference with each fold's best weights, after the 3-D largest connected component), "
-                            "each patient scored by the fold that did not train on it.", lines)
+                            "tools.missing_sequences", argv, INTRO, lines)
     print("\n".join(lines))
     return 0
 

@@ -15,6 +15,8 @@
 #                                              epoch end), their text into $OUT
 #   bash tools/gpu/gpu_session.sh train ARGS...    experiments.py ARGS on the real data, stopped in time, then collect
 #   bash tools/gpu/gpu_session.sh report           tools/score_runs.py (inference, HD95), report.py, then collect (1 min)
+#   bash tools/gpu/gpu_session.sh torchrun-check   one process under torchrun against the plain run, on phantom
+#                                              data (no chunks needed; seconds): $OUT/torchrun-check-gpu.md
 # Seen: two U-Net runs of 100 epochs at 256 px sharing an H100 trained about 10 minutes each
 # (results/gpu-session-2026-11-23.md); one 5-fold fold alone on an H200 455 s, its epoch ends trailing the GPU
 # (results/gpu-session-2026-11-30.md). A session's 15 minutes of device time (since 2026-11-30) hold the chunks,
@@ -41,8 +43,8 @@ LIMIT=${LIMIT:-540}  # seconds of training a call; a run stopped there resumes i
 OUT=${OUT:-$STORE/out}
 PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 case "${1:-}" in
-  receive | unpack | bench | train | report | collect) ;;
-  *) sed -n '2,32p' "$0"; exit 2 ;;
+  receive | unpack | bench | train | report | collect | torchrun-check) ;;
+  *) sed -n '2,34p' "$0"; exit 2 ;;
 esac
 mkdir -p "$STORE/packed" "$RUNS" "$OUT"
 if [ -z "${SOURCE_COMMIT:-}" ]; then
@@ -118,5 +120,8 @@ case "$step" in
     ;;
   collect)
     collect
+    ;;
+  torchrun-check)
+    "$PYTHON" -m tools.torchrun_check --device cuda --out "$OUT/torchrun-check-gpu.md"
     ;;
 esac
