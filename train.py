@@ -37,7 +37,7 @@ DEFAULTS = parameters.defaults(parameters.TRAIN)
 
 # The phantom default at settings a 2-core CPU trains in about a minute (results/newcomer-timings.md), with the
 # modern recipe, whose validation DSC rises over the epochs, so a newcomer sees learning.
-SYNTHETIC_DEMO = dict(image_size=64, epochs=10, batch_size=8, lr=1e-3, loss="bce_dice", optimizer="adamw",
+SYNTHETIC_DEMO = dict(image_size=64, epochs=6, batch_size=8, lr=1e-3, loss="bce_dice", optimizer="adamw",
                       schedule="cosine", warmup_epochs=1, workers=0, vis_freq=2, vis_images=16)
 
 CHECKPOINT_NAME = runs.CHECKPOINT_FILE.name

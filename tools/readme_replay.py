@@ -2,12 +2,13 @@
 what each left.
 
     python -m tools.readme_replay --data stage1_train=/data/dsb2018/stage1_train --data lung/data=/data/lung/data \
-        [--epochs 1] [--out results/readme-replay-cpu.md]                                        (repo root)
+        [--only stage1_train] [--epochs 1] [--out results/readme-replay-cpu.md]                  (repo root)
 
 Each `python train.py` line of the README's "Your own images" block runs in a `git clone` of this checkout's
 HEAD (committed files only, as a newcomer gets them), with its data_path swapped for where that data is here
 (--data README_PATH=LOCAL_PATH; a README path given none is made here as phantom images_masks data) and its
-epochs cut to --epochs (the replay checks the path, not the score); then inference.ipynb runs on the same
+epochs cut to --epochs (the replay checks the path, not the score; --only README_PATH replays only the commands
+of those data paths); then inference.ipynb runs on the same
 data_path through papermill, as the README says. Recorded per command: exit status, wall time, the run's files,
 the validation cases inference scored and the masks it wrote, and whether the clone's `git status` stayed clean.
 """
@@ -110,6 +111,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", action="append", default=[], metavar="README_PATH=LOCAL_PATH",
                         help="where a data_path of the README is here")
+    parser.add_argument("--only", action="append", default=[], metavar="README_PATH",
+                        help="replay only the command of this README data_path (repeatable; default: every one)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--out", help="write the table here (markdown)")
     parser.add_argument("--log", help="the commands' output (default: replay.log in the temporary folder, kept)")
@@ -122,9 +125,12 @@ def main(argv=None):
         commands = readme_commands(ROOT / "README.md")
     except ValueError as error:
         parser.error(str(error))
-    unknown = sorted(set(given) - {data_path_of(command) for command in commands})
-    if unknown:
-        parser.error(f"--data names {', '.join(unknown)}, which no README command uses")
+    for option, named in (("--data", given), ("--only", args.only)):
+        unknown = sorted(set(named) - {data_path_of(command) for command in commands})
+        if unknown:
+            parser.error(f"{option} names {', '.join(unknown)}, which no README command uses")
+    if args.only:
+        commands = [command for command in commands if data_path_of(command) in args.only]
     import torch
 
     import runtime
