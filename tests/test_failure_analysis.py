@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tools import failure_analysis
+from tools import failure_analysis, scored_recipes
 
 
 def row(dsc, precision, recall, predicted=100, without=float("nan"), true_voxels=100, components=1):
@@ -48,7 +48,7 @@ def test_recipe_rows_pool_the_folds_and_take_old_columns_as_unknown(tmp_path):
             writer.writeheader()
             writer.writerow(dict(patient=patient, dsc="0.25", precision="1", recall="0.2", predicted_voxels="5",
                                  true_voxels="25", **extra))
-    rows, runs = failure_analysis.recipe_rows(tmp_path / "runs" / "recipe")
+    rows, runs = scored_recipes.recipe_rows(tmp_path / "runs" / "recipe")
     assert [run.fold for run in runs] == [0, 1] and sorted(rows) == ["p1", "p2"]
     assert rows["p1"]["fold"] == 0 and rows["p1"]["dsc_without_lcc"] == 0.5 and rows["p1"]["components"] == 3
     assert rows["p2"]["fold"] == 1 and rows["p2"]["dsc"] == 0.25
@@ -62,10 +62,10 @@ def test_a_label_says_which_folds_when_not_all_of_them_are_scored(tmp_path):
         runs = [Run("r", fold, tmp_path, dict(params=dict(folds=folds))) for fold in range(folds)]
         return {f"p{fold}": dict(row(0.9, 1, 0.9), fold=fold) for fold in scored}, runs
 
-    assert failure_analysis.with_folds("context", *recipe([1, 3])) == "context (folds 1, 3)"
-    assert failure_analysis.with_folds("seqdrop", *recipe([0])) == "seqdrop (fold 0)"
-    assert failure_analysis.with_folds("fast", *recipe([4, 0, 2, 1, 3])) == "fast"  # all five: nothing to say
-    assert failure_analysis.with_folds("old", *recipe([0], folds=0)) == "old"  # no k recorded: said as given
+    assert scored_recipes.with_folds("context", *recipe([1, 3])) == "context (folds 1, 3)"
+    assert scored_recipes.with_folds("seqdrop", *recipe([0])) == "seqdrop (fold 0)"
+    assert scored_recipes.with_folds("fast", *recipe([4, 0, 2, 1, 3])) == "fast"  # all five: nothing to say
+    assert scored_recipes.with_folds("old", *recipe([0], folds=0)) == "old"  # no k recorded: said as given
 
 
 def test_the_picture_shows_the_predictions_of_the_runs_that_kept_their_weights(phantom_dir, blob_run, tmp_path):
@@ -89,7 +89,7 @@ def test_the_picture_shows_the_predictions_of_the_runs_that_kept_their_weights(p
         (committed / "predictions").mkdir(parents=True)
         shutil.copy(folder / "results.json", committed / "results.json")
         with open(committed / "predictions" / "metrics.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, ["patient", *failure_analysis.NUMERIC])
+            writer = csv.DictWriter(handle, ["patient", *scored_recipes.NUMERIC])
             writer.writeheader()
             for patient in patients + ([unscored] if label == "other" else []):
                 writer.writerow(dict(patient=patient, dsc="0.1", dsc_without_lcc="0.1", precision="0.2", recall="0.1",
@@ -136,7 +136,7 @@ def test_the_picture_draws_committed_telling_slices_as_it_draws_the_weights(phan
     (committed / "predictions").mkdir(parents=True)
     shutil.copy(folder / "results.json", committed / "results.json")
     with open(committed / "predictions" / "metrics.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, ["patient", *failure_analysis.NUMERIC])
+        writer = csv.DictWriter(handle, ["patient", *scored_recipes.NUMERIC])
         writer.writeheader()
         for patient in patients:
             writer.writerow(dict(patient=patient, dsc="0.1", dsc_without_lcc="0.1", precision="0.2", recall="0.1",

@@ -18,7 +18,6 @@ else the fold's weights (weights/unet.pt: runs of this machine; committed runs k
 tools/collect_runs copied the small files of): the table reads the committed files, the picture those runs.
 """
 
-import argparse
 import io
 import sys
 import tempfile
@@ -30,8 +29,9 @@ from layouts import kaggle_3m
 import results_files
 import runs
 from comparisons import FAILED
-from runs import fold_runs, metrics_rows
+from runs import fold_runs
 from tools.missing_sequences import missing_sequences
+from tools.scored_recipes import labelled, read, recipes_parser, with_folds
 
 # where the prediction went, first match wins; each a (name, test on a metrics.csv row as floats)
 DIAGNOSES = (
@@ -45,33 +45,11 @@ DIAGNOSES = (
     ("under-segmented and false positives", lambda row: row["recall"] < 0.5 and row["precision"] < 0.5),
     ("boundary", lambda row: True),  # found and mostly right, yet DSC < 0.5: the outline is off
 )
-NUMERIC = ("dsc", "dsc_without_lcc", "precision", "recall", "predicted_voxels", "true_voxels", "components")
 
 
 def diagnose(row):
     """Where a failed prediction went (DIAGNOSES' first match); row: a metrics.csv row with floats."""
     return next(name for name, test in DIAGNOSES if test(row))
-
-
-def recipe_rows(folder):
-    """{patient: metrics row with floats} over every fold of folder (RUNS/EXPERIMENT), and the folds' runs."""
-    runs = fold_runs(folder)
-    rows = {}
-    for run in runs:
-        for row in metrics_rows(run.folder):
-            # runs scored before a column existed (dsc_without_lcc, components) have nan there
-            rows[row["patient"]] = dict(row, fold=run.fold, **{key: float(row.get(key) or "nan") for key in NUMERIC})
-    return rows, runs
-
-
-def with_folds(label, rows, runs):
-    """label, and when the recipe's scored folds are not all k of its cross-validation, which they are:
-    "context (folds 1, 3)", "seqdrop (fold 0)"; a table read at a glance must not pass two folds off as five."""
-    folds = sorted({int(row["fold"]) for row in rows.values()})
-    total = max((run.params.get("folds") or 0 for run in runs), default=0)
-    if not folds or len(folds) >= total:
-        return label
-    return f"{label} (fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, folds))})"
 
 
 def quartiles(values):
@@ -244,14 +222,6 @@ def save_with_outline_palette(image, path):
     image.convert("RGB").quantize(palette=palette, dither=Image.Dither.NONE).save(path, optimize=True)
 
 
-def labelled(parser, item):
-    """(label, folder) of a LABEL=RUNS/EXPERIMENT argument."""
-    label, _, folder = item.partition("=")
-    if not folder:
-        parser.error(f"{item!r}: give LABEL=RUNS/EXPERIMENT")
-    return label, folder
-
-
 def quartile_lines(recipes, sizes, contrast_quartiles):
     """Each recipe's mean DSC and failures in each quartile of tumour volume and of FLAIR contrast (quartiles
     among every scored patient): where a lever gains, not only how much. A recipe scored on some folds has only
@@ -269,27 +239,13 @@ def quartile_lines(recipes, sizes, contrast_quartiles):
     return lines
 
 
-def recipes_parser(description, recipes="+"):
-    """The command line of a tool that reads recipes' scored folds: DATA, LABEL=RUNS/EXPERIMENT ..., --out."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data", help="kaggle_3m folder")
-    parser.add_argument("recipes", nargs=recipes, metavar="LABEL=RUNS/EXPERIMENT")
-    parser.add_argument("--out", help="write the analysis here (markdown, with the command and commit)")
-    return parser
-
-
 def main(argv=None):
     parser = recipes_parser(__doc__)
     parser.add_argument("--picture", help="write the failing patients' figure here (PNG)")
     parser.add_argument("--weights", action="append", default=[], metavar="LABEL=RUNS/EXPERIMENT",
                         help="the picture's predictions of LABEL from these runs' weights (repeatable)")
     args = parser.parse_args(argv)
-    recipes, runs = {}, {}
-    for item in args.recipes:
-        label, folder = labelled(parser, item)
-        recipes[label], runs[label] = recipe_rows(folder)
-        if not recipes[label]:
-            parser.error(f"{folder}: no fold with predictions/metrics.csv (run python -m tools.score_runs first)")
+    recipes, runs = read(parser, args.recipes)
     for item in args.weights:
         label, folder = labelled(parser, item)
         if label not in recipes:

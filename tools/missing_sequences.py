@@ -19,6 +19,7 @@ from tqdm import tqdm
 from layouts import kaggle_3m
 import results_files
 from layouts.kaggle_3m import FLAIR_CHANNEL, SEQUENCES
+from tools import scored_recipes
 
 
 def missing_sequences(slices):
@@ -59,22 +60,13 @@ INTRO = ("A sequence is missing when its channel equals the FLAIR channel in eve
 
 def recipe_scores(parser, items):
     """{label, with its folds where not all are scored: {patient: DSC}} of LABEL=RUNS/EXPERIMENT arguments."""
-    from tools.failure_analysis import labelled, recipe_rows, with_folds  # it imports missing_sequences
-
-    recipes = {}
-    for item in items:
-        label, folder = labelled(parser, item)
-        rows, runs = recipe_rows(folder)
-        if not rows:
-            parser.error(f"{folder}: no fold with predictions/metrics.csv (run python -m tools.score_runs first)")
-        recipes[with_folds(label, rows, runs)] = {patient: row["dsc"] for patient, row in rows.items()}
-    return recipes
+    recipes, runs = scored_recipes.read(parser, items)
+    return {scored_recipes.with_folds(label, rows, runs[label]): {patient: row["dsc"] for patient, row in rows.items()}
+            for label, rows in recipes.items()}
 
 
 def main(argv=None):
-    from tools.failure_analysis import recipes_parser  # it imports missing_sequences
-
-    parser = recipes_parser(__doc__, recipes="*")
+    parser = scored_recipes.recipes_parser(__doc__, recipes="*")
     args = parser.parse_args(argv)
     recipes = recipe_scores(parser, args.recipes)
     patients = kaggle_3m.list_patients(args.data)
