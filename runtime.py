@@ -97,8 +97,7 @@ class SpeedOptions:
         elif amp == "native":  # the fast recipes': their speed, not bfloat16 itself, is what they ask for
             amp = "bf16" if native else "off"
             if not native:
-                self.hint = ('amp="native": this ' + ("GPU" if on_gpu else "CPU") + " has no native bfloat16 "
-                             "(emulated, it would be many times slower): training in float32")
+                self.hint = emulated_bf16_line(device, "bfloat16") + ': amp="native" trains in float32 here'
         elif amp == "bf16" and not native:
             self.hint = (emulated_bf16_line(device, 'amp="bf16"') + '; amp="native" trains in bfloat16 only where '
                          'it is native, "off" in float32')
