@@ -8,9 +8,9 @@ Each `python train.py` line of the README's "Your own images" block runs in a `g
 HEAD (committed files only, as a newcomer gets them), with its data_path swapped for where that data is here
 (--data README_PATH=LOCAL_PATH; a README path given none is made here as phantom images_masks data) and its
 epochs cut to --epochs (the replay checks the path, not the score; --only README_PATH replays only the commands
-of those data paths); then inference.ipynb runs on the same
-data_path through papermill, as the README says. Recorded per command: exit status, wall time, the run's files,
-the validation cases inference scored and the masks it wrote, and whether the clone's `git status` stayed clean.
+of those data paths); then inference.ipynb runs on the same data_path through papermill, as the README says.
+Recorded per command: exit status, wall time, the run's files, the validation cases inference scored and the
+masks it wrote, and whether the clone's `git status` stayed clean.
 """
 
 import argparse
