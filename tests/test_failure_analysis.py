@@ -55,6 +55,17 @@ def test_recipe_rows_pool_the_folds_and_take_old_columns_as_unknown(tmp_path):
     assert rows["p2"]["dsc_without_lcc"] != rows["p2"]["dsc_without_lcc"]  # nan: not in that run's file
 
 
+def test_a_recipe_without_a_scored_fold_or_a_label_is_refused_by_name(tmp_path, capsys):
+    (tmp_path / "runs" / "recipe" / "fold-0").mkdir(parents=True)  # trained, never scored
+    parser = scored_recipes.recipes_parser("test")
+    for item, words in ((f"A={tmp_path / 'runs' / 'recipe'}", "no fold with predictions/metrics.csv (run python -m "
+                                                               "tools.score_runs first)"),
+                        (str(tmp_path / "runs" / "recipe"), "give LABEL=RUNS/EXPERIMENT")):
+        with pytest.raises(SystemExit):
+            scored_recipes.read(parser, [item])
+        assert words in capsys.readouterr().err
+
+
 def test_a_label_says_which_folds_when_not_all_of_them_are_scored(tmp_path):
     from runs import Run
 
