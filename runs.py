@@ -343,12 +343,12 @@ def describe_epochs(results):
 
 
 def describe_size(params):
-    """The training image size: "64 -> 128 (10 + 4 epochs)" for progressive resizing; ", stretched" where images
-    that are not square were stretched to it rather than padded (to_square)."""
+    """The training image size as text: "64", or "64 -> 128 (10 + 4 epochs)" for progressive resizing; ", stretched"
+    where images that are not square were stretched to it rather than padded (to_square)."""
     small, epochs = params.get("progressive_size"), params.get("progressive_epochs", 0)
     stretched = ", stretched" if params.get("to_square") == "stretch" else ""
     if not small or not epochs:
-        return f"{params['image_size']}{stretched}" if stretched else params["image_size"]
+        return f"{params['image_size']}{stretched}"
     return f"{small} -> {params['image_size']} ({epochs} + {params['epochs'] - epochs} epochs){stretched}"
 
 

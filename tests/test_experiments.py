@@ -497,7 +497,7 @@ def test_the_report_scores_each_fold_model_on_its_own_fold_at_the_original_geome
 def test_progressive_runs_show_both_sizes_and_bf16_in_the_table():
     fast = experiments.run_parameters("unet-bce_dice-fast", "runs/x")
     assert describe_size(fast) == "64 -> 128 (10 + 4 epochs)"
-    assert describe_size(dict(image_size=64)) == 64
+    assert describe_size(dict(image_size=64)) == "64"
     # the precision a run used (its speed_options), else what its recipe asks for
     assert describe_optimiser(fast) == "adamw 0.001, wd 0.0001, bf16 where native"
     assert describe_optimiser(fast, dict(speed_options=dict(amp="torch.bfloat16"))) == "adamw 0.001, wd 0.0001, bf16"

@@ -49,7 +49,8 @@ recipes=("reference=$R/runs/unet-dice" "modern=$R/runs/unet-bce_dice-adamw-cosin
          "128 px + deep supervision=$R/runs/unet-bce_dice-fast-128-ds"
          "128 px + sequence dropout=$R/runs/unet-bce_dice-fast-128-seqdrop"
          "seqdrop, seed 1=$R/runs-seed-1/unet-bce_dice-adamw-cosine-seqdrop"
-         "seqdrop + intensity=$R/runs/unet-bce_dice-adamw-cosine-seqdrop-intensity")
+         "seqdrop + intensity=$R/runs/unet-bce_dice-adamw-cosine-seqdrop-intensity"
+         "modern, seed 1=$R/runs-seed-1/unet-bce_dice-adamw-cosine" "reference, seed 1=$R/runs-seed-1/unet-dice")
 for extra in ${EXTRA_RECIPES:-}; do recipes+=("$extra"); done
 present=()
 for item in "${recipes[@]}"; do [ -d "${item#*=}" ] && present+=("$item"); done  # a recipe not run yet: no column
