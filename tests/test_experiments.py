@@ -154,7 +154,7 @@ def test_summary_takes_the_median_at_the_best_epoch(tmp_path):
     earlier = report.summary(Run("unet-dice", None, tmp_path, peaked))
     assert earlier["best_dsc"] == pytest.approx(2.2 / 3) and earlier["last_dsc"] == pytest.approx(0.2)
     assert row["hd95"] is None  # no predictions/metrics.csv
-    assert row["device"] == "test device" and row["image_px"] == 256
+    assert row["device"] == "test device" and row["image_px"] == "256"
     shared = report.summary(Run("unet-dice", None, tmp_path, dict(results, shared_by=3)))
     assert shared["device"] == "test device, 3 runs at once"  # its train time is not a speed figure
 
