@@ -102,23 +102,25 @@ class DeviceAugment:
         if self.intensity:
             images = random_intensity(images, self.slices, generator)
         if self.sequence_dropout:
-            images = drop_sequences(images, self.sequence_dropout, generator)
+            images = drop_sequences(images, self.sequence_dropout, generator, self.slices)
         return images, masks
 
 
-def drop_sequences(images, prob, generator=None):
-    """A batch (N, 3, S, S) where, with probability prob per slice, its pre-contrast, post-contrast or both (one
-    of the three, equally likely) are replaced by its FLAIR (channel 1)."""
+def drop_sequences(images, prob, generator=None, slices=1):
+    """A batch (N, 3 x slices, S, S) where, with probability prob per sample, its pre-contrast, post-contrast or
+    both (one of the three, equally likely) are replaced by its FLAIR (channel 1), in every one of its stacked
+    slices alike (2.5-D context, preprocessing.with_context's order: a scan missing is missing in each slice)."""
     count, device = images.shape[0], images.device
     dropped = torch.rand(count, generator=generator, device=device) < prob
     pattern = torch.randint(0, 3, (count,), generator=generator, device=device)  # 0: pre, 1: post, 2: both
-    pre = (dropped & (pattern != 1))[:, None, None]
-    post = (dropped & (pattern != 0))[:, None, None]
-    flair = images[:, FLAIR_CHANNEL]
-    channels = list(images.unbind(1))
-    channels[PRE_CONTRAST] = torch.where(pre, flair, images[:, PRE_CONTRAST])
-    channels[POST_CONTRAST] = torch.where(post, flair, images[:, POST_CONTRAST])
-    return torch.stack(channels, 1)
+    pre = (dropped & (pattern != 1))[:, None, None, None]
+    post = (dropped & (pattern != 0))[:, None, None, None]
+    stacked = images.unflatten(1, (slices, images.shape[1] // slices))  # (N, slices, 3, S, S)
+    flair = stacked[:, :, FLAIR_CHANNEL]
+    channels = list(stacked.unbind(2))
+    channels[PRE_CONTRAST] = torch.where(pre, flair, stacked[:, :, PRE_CONTRAST])
+    channels[POST_CONTRAST] = torch.where(post, flair, stacked[:, :, POST_CONTRAST])
+    return torch.stack(channels, 2).flatten(1, 2)
 
 
 def warp(images, masks, theta):

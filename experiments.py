@@ -110,6 +110,11 @@ EXPERIMENTS = {
     # the 110 patients are abnormalities of the lowest FLAIR contrast (results/failure-analysis-cpu.md); a 64 px
     # float32 screen for CPUs without native bfloat16, where the 128 px recipes take several times as long
     "unet-bce_dice-adamw-cosine-seqdrop-intensity": dict(MODERN, sequence_dropout=0.2, intensity_augmentation=True),
+    # ... or 2.5-D context on it (one change): of sequence dropout's failures at both seeds, two are small
+    # abnormalities beside false positives (TCGA_CS_5395, TCGA_DU_5852) and one a small under-segmented one
+    # (TCGA_DU_A5TY), the kinds context rescued on the fast recipe (TCGA_CS_5395 0.00 -> 0.86, TCGA_DU_A5TY 0.46
+    # -> 0.58: results/failure-analysis-cpu.md); the same images x pixels
+    "unet-bce_dice-adamw-cosine-seqdrop-context": dict(MODERN, sequence_dropout=0.2, context_slices=1),
     "unet-bce_dice-adamw-cosine-tta": dict(MODERN, tta=True),
     "unet64-bce_dice-adamw-cosine-tta": dict(MODERN, tta=True, init_features=64),  # twice as wide
     "attention_unet-bce_dice-adamw-cosine-tta": dict(MODERN, tta=True, model="attention_unet"),

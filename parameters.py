@@ -69,7 +69,8 @@ TRAIN = dict(
     aug_angle=(15, "... rotation +- aug_angle degrees, ..."),
     flip_prob=(0.5, "... horizontal flip with this probability"),
     sequence_dropout=(0.0, "... and with this probability a slice's pre-contrast, post-contrast or both become "
-                           "copies of its FLAIR, as the dataset fills a missing sequence (0: off, the reference)"),
+                           "copies of its FLAIR, as the dataset fills a missing sequence; with context_slices, in "
+                           "every stacked slice alike (0: off, the reference)"),
     intensity_augmentation=(False, "... and nnU-Net's intensity augmentation, per slice and channel: brightness "
                                    "x0.75-1.25 (p 0.15), contrast 0.75-1.25 (p 0.15), gamma 0.7-1.5 keeping mean "
                                    "and std (p 0.3) (False: off, the reference)"),
@@ -343,9 +344,6 @@ def check_train(params):
     _require(isinstance(params["context_slices"], int) and not isinstance(params["context_slices"], bool)
              and 0 <= params["context_slices"] <= 3, "context_slices", params["context_slices"],
              "use 0 (the slice alone), 1, 2 or 3 neighbours on either side")
-    # sequence dropout copies the FLAIR over channels 0 and 2 of one slice: not over a context's groups (yet)
-    _require(not (params["context_slices"] and params["sequence_dropout"]), "sequence_dropout",
-             params["sequence_dropout"], "use 0 with context_slices > 0 (not combined yet)")
     _require(isinstance(params["ema_decay"], (int, float)) and 0 <= params["ema_decay"] < 1, "ema_decay",
              params["ema_decay"], "use 0 (off) or a decay below 1, e.g. 0.998")
     for name in ("seed", "training_seed"):

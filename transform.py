@@ -41,7 +41,7 @@ def transforms(scale=None, angle=None, flip_prob=None, sequence_dropout=0.0, int
     if intensity:
         steps.append(Intensity(slices))
     if sequence_dropout:
-        steps.append(SequenceDropout(sequence_dropout))
+        steps.append(SequenceDropout(sequence_dropout, slices))
     return Compose(steps)
 
 
@@ -99,10 +99,11 @@ class HorizontalFlip:
 class SequenceDropout:
     """With probability prob, the slice's pre-contrast, post-contrast or both (one of the three, equally likely)
     become copies of its FLAIR: the dataset's own filling of a missing sequence, which 10 of its 110 patients
-    have (results/missing-sequences-cpu.md). Channels: pre-contrast, FLAIR, post-contrast."""
+    have (results/missing-sequences-cpu.md). Channels: pre-contrast, FLAIR, post-contrast, for each of slices
+    stacked slices (2.5-D context, preprocessing.with_context's order), all of which lose the same sequences."""
 
-    def __init__(self, prob):
-        self.prob = prob
+    def __init__(self, prob, slices=1):
+        self.prob, self.slices = prob, slices
 
     def __call__(self, sample):
         image, mask = sample
@@ -110,10 +111,11 @@ class SequenceDropout:
             return image, mask
         pattern = np.random.randint(3)  # 0: pre-contrast, 1: post-contrast, 2: both
         image = image.copy()
+        firsts = np.arange(self.slices) * (image.shape[-1] // self.slices)  # each stacked slice's first channel
         if pattern != 1:
-            image[..., PRE_CONTRAST] = image[..., FLAIR_CHANNEL]
+            image[..., firsts + PRE_CONTRAST] = image[..., firsts + FLAIR_CHANNEL]
         if pattern != 0:
-            image[..., POST_CONTRAST] = image[..., FLAIR_CHANNEL]
+            image[..., firsts + POST_CONTRAST] = image[..., firsts + FLAIR_CHANNEL]
         return image, mask
 
 

@@ -115,20 +115,43 @@ def test_device_augmentation_without_sequence_dropout_draws_as_before():
         assert torch.equal(out[0], out[1]) or torch.equal(out[2], out[1])
 
 
+@pytest.mark.parametrize("context", [0, 1])
 @pytest.mark.parametrize("intensity", [False, True])
 @pytest.mark.parametrize("pipeline", ["reference", "device"])
-def test_both_data_paths_train_on_slices_with_dropped_sequences(phantom_dir, tmp_path, pipeline, intensity):
-    # with the intensity step too, the copies stay exact: it comes before them in both paths
+def test_both_data_paths_train_on_slices_with_dropped_sequences(phantom_dir, tmp_path, pipeline, intensity, context):
+    # with the intensity step too, the copies stay exact: it comes before them in both paths; with 2.5-D context
+    # each stacked slice loses the same sequences (one scan missing), each copied from its own FLAIR
     params = parameters.settings(train.DEFAULTS, image_size=16, batch_size=4, validation_cases=3, workers=0,
                                  cache_dir=str(tmp_path), sequence_dropout=1.0, aug_scale=0.0, aug_angle=0.0,
-                                 flip_prob=0.0, intensity_augmentation=intensity)
+                                 flip_prob=0.0, intensity_augmentation=intensity, context_slices=context)
     train_set, valid_set = batches.datasets(params, phantom_dir, augment_on_cpu=pipeline == "reference")
     images, _ = next(iter(batches.Batches(pipeline, train_set, valid_set, params, torch.device("cpu")).train()))
+    assert images.shape[1] == 3 * (2 * context + 1)
     for image in images:  # every slice: its pre-contrast or post-contrast (or both) is its FLAIR
-        assert torch.allclose(image[0], image[1], atol=1e-6) or torch.allclose(image[2], image[1], atol=1e-6)
+        copied = {tuple(torch.allclose(stack[channel], stack[1], atol=1e-6) for channel in (0, 2))
+                  for stack in image.unflatten(0, (-1, 3))}
+        assert len(copied) == 1 and copied != {(False, False)}, copied
     validation, _ = next(iter(batches.Batches(pipeline, train_set, valid_set, params, torch.device("cpu"))
                               .validation()))
     assert not any(torch.allclose(image[0], image[1]) for image in validation)  # validation is never augmented
+
+
+def test_both_paths_copy_each_stacked_slices_own_flair():
+    # nine distinct channels: slices s-1, s, s+1, each (pre-contrast, FLAIR, post-contrast)
+    image = np.arange(9.0) + np.arange(16.0).reshape(4, 4, 1) * 10
+    np.random.seed(0)
+    on_cpu = [transform.SequenceDropout(1.0, slices=3)((image, None))[0] for _ in range(60)]
+    stacked = torch.from_numpy(image.transpose(2, 0, 1)).expand(60, -1, -1, -1)
+    on_device = drop_sequences(stacked, 1.0, torch.Generator().manual_seed(0), slices=3)
+    patterns = set()
+    for out in [torch.from_numpy(out.transpose(2, 0, 1)) for out in on_cpu] + list(on_device):
+        original = torch.from_numpy(image.transpose(2, 0, 1))
+        torch.testing.assert_close(out[1::3], original[1::3], rtol=0, atol=0)  # the FLAIRs never change
+        pre, post = torch.equal(out[0::3], original[1::3]), torch.equal(out[2::3], original[1::3])
+        assert pre or torch.equal(out[0::3], original[0::3])  # all three slices' copies, or none
+        assert post or torch.equal(out[2::3], original[2::3])
+        patterns.add((pre, post))
+    assert patterns == {(True, False), (False, True), (True, True)}
 
 
 @pytest.mark.parametrize("pipeline", ["reference", "device"])

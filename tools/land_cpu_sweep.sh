@@ -50,6 +50,7 @@ recipes=("reference=$R/runs/unet-dice" "modern=$R/runs/unet-bce_dice-adamw-cosin
          "128 px + sequence dropout=$R/runs/unet-bce_dice-fast-128-seqdrop"
          "seqdrop, seed 1=$R/runs-seed-1/unet-bce_dice-adamw-cosine-seqdrop"
          "seqdrop + intensity=$R/runs/unet-bce_dice-adamw-cosine-seqdrop-intensity"
+         "seqdrop + context=$R/runs/unet-bce_dice-adamw-cosine-seqdrop-context"
          "modern, seed 1=$R/runs-seed-1/unet-bce_dice-adamw-cosine" "reference, seed 1=$R/runs-seed-1/unet-dice")
 for extra in ${EXTRA_RECIPES:-}; do recipes+=("$extra"); done
 present=()
