@@ -115,7 +115,7 @@ def drop_sequences(images, prob, generator=None, slices=1):
     pattern = torch.randint(0, 3, (count,), generator=generator, device=device)  # 0: pre, 1: post, 2: both
     pre = (dropped & (pattern != 1))[:, None, None, None]
     post = (dropped & (pattern != 0))[:, None, None, None]
-    stacked = images.unflatten(1, (slices, images.shape[1] // slices))  # (N, slices, 3, S, S)
+    stacked = images.unflatten(1, (slices, -1))  # (N, slices, 3, S, S)
     flair = stacked[:, :, FLAIR_CHANNEL]
     channels = list(stacked.unbind(2))
     channels[PRE_CONTRAST] = torch.where(pre, flair, stacked[:, :, PRE_CONTRAST])
