@@ -51,7 +51,8 @@ recipes=("reference=$R/runs/unet-dice" "modern=$R/runs/unet-bce_dice-adamw-cosin
          "seqdrop, seed 1=$R/runs-seed-1/unet-bce_dice-adamw-cosine-seqdrop"
          "seqdrop + intensity=$R/runs/unet-bce_dice-adamw-cosine-seqdrop-intensity"
          "seqdrop + context=$R/runs/unet-bce_dice-adamw-cosine-seqdrop-context"
-         "modern, seed 1=$R/runs-seed-1/unet-bce_dice-adamw-cosine" "reference, seed 1=$R/runs-seed-1/unet-dice")
+         "modern, seed 1=$R/runs-seed-1/unet-bce_dice-adamw-cosine" "reference, seed 1=$R/runs-seed-1/unet-dice"
+         "128 px + intensity, seed 1=$R/runs-seed-1/unet-bce_dice-fast-128-intensity")
 for extra in ${EXTRA_RECIPES:-}; do recipes+=("$extra"); done
 present=()
 for item in "${recipes[@]}"; do [ -d "${item#*=}" ] && present+=("$item"); done  # a recipe not run yet: no column
