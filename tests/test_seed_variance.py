@@ -106,3 +106,17 @@ def test_the_figure_has_a_panel_a_recipe_run_at_two_seeds_and_the_file_links_it(
     assert "| unet-bce_dice-fast | 1 - 42 | 3 |" in text
     # b fails at seed 42 only: the table and the figure's red points say so
     assert "| 0.1833 | b | — |" in text
+
+
+def test_the_last_epochs_are_paired_beside_the_best(tmp_path):
+    """A lever whose gain is mostly the epoch chosen on the validation patients: +0.1 on each patient at its best
+    epoch, +0.02 at the last; the row gives both, with the means on the paired patients."""
+    base = dict(a=0.6, b=0.7, c=0.8)  # mean 0.7
+    write_run(tmp_path / "42", "fast", 0, base, last=dict(a=0.5, b=0.6, c=0.7))  # last epoch mean 0.6
+    write_run(tmp_path / "42", "lever", 0, {p: v + 0.1 for p, v in base.items()}, last=dict(a=0.52, b=0.62, c=0.72))
+    lines = seed_variance.lines_for({"42": seed_variance.recipe_scores(tmp_path / "42")}, ["fast"])
+    row = next(line for line in lines[lines.index("## Each recipe against fast"):] if line.startswith("| lever |"))
+    assert "0.7000 -> 0.8000: +0.1000 [+0.1000, +0.1000]" in row and "(3 patients)" in row
+    assert "last epoch 0.6000 -> 0.6200, +0.0200 [+0.0200, +0.0200]" in row
+    # a recipe with no per-epoch scores at 256x256 (older runs) says so rather than pairing nothing
+    assert seed_variance.last_epoch_text(None) == "last epoch —"
