@@ -69,39 +69,29 @@ def test_truncated_tiff(tmp_path):
         load(tmp_path)
 
 
-def test_wrong_channel_count(tmp_path):
+def blank(*shape):
+    return np.zeros(shape, dtype=np.uint8)
+
+
+@pytest.mark.parametrize("written, message", [
+    # the image of slice 2 with a fourth channel
+    ({"_2.tif": blank(16, 16, 4)}, r"_2\.tif: image of shape \(16, 16, 4\); expected height x width x 3"),
+    # slice 3 (image and mask) taller than the others
+    ({"_3.tif": blank(20, 16, 3), "_3_mask.tif": blank(20, 16)},
+     r"_3\.tif: image of shape \(20, 16, 3\), but .*_1\.tif has"),
+    # a mask of grey values
+    ({"_2_mask.tif": np.full((16, 16), 128, dtype=np.uint8)},
+     r"_2_mask\.tif: mask values \[128\]; expected \{0, 255\} or \{0, 1\}"),
+    ({"_extra.tif": blank(16, 16, 3)}, r"_extra\.tif: slice name without a number"),
+    # "02" and "2" are the same slice number
+    ({"_02.tif": blank(16, 16, 3)}, r"_2\.tif: slice number 2 already taken by .*_02\.tif"),
+], ids=["wrong channel count", "slices of different sizes", "mask with other values", "slice name without number",
+        "duplicate slice numbers"])
+def test_a_bad_file_in_a_patient_gives_one_clear_error(tmp_path, written, message):
     folder = good_patient(tmp_path)
-    tifffile.imwrite(folder / f"{PATIENT}_2.tif", np.zeros((16, 16, 4), dtype=np.uint8))
-    with pytest.raises(dataset.DataError, match=r"_2\.tif: image of shape \(16, 16, 4\); expected height x width x 3"):
-        load(tmp_path)
-
-
-def test_slices_of_different_sizes(tmp_path):
-    folder = good_patient(tmp_path)
-    tifffile.imwrite(folder / f"{PATIENT}_3.tif", np.zeros((20, 16, 3), dtype=np.uint8))
-    tifffile.imwrite(folder / f"{PATIENT}_3_mask.tif", np.zeros((20, 16), dtype=np.uint8))
-    with pytest.raises(dataset.DataError, match=r"_3\.tif: image of shape \(20, 16, 3\), but .*_1\.tif has"):
-        load(tmp_path)
-
-
-def test_mask_with_other_values(tmp_path):
-    folder = good_patient(tmp_path)
-    tifffile.imwrite(folder / f"{PATIENT}_2_mask.tif", np.full((16, 16), 128, dtype=np.uint8))
-    with pytest.raises(dataset.DataError, match=r"_2_mask\.tif: mask values \[128\]; expected \{0, 255\} or \{0, 1\}"):
-        load(tmp_path)
-
-
-def test_slice_name_without_number(tmp_path):
-    folder = good_patient(tmp_path)
-    tifffile.imwrite(folder / f"{PATIENT}_extra.tif", np.zeros((16, 16, 3), dtype=np.uint8))
-    with pytest.raises(dataset.DataError, match=r"_extra\.tif: slice name without a number"):
-        load(tmp_path)
-
-
-def test_duplicate_slice_numbers(tmp_path):
-    folder = good_patient(tmp_path)
-    tifffile.imwrite(folder / f"{PATIENT}_02.tif", np.zeros((16, 16, 3), dtype=np.uint8))
-    with pytest.raises(dataset.DataError, match=r"_2\.tif: slice number 2 already taken by .*_02\.tif"):
+    for suffix, array in written.items():
+        tifffile.imwrite(folder / f"{PATIENT}{suffix}", array)
+    with pytest.raises(dataset.DataError, match=message):
         load(tmp_path)
 
 
