@@ -46,6 +46,7 @@ recipes=("reference=$R/runs/unet-dice" "modern=$R/runs/unet-bce_dice-adamw-cosin
          "most at 128 px, seed 1=$R/runs-seed-1/unet-bce_dice-fast-128"
          "128 px + context=$R/runs/unet-bce_dice-fast-128-context"
          "128 px + intensity=$R/runs/unet-bce_dice-fast-128-intensity"
+         "128 px + intensity + context=$R/runs/unet-bce_dice-fast-128-intensity-context"
          "128 px + deep supervision=$R/runs/unet-bce_dice-fast-128-ds"
          "128 px + sequence dropout=$R/runs/unet-bce_dice-fast-128-seqdrop"
          "seqdrop, seed 1=$R/runs-seed-1/unet-bce_dice-adamw-cosine-seqdrop"
