@@ -120,3 +120,20 @@ def test_the_last_epochs_are_paired_beside_the_best(tmp_path):
     assert "last epoch 0.6000 -> 0.6200, +0.0200 [+0.0200, +0.0200]" in row
     # a recipe with no per-epoch scores at 256x256 (older runs) says so rather than pairing nothing
     assert seed_variance.last_epoch_text(None) == "last epoch —"
+
+
+def test_a_verdict_on_fewer_folds_than_the_cross_validation_says_so():
+    """Better at both seeds, but at seed 1 only one of the two folds has run for the lever: the verdict names the
+    folds it rests on; at seed 42, where both folds ran, nothing is added."""
+    def entry(scores, folds_run):
+        return dict(native=scores, fold_dsc=dict.fromkeys(folds_run, 0.5), folds=2, last_native_mean=None,
+                    fold_pixels={})
+
+    base = dict(a=0.5, b=0.6, c=0.7, d=0.8)
+    lever = {p: v + 0.05 for p, v in base.items()}
+    seeds = {"42": {"base": entry(base, [0, 1]), "lever": entry(lever, [0, 1])},
+             "1": {"base": entry(base, [0, 1]), "lever": entry(dict(a=0.55, b=0.65), [0])}}
+    lines = seed_variance.lines_for(seeds, ["base"])
+    row = next(line for line in lines[lines.index("## Each recipe against base"):] if line.startswith("| lever |"))
+    assert row.endswith("| better at every seed (on seed 1: 1 of 2 folds) |")
+    assert seed_variance.shared_folds_short({"42": seeds["42"]}, "lever", "base") == []

@@ -13,7 +13,7 @@ metrics.csv):
   Wilcoxon p, the mean absolute per-patient change, and the patients that fail at one seed only and at both;
 - each recipe against each baseline at every seed (the means on the paired patients, best epochs and last
   epochs) and on the seed-averaged per-patient scores: "better" only where the interval excludes 0 at every
-  seed;
+  seed, and a verdict on fewer folds than the cross-validation has says on how many;
 - with --figure, a panel a recipe run at two seeds: each patient's DSC at the first seed against the second's.
 """
 
@@ -146,7 +146,8 @@ def against_lines(seeds, baseline):
     out = ["", f"## Each recipe against {baseline}", "",
             "At every seed on its own (the best epochs' means on the paired patients, then the paired "
             "difference; beside it the same at the last epochs), and on the per-patient scores averaged over the "
-            "seeds. \"Better\" (or \"worse\") only where the best epochs' interval excludes 0 at every seed.", "",
+            "seeds. \"Better\" (or \"worse\") only where the best epochs' interval excludes 0 at every seed; a verdict "
+            "resting on fewer folds than the cross-validation has names the folds it rests on.", "",
             "| recipe | " + " | ".join(f"seed {label}" for label in labels) + " | seed-averaged | verdict |",
             "|---|" + "---|" * len(labels) + "---|---|"]
     for recipe in recipes:
@@ -164,6 +165,9 @@ def against_lines(seeds, baseline):
                 "worse at every seed" if all(r["high"] < 0 for r in per_seed) else "mixed"
         else:
             verdict = "not shown" + ("" if all(per_seed) else " (a seed is missing)")
+        partial = shared_folds_short(seeds, recipe, baseline)
+        if partial:  # a verdict on some folds is a screen's, not the 5-fold's the issue asks for
+            verdict += f" (on {', '.join(partial)})"
         # the last epochs on the same footing: a gain that is only the epoch chosen on these patients shows here
         per_seed_last = [compare(seeds[label][baseline].get("last_native", {}),
                                  seeds[label][recipe].get("last_native", {}))
@@ -173,6 +177,18 @@ def against_lines(seeds, baseline):
                  for result, last in zip(per_seed, per_seed_last)]
         out.append(f"| {recipe} | " + " | ".join(cells) + f" | {interval_text(averaged) if averaged else '—'} | "
                    f"{verdict} |")
+    return out
+
+
+def shared_folds_short(seeds, recipe, baseline):
+    """["seed L: k of n folds", ...] for each seed where the recipe and the baseline share fewer folds than the
+    cross-validation has; [] where every paired seed covers them all."""
+    out = []
+    for label, entries in seeds.items():
+        if recipe in entries and baseline in entries:
+            shared = set(entries[recipe]["fold_dsc"]) & set(entries[baseline]["fold_dsc"])
+            if len(shared) < entries[recipe]["folds"]:
+                out.append(f"seed {label}: {len(shared)} of {entries[recipe]['folds']} folds")
     return out
 
 
