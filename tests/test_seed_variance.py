@@ -118,8 +118,11 @@ def test_the_last_epochs_are_paired_beside_the_best(tmp_path):
     row = next(line for line in lines[lines.index("## Each recipe against fast"):] if line.startswith("| lever |"))
     assert "0.7000 -> 0.8000: +0.1000 [+0.1000, +0.1000]" in row and "(3 patients)" in row
     assert "last epoch 0.6000 -> 0.6200, +0.0200 [+0.0200, +0.0200]" in row
-    # a recipe with no per-epoch scores at 256x256 (older runs) says so rather than pairing nothing
+    # a recipe with no per-epoch scores at 256x256 (older runs) says so rather than pairing nothing, and a pairing
+    # on fewer patients than the best epochs' says on how many
     assert seed_variance.last_epoch_text(None) == "last epoch —"
+    fewer = seed_variance.compare(dict(a=0.5, b=0.6), dict(a=0.6, b=0.6))
+    assert seed_variance.last_epoch_text(fewer, 3).startswith("last epoch on 2 patients 0.5500 -> 0.6000, +0.0500")
 
 
 def test_a_verdict_on_fewer_folds_than_the_cross_validation_says_so():

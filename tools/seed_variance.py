@@ -84,11 +84,13 @@ def interval_text(result):
             f"{result['improved']} / {result['worse']} / {result['tied']}")
 
 
-def last_epoch_text(result):
-    """The two recipes' mean at their last epochs on the patients both have, and the paired difference."""
+def last_epoch_text(result, best_patients=None):
+    """The two recipes' mean at their last epochs on the patients both have, and the paired difference; the count
+    of patients where it is not the best epochs' (runs from before the per-epoch score at 256x256 lack it)."""
     if result is None:
         return "last epoch —"
-    return (f"last epoch {result['baseline_mean']:.4f} -> {result['other_mean']:.4f}, "
+    fewer = f" on {result['patients']} patients" if result["patients"] != best_patients else ""
+    return (f"last epoch{fewer} {result['baseline_mean']:.4f} -> {result['other_mean']:.4f}, "
             f"{result['mean_difference']:+.4f} [{result['low']:+.4f}, {result['high']:+.4f}]")
 
 
@@ -173,7 +175,7 @@ def against_lines(seeds, baseline):
                                  seeds[label][recipe].get("last_native", {}))
                          if recipe in seeds[label] and baseline in seeds[label] else None for label in labels]
         cells = [f"{result['baseline_mean']:.4f} -> {result['other_mean']:.4f}: " + interval_text(result)
-                 + f" ({result['patients']} patients); {last_epoch_text(last)}" if result else "—"
+                 + f" ({result['patients']} patients); {last_epoch_text(last, result['patients'])}" if result else "—"
                  for result, last in zip(per_seed, per_seed_last)]
         out.append(f"| {recipe} | " + " | ".join(cells) + f" | {interval_text(averaged) if averaged else '—'} | "
                    f"{verdict} |")
