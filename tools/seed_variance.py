@@ -78,10 +78,19 @@ def compare(baseline, other):
     return result
 
 
+def difference_text(result):
+    """The paired mean difference and its bootstrap interval."""
+    return f"{result['mean_difference']:+.4f} [{result['low']:+.4f}, {result['high']:+.4f}]"
+
+
+def means_text(result):
+    """The two means on the paired patients, baseline first."""
+    return f"{result['baseline_mean']:.4f} -> {result['other_mean']:.4f}"
+
+
 def interval_text(result):
     p = "—" if result["wilcoxon_p"] is None else f"{result['wilcoxon_p']:.3g}"
-    return (f"{result['mean_difference']:+.4f} [{result['low']:+.4f}, {result['high']:+.4f}], p {p}, "
-            f"{result['improved']} / {result['worse']} / {result['tied']}")
+    return f"{difference_text(result)}, p {p}, {result['improved']} / {result['worse']} / {result['tied']}"
 
 
 def last_epoch_text(result, best_patients=None):
@@ -90,8 +99,7 @@ def last_epoch_text(result, best_patients=None):
     if result is None:
         return "last epoch —"
     fewer = f" on {result['patients']} patients" if result["patients"] != best_patients else ""
-    return (f"last epoch{fewer} {result['baseline_mean']:.4f} -> {result['other_mean']:.4f}, "
-            f"{result['mean_difference']:+.4f} [{result['low']:+.4f}, {result['high']:+.4f}]")
+    return f"last epoch{fewer} {means_text(result)}, {difference_text(result)}"
 
 
 def excludes_zero(result):
@@ -155,10 +163,16 @@ def against_lines(seeds, baseline):
     for recipe in recipes:
         if recipe == baseline:
             continue
-        per_seed = [compare(seeds[label][baseline]["native"], seeds[label][recipe]["native"])
-                    if recipe in seeds[label] and baseline in seeds[label] else None for label in labels]
-        averaged = compare(*(seed_average([seeds[label][name]["native"] for label in labels
-                                           if recipe in seeds[label] and baseline in seeds[label]])
+        both = [label for label in labels if recipe in seeds[label] and baseline in seeds[label]]
+
+        def paired(key):
+            """A pairing a seed of the per-patient scores under key (None where a seed lacks either recipe)."""
+            return [compare(seeds[label][baseline].get(key, {}), seeds[label][recipe].get(key, {}))
+                    if label in both else None for label in labels]
+
+        # the last epochs on the same footing: a gain that is only the epoch chosen on these patients shows there
+        per_seed, per_seed_last = paired("native"), paired("last_native")
+        averaged = compare(*(seed_average([seeds[label][name]["native"] for label in both])
                              for name in (baseline, recipe)))
         if not any(per_seed):
             continue
@@ -170,11 +184,7 @@ def against_lines(seeds, baseline):
         partial = shared_folds_short(seeds, recipe, baseline)
         if partial:  # a verdict on some folds is a screen's, not the 5-fold's the issue asks for
             verdict += f" (on {', '.join(partial)})"
-        # the last epochs on the same footing: a gain that is only the epoch chosen on these patients shows here
-        per_seed_last = [compare(seeds[label][baseline].get("last_native", {}),
-                                 seeds[label][recipe].get("last_native", {}))
-                         if recipe in seeds[label] and baseline in seeds[label] else None for label in labels]
-        cells = [f"{result['baseline_mean']:.4f} -> {result['other_mean']:.4f}: " + interval_text(result)
+        cells = [f"{means_text(result)}: " + interval_text(result)
                  + f" ({result['patients']} patients); {last_epoch_text(last, result['patients'])}" if result else "—"
                  for result, last in zip(per_seed, per_seed_last)]
         out.append(f"| {recipe} | " + " | ".join(cells) + f" | {interval_text(averaged) if averaged else '—'} | "
